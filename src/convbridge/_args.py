@@ -1,0 +1,69 @@
+"""Small validators shared by the spec parsers: ints, per-dimension tuples, choices."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+from convbridge.errors import ArgumentError, ArgumentTypeError
+
+__all__ = ["as_int", "per_dim", "choice"]
+
+
+def as_int(value: object, name: str) -> int:
+    """Return ``value`` as a Python int; bools, floats and strings are rejected.
+
+    Args:
+        value: the candidate (a Python or NumPy integer).
+        name: the argument's name, for the message.
+
+    Raises:
+        ArgumentTypeError: ``value`` is not an integer.
+    """
+    if isinstance(value, bool) or hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "b":
+        raise ArgumentTypeError(f"{name} must be an int, got the bool {value!r}; pass 1 or 0 explicitly")
+    try:
+        return operator.index(value)
+    except TypeError:
+        hint = f"; use {int(value)}" if isinstance(value, float) and float(value).is_integer() else ""
+        raise ArgumentTypeError(
+            f"{name} must be an int, got {type(value).__name__} {value!r}{hint}"
+        ) from None
+
+
+def per_dim(value: object, name: str, ndim: int, *, minimum: int) -> tuple[int, ...]:
+    """Normalise an int or a per-dimension sequence of ints to a tuple of length ``ndim``.
+
+    A length-1 sequence broadcasts, as in torch.
+
+    Raises:
+        ArgumentTypeError: an element is not an int.
+        ArgumentError: wrong length, or an element below ``minimum``.
+    """
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        items = [as_int(v, f"{name}[{i}]") for i, v in enumerate(value)]
+        if len(items) == 1:
+            items = items * ndim
+        elif len(items) != ndim:
+            raise ArgumentError(
+                f"{name} has {len(items)} entries but the input has {ndim} spatial dims; "
+                f"give one int or {ndim} ints (one per spatial dim)"
+            )
+    elif isinstance(value, str):
+        raise ArgumentTypeError(f"{name} must be an int or a sequence of ints, got the string {value!r}")
+    else:
+        items = [as_int(value, name)] * ndim
+    for i, v in enumerate(items):
+        if v < minimum:
+            where = name if ndim == 1 else f"{name}[{i}]"
+            raise ArgumentError(f"{where} must be >= {minimum}, got {v}; {name} counts from {minimum}")
+    return tuple(items)
+
+
+def choice(value: object, name: str, allowed: Sequence[str]) -> str:
+    """Return ``value`` lower-cased if it is one of ``allowed``, else raise listing them."""
+    text = getattr(value, "name", value)
+    if not isinstance(text, str) or text.lower() not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        raise ArgumentError(f"unknown {name} {value!r}; choose one of {options}")
+    return text.lower()

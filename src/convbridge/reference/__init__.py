@@ -1,0 +1,11 @@
+"""The independent NumPy reference, written from the definition.
+
+It never calls torch or jax; convolution is one rank-generic window view
+contracted with einsum, its adjoint (the transposed convolution) a scatter-add
+of kernel-weighted input. Padding modes use ``numpy.pad``, independently of the
+gather indices the backends use.
+"""
+
+from convbridge.reference.conv import conv, conv_canonical, conv_vjp_canonical, to_canonical, from_canonical
+
+__all__ = ["conv", "conv_canonical", "conv_vjp_canonical", "to_canonical", "from_canonical"]

@@ -1,0 +1,123 @@
+"""Reference convolution and its vector-Jacobian product, in canonical order."""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from convbridge.layout import inverse
+from convbridge.spec import ConvSpec
+
+__all__ = ["conv", "conv_canonical", "conv_vjp_canonical", "to_canonical", "from_canonical"]
+
+_NP_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def to_canonical(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """User-layout input -> ``(N, C, *spatial)`` (adds N for unbatched input)."""
+    x = np.asarray(x)
+    if not spec.layout.batched:
+        x = x[None]
+    return x.transpose(spec.layout.lhs_perm)
+
+
+def from_canonical(y: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """``(N, C, *spatial)`` -> user output layout (drops N for unbatched input)."""
+    y = y.transpose(inverse(spec.layout.out_perm))
+    return y if spec.layout.batched else y[0]
+
+
+def conv(x, w, b, spec: ConvSpec, *, dtype=np.float64) -> np.ndarray:
+    """Convolve user-layout arrays as ``spec`` says, computing in ``dtype``.
+
+    Args:
+        x, w, b: input, kernel and optional bias (any array-likes convertible by numpy).
+        spec: the validated spec.
+        dtype: computation and result dtype (float64 for the reference).
+
+    Returns:
+        The output in the user's output layout.
+    """
+    xc = to_canonical(np.asarray(x, dtype=dtype), spec)
+    wc = np.asarray(w, dtype=dtype).transpose(spec.layout.rhs_perm)
+    bc = None if b is None else np.asarray(b, dtype=dtype)
+    return from_canonical(conv_canonical(xc, wc, bc, spec), spec)
+
+
+def _letters(nsp: int) -> tuple[str, str]:
+    pool = [c for c in string.ascii_letters if c not in "ngcoNGCO"]
+    return "".join(pool[:nsp]), "".join(pool[nsp : 2 * nsp])
+
+
+def _pad(xc: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    widths = [(0, 0), (0, 0), *spec.padding]
+    return np.pad(xc, widths, mode=_NP_MODES[spec.padding_mode])
+
+
+def _windows(xpad: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """(N, G, Cg, *S_pad) -> (N, G, Cg, *out, *kernel) strided, dilated windows (a view)."""
+    nsp = spec.nsp
+    spans = [d * (k - 1) + 1 for k, d in zip(spec.kernel_spatial, spec.dilation)]
+    v = sliding_window_view(xpad, spans, axis=tuple(range(3, 3 + nsp)))
+    pos = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(spec.out_spatial, spec.stride))
+    taps = tuple(slice(None, None, d) for d in spec.dilation)
+    return v[(slice(None),) * 3 + pos + taps]
+
+
+def _grouped(xc: np.ndarray, wc: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, np.ndarray]:
+    g = spec.groups
+    xg = xc.reshape(xc.shape[0], g, xc.shape[1] // g, *xc.shape[2:])
+    wg = wc.reshape(g, wc.shape[0] // g, *wc.shape[1:])
+    return xg, wg
+
+
+def conv_canonical(xc, wc, bc, spec: ConvSpec) -> np.ndarray:
+    """y[n, o, p] = sum_{c, k} pad(x)[n, g(o)*Cg + c, p*s + k*d] w[o, c, k] + b[o]."""
+    xg, wg = _grouped(_pad(xc, spec), wc, spec)
+    P, K = _letters(spec.nsp)
+    y = np.einsum(f"ngc{P}{K},goc{K}->ngo{P}", _windows(xg, spec), wg, optimize=True)
+    y = y.reshape(y.shape[0], spec.out_channels, *spec.out_spatial)
+    if bc is not None:
+        y = y + bc.reshape(-1, *([1] * spec.nsp))
+    return y
+
+
+def conv_vjp_canonical(t, xc, wc, spec: ConvSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of ``sum(conv(x, w, b) * t)`` with respect to x, w and b (canonical order).
+
+    The input gradient is the transposed convolution: a scatter-add of
+    kernel-weighted ``t`` into the padded input, then the adjoint of the padding.
+    """
+    g, nsp = spec.groups, spec.nsp
+    P, K = _letters(nsp)
+    tg = t.reshape(t.shape[0], g, spec.out_channels // g, *spec.out_spatial)
+    xpad = _pad(xc, spec)
+    xg, wg = _grouped(xpad, wc, spec)
+    dw = np.einsum(f"ngc{P}{K},ngo{P}->goc{K}", _windows(xg, spec), tg, optimize=True).reshape(wc.shape)
+    db = t.sum(axis=(0, *range(2, 2 + nsp)))
+    dpad = np.zeros(xg.shape, dtype=np.result_type(t, wc))
+    for tap in np.ndindex(*spec.kernel_spatial):
+        dst = tuple(
+            slice(k * d, k * d + s * (o - 1) + 1, s)
+            for k, d, s, o in zip(tap, spec.dilation, spec.stride, spec.out_spatial)
+        )
+        dpad[(slice(None),) * 3 + dst] += np.einsum(f"ngo{P},goc->ngc{P}", tg, wg[(Ellipsis, *tap)])
+    dx = _unpad(dpad.reshape(xpad.shape), spec)
+    return dx, dw, db
+
+
+def _unpad(dpad: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Adjoint of the padding: add each padded position's gradient to its source."""
+    mode = _NP_MODES[spec.padding_mode]
+    out = dpad
+    for axis, (n, (lo, hi)) in enumerate(zip(spec.in_spatial, spec.padding), start=2):
+        fill = {"constant_values": -1} if mode == "constant" else {}
+        idx = np.pad(np.arange(n), (lo, hi), mode=mode, **fill)
+        keep = idx >= 0
+        moved = np.moveaxis(out, axis, 0)
+        acc = np.zeros((n, *moved.shape[1:]), dtype=out.dtype)
+        np.add.at(acc, idx[keep], moved[keep])
+        out = np.moveaxis(acc, 0, axis)
+    return out

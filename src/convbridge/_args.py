@@ -40,7 +40,8 @@ def per_dim(value: object, name: str, ndim: int, *, minimum: int) -> tuple[int, 
         ArgumentTypeError: an element is not an int.
         ArgumentError: wrong length, or an element below ``minimum``.
     """
-    if isinstance(value, Sequence) and not isinstance(value, str):
+    scalar = not (isinstance(value, Sequence) and not isinstance(value, str))
+    if not scalar:
         items = [as_int(v, f"{name}[{i}]") for i, v in enumerate(value)]
         if len(items) == 1:
             items = items * ndim
@@ -55,7 +56,7 @@ def per_dim(value: object, name: str, ndim: int, *, minimum: int) -> tuple[int, 
         items = [as_int(value, name)] * ndim
     for i, v in enumerate(items):
         if v < minimum:
-            where = name if ndim == 1 else f"{name}[{i}]"
+            where = name if scalar or ndim == 1 else f"{name}[{i}]"
             raise ArgumentError(f"{where} must be >= {minimum}, got {v}; {name} counts from {minimum}")
     return tuple(items)
 

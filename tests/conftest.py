@@ -1,0 +1,86 @@
+"""Shared fixtures: installed backends, Hypothesis profiles, and a tally of verdict ratios."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import convbridge as cb
+
+settings.register_profile(
+    "ci", deadline=None, derandomize=True, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+settings.register_profile(
+    "dev", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+BACKENDS = cb.available_backends()
+FRAMEWORKS = tuple(b for b in BACKENDS if b != "numpy")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """Every installed backend, one at a time."""
+    return request.param
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+# --- a tally of verdict ratios, gathered across xdist workers and printed at the end ---------------
+
+def pytest_configure(config):
+    if "CONVBRIDGE_STATS_DIR" not in os.environ:
+        os.environ["CONVBRIDGE_STATS_DIR"] = tempfile.mkdtemp(prefix="convbridge-stats-")
+
+
+def record(kind: str, **values) -> None:
+    """Append one observation (kind: 'config', 'equivalent', 'mismatch', 'rejected') for the summary."""
+    path = Path(os.environ["CONVBRIDGE_STATS_DIR"]) / f"{os.getpid()}.jsonl"
+    with path.open("a") as f:
+        f.write(json.dumps({"kind": kind, **values}) + "\n")
+
+
+def record_report(report, test: str) -> None:
+    """Tally every pair of a ParityReport: the largest r seen among non-identical agreeing results."""
+    for p in report.pairs:
+        if p.verdict == "equivalent":
+            record("equivalent", r=p.max_ratio, allowed=p.allowed_ratio, pair=f"{p.a}/{p.b}", test=test)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if hasattr(config, "workerinput"):
+        return
+    rows = []
+    for path in Path(os.environ["CONVBRIDGE_STATS_DIR"]).glob("*.jsonl"):
+        rows += [json.loads(line) for line in path.read_text().splitlines()]
+    if not rows:
+        return
+    tr = terminalreporter
+    tr.section("convbridge verdict statistics")
+    configs = [r for r in rows if r["kind"] == "config"]
+    tr.write_line(f"differential configurations run: {len(configs)} "
+                  f"({sum(r.get('backends', 0) for r in configs)} backend runs)")
+    eq = [r for r in rows if r["kind"] == "equivalent"]
+    if eq:
+        worst = max(eq, key=lambda r: r["r"])
+        frac = max(r["r"] / r["allowed"] for r in eq)
+        tr.write_line(f"largest r among equivalent results: {worst['r']:.3g} (allowed {worst['allowed']:.4g}, "
+                      f"{worst['pair']}, {worst['test']}); largest r/allowed: {frac:.3g}")
+    mm = [r for r in rows if r["kind"] == "mismatch"]
+    if mm:
+        best = min(mm, key=lambda r: r["r"])
+        tr.write_line(f"planted mismatches: {len(mm)}, smallest r: {best['r']:.3g} ({best['test']})")
+    rej = [r for r in rows if r["kind"] == "rejected"]
+    if rej:
+        tr.write_line(f"bad inputs rejected with the expected error: {len(rej)}")

@@ -470,7 +470,7 @@ def test_import_loads_no_heavy_modules():
     code = (
         "import sys, convbridge.data; "
         "bad = sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'torch', 'jax', 'matplotlib', 'PIL', 'rich', 'skimage', 'torchvision'}); print(bad)"
+        "{'torch', 'jax', 'matplotlib', 'PIL', 'skimage', 'torchvision'}); print(bad)"
     )
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": src}

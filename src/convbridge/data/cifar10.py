@@ -204,7 +204,9 @@ def _read_folder(folder: Path, names: tuple[str, ...], sums: Mapping[str, str] |
     for name in names:
         path = folder / name
         if not path.is_file():
-            raise DataError(f"CIFAR-10 folder {folder} lacks {name}; the extraction is incomplete; {_HOW_TO_GET}")
+            raise DataError(
+                f"CIFAR-10 folder {folder} lacks {name}; the extraction is incomplete; {_HOW_TO_GET}"
+            )
         if sums is not None:
             check_md5(path, sums[name])
         blobs[name] = path.read_bytes()
@@ -272,7 +274,8 @@ def _field(obj: dict, key: bytes, where: str) -> object:
     for k in (key, key.decode()):
         if k in obj:
             return obj[k]
-    raise DataError(f"{where} has no {key!r} entry (keys: {sorted(map(repr, obj))}); it is not a CIFAR-10 batch")
+    keys = sorted(map(repr, obj))
+    raise DataError(f"{where} has no {key!r} entry (keys: {keys}); it is not a CIFAR-10 batch")
 
 
 def _parse_meta(blob: bytes, where: str) -> tuple[str, ...]:
@@ -288,7 +291,8 @@ def _parse_batch(blob: bytes, name: str, where: str) -> tuple[np.ndarray, np.nda
         raise DataError(f"{where}: data must be uint8 of shape (n, 3072); got {data.dtype} {data.shape}")
     if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(
-            f"{where}: labels must be {data.shape[0]} integers, one per image; got {labels.dtype} {labels.shape}"
+            f"{where}: labels must be {data.shape[0]} integers, one per image; "
+            f"got {labels.dtype} {labels.shape}"
         )
     files = obj.get(b"filenames", obj.get("filenames", ()))
     items = tuple(f.decode("ascii", "replace") if isinstance(f, bytes) else str(f) for f in files)

@@ -67,7 +67,9 @@ def download_cifar10(
         root.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{ARCHIVE_NAME}.", suffix=".part", dir=root)
     except OSError as exc:
-        raise DataError(f"cannot write into the download folder {root} ({exc}); pass a writable --root DIR") from None
+        raise DataError(
+            f"cannot write into the download folder {root} ({exc}); pass a writable --root DIR"
+        ) from None
     tmp, response = Path(tmp_name), None
     try:
         with os.fdopen(fd, "wb") as out:

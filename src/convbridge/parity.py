@@ -78,7 +78,7 @@ class PairResult:
     allowed_ratio: float
     worst_index: tuple[int, ...]
     unit_roundoff: float
-    n_different: int
+    n_different: int  # elements not bitwise equal (to the reference rounded to a's dtype, for the reference)
     n_exceeding: int
     size: int
     verdict: str
@@ -150,7 +150,7 @@ def judge_pair(
         allowed_ratio=float(allowed),
         worst_index=tuple(int(i) for i in worst),
         unit_roundoff=u,
-        n_different=int(np.count_nonzero(diff != 0)),
+        n_different=int(np.count_nonzero(~((a == rounded_b) | (np.isnan(a) & np.isnan(rounded_b))))),
         n_exceeding=exceeding,
         size=int(a.size),
         verdict=verdict,
@@ -228,7 +228,7 @@ class ParityReport:
         cols = ("pair", "max abs", "max rel", "array_equiv", "max r", "allowed r", "worst index", "verdict")
         rows = [cols] + [
             (f"{p.a} vs {p.b}", f"{p.max_abs:.3g}", f"{p.max_rel:.3g}", str(p.array_equiv), f"{p.max_ratio:.3g}",
-             f"{p.allowed_ratio:.4g}", str(p.worst_index), p.verdict)
+             f"{p.allowed_ratio:.4g}", str(p.worst_index) if p.max_ratio else "-", p.verdict)
             for p in self.pairs
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]

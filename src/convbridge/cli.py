@@ -1,0 +1,246 @@
+"""The ``convbridge`` command: a thin layer over the public API.
+
+``convbridge compare`` with no arguments runs the tutorial experiment: 32 images,
+4 random 5x5 filters, torch vs JAX, then says what the tutorial could not: whether
+the two agree up to floating-point rounding, and where they differ most.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from convbridge.errors import ConvBridgeError
+
+CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
+
+CALLS = {
+    "torch": "torch.nn.functional.conv2d",
+    "jax": "jax.lax.conv_general_dilated",
+    "numpy": "convbridge NumPy reference (einsum, input dtype)",
+}
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    con = Console(stderr=stderr, highlight=False)
+    if not con.is_terminal:
+        con.width = 120  # pipes and CI logs: no terminal width to respect, keep tables readable
+    return con
+
+
+def _ints(text: str, name: str):
+    """'2' -> 2; '1,2' -> (1, 2). Values are validated by the spec, not here."""
+    try:
+        parts = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an int or comma-separated ints, e.g. 2 or 1,2",
+                                 param_hint=name) from None
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def _padding(text: str):
+    """'valid' | 'same' | 'same_lower' | '1' | '1,2' | '1:2,0:1' (lo:hi per dim)."""
+    if not any(ch.isdigit() for ch in text):
+        return text
+    try:
+        if ":" in text:
+            return tuple(tuple(int(v) for v in pair.split(":")) for pair in text.split(","))
+        return _ints(text, "--padding")
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use valid, same, same_lower, an int, ints like 1,2, "
+                                 "or lo:hi pairs like 1:2,0:1", param_hint="--padding") from None
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="convbridge")
+def main() -> None:
+    """convbridge: one convolution, the same meaning in PyTorch, JAX and NumPy, proven numerically."""
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--data", default="auto", show_default=True,
+              help="auto (CIFAR-10 if found, else the embedded sample), cifar10, sample, or a path to a folder "
+                   "of images or a .npy/.npz array.")
+@click.option("--root", type=click.Path(file_okay=True), default=None,
+              help="Folder with cifar-10-python.tar.gz or cifar-10-batches-py/.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--download", is_flag=True, help="Fetch CIFAR-10 (163 MB) if it is not found.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--filters", "filters", type=int, default=4, show_default=True, help="Number of random filters.")
+@click.option("--kernel-size", type=int, default=5, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True, help="jax.random.PRNGKey seed of the filters.")
+@click.option("--stride", default="1", show_default=True, help="An int or per-dim ints such as 1,2.")
+@click.option("--padding", default="valid", show_default=True,
+              help="valid, same, same_lower, an int, ints like 1,2, or lo:hi pairs like 1:2,0:1.")
+@click.option("--dilation", default="1", show_default=True)
+@click.option("--groups", type=int, default=1, show_default=True)
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True)
+@click.option("--backends", default="torch,jax", show_default=True,
+              help="Comma-separated, two or more of torch, jax, numpy (one is compared with the reference).")
+@click.option("--image-index", type=int, default=0, show_default=True, help="Image shown in the figures.")
+@click.option("--channel", type=int, default=0, show_default=True, help="Output channel shown in the figures.")
+@click.option("--no-plots", is_flag=True, help="Skip the figures (the HTML report is still written).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: a machine-readable report on stdout.")
+@click.option("--all", "run_all", is_flag=True, help="Also run the whole split batch by batch, with aggregates.")
+@click.option("--out", type=click.Path(), default="convbridge-report", show_default=True,
+              help="Folder for the figures and index.html.")
+def compare(**opts) -> None:
+    """Run the tutorial experiment: the same conv in several frameworks, judged by the rounding bound.
+
+    With no arguments: the first 32 CIFAR-10 test images (or the embedded sample), 4 filters from
+    jax.random.normal(PRNGKey(42), (4, 3, 5, 5)), torch.nn.functional.conv2d vs
+    jax.lax.conv_general_dilated with ('NCHW', 'OIHW', 'NCHW'), valid padding.
+    """
+    try:
+        _compare(opts)
+    except ConvBridgeError as exc:
+        _console(stderr=True).print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(1)
+
+
+def _config(opts):
+    from convbridge.experiment import ExperimentConfig
+
+    backends = tuple(b.strip() for b in opts["backends"].split(",") if b.strip())
+    return ExperimentConfig(
+        data=opts["data"], root=opts["root"], split=opts["split"], download=opts["download"],
+        batch_size=opts["batch_size"], filters=opts["filters"], kernel_size=opts["kernel_size"], seed=opts["seed"],
+        stride=_ints(opts["stride"], "--stride"), padding=_padding(opts["padding"]),
+        dilation=_ints(opts["dilation"], "--dilation"), groups=opts["groups"], layout=opts["layout"],
+        backends=backends, image_index=opts["image_index"], channel=opts["channel"],
+    )
+
+
+def _compare(opts) -> None:
+    from convbridge import experiment
+    from convbridge.reportdir import check_out_dir, write_report
+
+    cfg = _config(opts)
+    out = check_out_dir(opts["out"])
+    err = _console(stderr=True)
+    notice = (lambda msg: err.print(f"note: {msg}", markup=False))
+    t0 = time.perf_counter()
+    dataset = experiment.load_images(cfg, notice, progress=True)
+    result = experiment.run_experiment(cfg, dataset=dataset, notice=notice)
+    if opts["run_all"]:
+        result.aggregate = _run_all(cfg, dataset, result.kernel, err)
+    summary = _summary(result, time.perf_counter() - t0)
+    files = write_report(result, out, plots=not opts["no_plots"], extra=summary)
+    summary["files"] = [str(f) for f in files]
+    if opts["fmt"] == "json":
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_text(result, summary, out)
+
+
+def _run_all(cfg, dataset, kernel, err):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from convbridge import experiment
+
+    columns = (TextColumn("whole split"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("images", total=len(dataset))
+        return experiment.run_all(cfg, dataset, kernel, on_batch=lambda n: bar.advance(task, n))
+
+
+def _summary(result, seconds: float) -> dict:
+    rep, cfg = result.report, result.config
+    names = list(cfg.backends)
+    first = rep.pair(names[0], names[1]) if len(names) > 1 else rep.pair(names[0], "reference")
+    worst = max(rep.pairs, key=lambda p: p.max_ratio / p.allowed_ratio if p.allowed_ratio else 0.0)
+    facts = {
+        "data": f"{result.dataset.source}, split {cfg.split}" if "CIFAR" in result.dataset.source
+        else result.dataset.source,
+        "images": f"{tuple(result.x.shape)} {result.x.dtype}",
+        "labels": f"{tuple(result.dataset.labels.shape)} {result.dataset.labels.dtype}",
+        "kernel": f"{tuple(result.kernel.shape)} {result.kernel.dtype} = {result.kernel_source}",
+    }
+    for n in names:
+        facts[f"{n} output"] = f"{tuple(result.outputs[n].shape)} {result.outputs[n].dtype} ({CALLS[n]})"
+    facts[f"max |{first.a} - {first.b}|"] = f"{first.max_abs:.4g}"
+    facts["array_equiv"] = str(first.array_equiv)
+    return {
+        "facts": facts,
+        "shapes": {"images": list(result.x.shape), "labels": list(result.dataset.labels.shape),
+                   "kernel": list(result.kernel.shape),
+                   **{n: list(result.outputs[n].shape) for n in names}},
+        "dtypes": {"images": str(result.x.dtype), "labels": str(result.dataset.labels.dtype),
+                   "kernel": str(result.kernel.dtype), **{n: str(result.outputs[n].dtype) for n in names}},
+        "class_names": [result.dataset.class_names[k] for k in result.dataset.labels],
+        "max_abs_diff": first.max_abs, "array_equiv": first.array_equiv, "compared": [first.a, first.b],
+        "verdict": rep.verdict,
+        "worst": {"pair": f"{worst.a} vs {worst.b}", "ratio": worst.max_ratio, "allowed": worst.allowed_ratio,
+                  "index": list(worst.worst_index)},
+        "precision": dict(rep.precisions), "unit_roundoff": rep.unit_roundoff,
+        "timings_ms": {k: v * 1e3 for k, v in result.timings.items()},
+        "report": rep.to_dict(),
+        "all": result.aggregate.to_dict() if result.aggregate else None,
+        "seconds": seconds,
+    }
+
+
+def _print_text(result, summary: dict, out: Path) -> None:
+    from rich.table import Table
+
+    con = _console()
+    facts = Table(title="The experiment", show_header=False, title_justify="left")
+    for k, v in summary["facts"].items():
+        facts.add_row(k, v)
+    for k, v in summary["timings_ms"].items():
+        facts.add_row(f"{k} time", f"{v:.3g} ms (median)")
+    con.print(facts)
+    con.print(_pairs_table(result.report))
+    a, b = summary["compared"]
+    pair = result.report.pair(a, b)
+    con.print(f"{a} vs {b}: [bold]{pair.verdict}[/]" + (" (bitwise equal)" if pair.verdict == "identical" else
+              f" (max r {pair.max_ratio:.3g}, allowed {pair.allowed_ratio:.4g})"))
+    w = summary["worst"]
+    style = {"identical": "green", "equivalent": "green", "inconclusive": "yellow"}.get(summary["verdict"], "red")
+    con.print(f"verdict: [bold {style}]{summary['verdict']}[/] - worst r = {w['ratio']:.3g} "
+              f"(allowed {w['allowed']:.4g}) at index {tuple(w['index'])} for {w['pair']}; "
+              f"unit roundoff u = {summary['unit_roundoff']:.3g}")
+    for name, label in summary["precision"].items():
+        con.print(f"  precision {name}: {label}")
+    if summary["all"]:
+        _print_all(con, summary["all"])
+    con.print(f"report: {out / 'index.html'} ({len(summary['files'])} files) in {summary['seconds']:.1f} s")
+
+
+def _pairs_table(rep):
+    from rich.table import Table
+
+    t = Table(title=f"Rounding-bound check (K = {rep.terms} terms per element)", title_justify="left")
+    for col in ("pair", "max abs", "max rel", "array_equiv", "max r", "allowed r", "worst index", "verdict"):
+        t.add_column(col)
+    for p in rep.pairs:
+        t.add_row(f"{p.a} vs {p.b}", f"{p.max_abs:.3g}", f"{p.max_rel:.3g}", str(p.array_equiv),
+                  f"{p.max_ratio:.3g}", f"{p.allowed_ratio:.4g}", str(p.worst_index) if p.max_ratio else "-",
+                  p.verdict)
+    return t
+
+
+def _print_all(con, agg: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"Whole split: {agg['images']} images in {agg['batches']} batches, "
+                    f"{agg['elements']} output elements", title_justify="left")
+    for col in ("pair", "worst r", "allowed r", "non-identical elements", "verdict"):
+        t.add_column(col)
+    for k, v in agg["pairs"].items():
+        t.add_row(k, f"{v['max_ratio']:.3g}", f"{v['allowed_ratio']:.4g}", str(v["non_identical_elements"]),
+                  v["verdict"])
+    con.print(t)
+    times = ", ".join(f"{k} {v:.3f} s" for k, v in agg["seconds_per_backend"].items())
+    con.print(f"conv time per backend over the split: {times}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,223 @@
+"""The tutorial experiment, generalised: one batch, random filters, the same conv in several frameworks.
+
+The default reproduces the exercise convbridge grew out of: the first 32
+CIFAR-10 test images (ToTensor + Normalize(0.5, 0.5)), 4 filters from
+``jax.random.normal(PRNGKey(42), (4, 3, 5, 5))``, ``torch.nn.functional.conv2d``
+and ``jax.lax.conv_general_dilated`` with ``('NCHW', 'OIHW', 'NCHW')``, valid
+padding. This module calls only the public API (and jax.random for the filters).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import convbridge as cb
+from convbridge.data import Dataset, load_dataset, normalize
+from convbridge.errors import ArgumentError
+
+__all__ = ["ExperimentConfig", "ExperimentResult", "Aggregate", "make_filters", "run_experiment", "run_all"]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything ``convbridge compare`` can change; the defaults are the tutorial's."""
+
+    data: str | None = None
+    root: str | None = None
+    split: str = "test"
+    download: bool = False
+    md5: Mapping[str, str] | None = None
+    batch_size: int = 32
+    filters: int = 4
+    kernel_size: int = 5
+    seed: int = 42
+    stride: object = 1
+    padding: object = "valid"
+    dilation: object = 1
+    groups: int = 1
+    layout: str = "NCHW"
+    backends: tuple[str, ...] = ("torch", "jax")
+    image_index: int = 0
+    channel: int = 0
+    repeats: int = 5
+
+    def conv_kwargs(self) -> dict:
+        layout = None if self.layout == "NCHW" else self.layout
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
+                    layout=layout)
+
+
+@dataclass
+class ExperimentResult:
+    """What one run produced: the batch, the filters, every framework's output and the verdict."""
+
+    config: ExperimentConfig
+    dataset: Dataset
+    x: np.ndarray
+    kernel: np.ndarray
+    kernel_source: str
+    outputs: dict[str, np.ndarray]
+    report: cb.ParityReport
+    timings: dict[str, float]
+    aggregate: Aggregate | None = None
+
+    @property
+    def outputs_nchw(self) -> dict[str, np.ndarray]:
+        """Outputs (and the float64 reference) in NCHW, whatever the layout."""
+        outs = dict(self.outputs, reference=self.report.outputs["reference"])
+        return {k: _to_nchw(v, self.config.layout) for k, v in outs.items()}
+
+    def ratio_nchw(self, a: str, b: str = "reference") -> np.ndarray:
+        return _to_nchw(self.report.ratio_map(a, b), self.config.layout)
+
+
+def _to_nchw(a: np.ndarray, layout: str) -> np.ndarray:
+    return np.transpose(a, (0, 3, 1, 2)) if layout == "NHWC" else a
+
+
+def make_filters(seed: int, shape: tuple[int, ...], notice: Callable[[str], object] = print) -> tuple[np.ndarray, str]:
+    """``jax.random.normal(jax.random.PRNGKey(seed), shape)`` as float32 NumPy, as the tutorial made them.
+
+    Falls back to NumPy's generator, with a notice, when JAX is not installed.
+    """
+    try:
+        import jax
+    except ImportError:
+        notice("JAX is not installed; drawing the filters with numpy.random.default_rng(seed) instead")
+        rng = np.random.default_rng(seed)
+        return rng.standard_normal(shape).astype(np.float32), f"numpy.random.default_rng({seed}).standard_normal"
+    w = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), shape), dtype=np.float32)
+    return w, f"jax.random.normal(PRNGKey({seed}), {shape})"
+
+
+def _check_config(cfg: ExperimentConfig) -> None:
+    for name in ("batch_size", "filters", "kernel_size", "repeats"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ArgumentError(f"{name.replace('_', '-')} must be a positive int, got {value!r}")
+    if cfg.layout not in ("NCHW", "NHWC"):
+        raise ArgumentError(f"layout must be 'NCHW' or 'NHWC' for the experiment, got {cfg.layout!r}")
+    if not cfg.backends:
+        raise ArgumentError("give at least one backend, e.g. --backends torch,jax")
+    for b in cfg.backends:
+        if b not in ("numpy", "jax", "torch"):
+            raise ArgumentError(f"unknown backend {b!r}; choose from 'torch', 'jax', 'numpy'")
+
+
+def _prepare(cfg: ExperimentConfig, images: np.ndarray, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = normalize(images)
+    if cfg.layout == "NHWC":
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1)), np.ascontiguousarray(kernel.transpose(2, 3, 1, 0))
+    return x, kernel
+
+
+def _timed_outputs(cfg: ExperimentConfig, x, w) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    outputs, timings = {}, {}
+    for name in cfg.backends:
+        y = cb.conv(x, w, backend=name, **cfg.conv_kwargs())  # warm-up (JAX compiles this shape)
+        times = []
+        for _ in range(cfg.repeats):
+            t0 = time.perf_counter()
+            y = cb.conv(x, w, backend=name, **cfg.conv_kwargs())
+            np.asarray(y)  # wait for asynchronous JAX dispatch
+            times.append(time.perf_counter() - t0)
+        outputs[name], timings[name] = np.asarray(y), statistics.median(times)
+    return outputs, timings
+
+
+def load_images(cfg: ExperimentConfig, notice: Callable[[str], object] = print, progress: bool = True) -> Dataset:
+    """The data set the experiment runs on (CIFAR-10, the embedded sample, or the user's)."""
+    return load_dataset(cfg.data, root=cfg.root, split=cfg.split, md5=cfg.md5, download=cfg.download,
+                        notice=notice, progress=progress)
+
+
+def run_experiment(cfg: ExperimentConfig, *, dataset: Dataset | None = None,
+                   notice: Callable[[str], object] = print) -> ExperimentResult:
+    """Run the experiment on the first ``batch_size`` images.
+
+    Raises:
+        ConvBridgeError: impossible conv arguments, unknown backends, missing or corrupt data.
+    """
+    _check_config(cfg)
+    full = dataset if dataset is not None else load_images(cfg, notice)
+    batch = full.head(cfg.batch_size)
+    kernel_shape = (cfg.filters, 3 // cfg.groups if 3 % cfg.groups == 0 else 3, cfg.kernel_size, cfg.kernel_size)
+    kernel, source = make_filters(cfg.seed, kernel_shape, notice)
+    x, w = _prepare(cfg, batch.images, kernel)
+    cb.output_shape(x.shape, w.shape, **cfg.conv_kwargs())  # impossible arguments fail here, before any work
+    _check_indices(cfg, len(batch))
+    outputs, timings = _timed_outputs(cfg, x, w)
+    report = cb.compare(x, w, backends=cfg.backends, **cfg.conv_kwargs())
+    return ExperimentResult(cfg, batch, x, kernel, source, outputs, report, timings)
+
+
+def _check_indices(cfg: ExperimentConfig, n: int) -> None:
+    if not 0 <= cfg.image_index < n:
+        raise ArgumentError(f"image-index {cfg.image_index} is outside the batch of {n} images; use 0..{n - 1}")
+    if not 0 <= cfg.channel < cfg.filters:
+        raise ArgumentError(f"channel {cfg.channel} is outside the {cfg.filters} output channels; "
+                            f"use 0..{cfg.filters - 1}")
+
+
+@dataclass
+class Aggregate:
+    """Statistics over a whole split, batch by batch (``--all``)."""
+
+    images: int = 0
+    batches: int = 0
+    worst: dict = field(default_factory=dict)  # pair -> (max r, allowed r, verdict)
+    different: dict = field(default_factory=dict)  # pair -> count of non-identical elements
+    elements: int = 0
+    seconds: dict = field(default_factory=dict)  # backend -> total conv time
+    verdict: str = "identical"
+
+    def add(self, report: cb.ParityReport, timings: Mapping[str, float], n_images: int) -> None:
+        from convbridge.parity import worst_verdict
+
+        self.images += n_images
+        self.batches += 1
+        self.elements += int(np.prod(report.shape))
+        for p in report.pairs:
+            key = f"{p.a} vs {p.b}"
+            old = self.worst.get(key, (0.0, p.allowed_ratio, "identical"))
+            self.worst[key] = (max(old[0], p.max_ratio), p.allowed_ratio, worst_verdict((old[2], p.verdict)))
+            self.different[key] = self.different.get(key, 0) + p.n_different
+        for name, t in timings.items():
+            self.seconds[name] = self.seconds.get(name, 0.0) + t
+        self.verdict = worst_verdict((self.verdict, report.verdict))
+
+    def to_dict(self) -> dict:
+        return {
+            "images": self.images, "batches": self.batches, "elements": self.elements, "verdict": self.verdict,
+            "pairs": {k: {"max_ratio": v[0], "allowed_ratio": v[1], "verdict": v[2],
+                          "non_identical_elements": self.different[k]} for k, v in self.worst.items()},
+            "seconds_per_backend": dict(self.seconds),
+        }
+
+
+def iter_batches(dataset: Dataset, batch_size: int) -> Iterator[Dataset]:
+    from dataclasses import replace
+
+    for start in range(0, len(dataset), batch_size):
+        stop = start + batch_size
+        yield replace(dataset, images=dataset.images[start:stop], labels=dataset.labels[start:stop],
+                      items=dataset.items[start:stop])
+
+
+def run_all(cfg: ExperimentConfig, dataset: Dataset, kernel: np.ndarray,
+            on_batch: Callable[[int], object] = lambda n: None) -> Aggregate:
+    """Run every batch of ``dataset``; ``on_batch(n_images)`` is called after each (for progress bars)."""
+    agg = Aggregate()
+    one = dict(cfg.__dict__, repeats=1)
+    quick = ExperimentConfig(**one)
+    for batch in iter_batches(dataset, cfg.batch_size):
+        x, w = _prepare(cfg, batch.images, kernel)
+        _, timings = _timed_outputs(quick, x, w)
+        agg.add(cb.compare(x, w, backends=cfg.backends, **cfg.conv_kwargs()), timings, len(batch))
+        on_batch(len(batch))
+    return agg

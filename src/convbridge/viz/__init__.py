@@ -1,0 +1,1 @@
+"""Pictures (matplotlib, imported lazily by whoever needs them; never by ``import convbridge``)."""

@@ -1,0 +1,130 @@
+"""Figures of ``convbridge compare``: feature maps side by side, differences, bound ratios, inputs.
+
+Uses matplotlib's object-oriented API with the Agg canvas, so nothing here
+changes the user's global backend or needs a display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps, colors
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.style import context as style_context
+
+__all__ = ["side_by_side", "rows", "heatmap", "input_grid", "filters", "STYLE"]
+
+#: The original tutorial plotted on a dark background.
+STYLE = "dark_background"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def side_by_side(maps: Mapping[str, np.ndarray], title: str, path: Path) -> Path:
+    """One 2-d map per framework, side by side, on a shared colour scale."""
+    with style_context(STYLE):
+        fig = Figure(figsize=(3.4 * len(maps) + 0.8, 3.6))
+        axes = fig.subplots(1, len(maps), squeeze=False)[0]
+        lo = min(float(m.min()) for m in maps.values())
+        hi = max(float(m.max()) for m in maps.values())
+        for ax, (name, m) in zip(axes, maps.items()):
+            im = ax.imshow(m, cmap="viridis", vmin=lo, vmax=hi)
+            ax.set_title(name)
+            ax.axis("off")
+        fig.colorbar(im, ax=list(axes), shrink=0.85)
+        fig.suptitle(title)
+        return _save(fig, path)
+
+
+def rows(maps: Mapping[str, np.ndarray], labels: Sequence[str], title: str, path: Path) -> Path:
+    """One row per framework, one column per image (maps: name -> (n_images, H, W))."""
+    n = max(len(m) for m in maps.values())
+    with style_context(STYLE):
+        fig = Figure(figsize=(2.1 * n, 2.3 * len(maps) + 0.5))
+        axes = fig.subplots(len(maps), n, squeeze=False)
+        for r, (name, stack) in enumerate(maps.items()):
+            for c in range(n):
+                ax = axes[r][c]
+                ax.axis("off")
+                if c < len(stack):
+                    ax.imshow(stack[c], cmap="viridis")
+                    ax.set_title(f"{name}: {labels[c]}" if c < len(labels) else name, fontsize=8)
+        fig.suptitle(title)
+        return _save(fig, path)
+
+
+def heatmap(values: np.ndarray, title: str, path: Path, *, label: str, log: bool = False,
+            limit: float | None = None) -> Path:
+    """A single annotated heatmap; ``limit`` draws the allowed value as a colour-bar line."""
+    with style_context(STYLE):
+        fig = Figure(figsize=(4.8, 4.0))
+        ax = fig.subplots()
+        data = np.asarray(values, dtype=np.float64)
+        top = float(np.nanmax(data)) if data.size else 0.0
+        if log:
+            positive = data[data > 0]
+            floor = float(positive.min()) if positive.size else 1e-3
+            norm = colors.LogNorm(vmin=floor, vmax=max(top, floor * 10, 3 * (limit or 0)))
+            data = np.where(data > 0, data, np.nan)  # exact zeros have no logarithm: drawn black
+        else:
+            norm = colors.Normalize(vmin=0.0, vmax=top if top > 0 else 1.0)
+        cmap = colormaps["magma"].with_extremes(bad="black")
+        im = ax.imshow(data, cmap=cmap, norm=norm)
+        if top == 0:
+            ax.text(0.5, 0.5, "all differences are exactly 0\n(bitwise identical)", color="white",
+                    ha="center", va="center", transform=ax.transAxes)
+        elif log and np.isnan(data).any():
+            ax.set_xlabel("black: exactly equal", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        bar = fig.colorbar(im, ax=ax, shrink=0.85)
+        bar.set_label(label)
+        if limit is not None and np.isfinite(limit):
+            bar.ax.axhline(limit, color="cyan", linewidth=2)
+        return _save(fig, path)
+
+
+def input_grid(images: np.ndarray, captions: Sequence[str], title: str, path: Path, cols: int = 8) -> Path:
+    """Input images (uint8 NHWC) with their class names."""
+    n = len(images)
+    nrows = -(-n // cols)
+    with style_context(STYLE):
+        fig = Figure(figsize=(1.5 * cols, 1.65 * nrows + 0.4))
+        axes = fig.subplots(nrows, cols, squeeze=False)
+        for i, ax in enumerate(axes.ravel()):
+            ax.axis("off")
+            if i < n:
+                ax.imshow(images[i], interpolation="nearest")
+                ax.set_title(f"{i}: {captions[i]}", fontsize=7)
+        fig.suptitle(title)
+        return _save(fig, path)
+
+
+def filters(kernel: np.ndarray, title: str, path: Path) -> Path:
+    """Each filter (O, I, kh, kw) as one image per in-channel."""
+    o, i = kernel.shape[:2]
+    lim = float(np.abs(kernel).max()) or 1.0
+    with style_context(STYLE):
+        fig = Figure(figsize=(1.4 * i + 0.8, 1.4 * o + 0.4))
+        axes = fig.subplots(o, i, squeeze=False)
+        for r in range(o):
+            for c in range(i):
+                ax = axes[r][c]
+                im = ax.imshow(kernel[r, c], cmap="coolwarm", vmin=-lim, vmax=lim)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c == 0:
+                    ax.set_ylabel(f"filter {r}", fontsize=8)
+                if r == 0:
+                    ax.set_title(f"in {c}", fontsize=8)
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
+        fig.suptitle(title)
+        return _save(fig, path)

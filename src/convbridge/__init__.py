@@ -8,6 +8,7 @@
 from convbridge.api import compare, conv, verify
 from convbridge.backends import available as available_backends
 from convbridge.errors import BackendUnavailable, ConvBridgeError
+from convbridge.explain import explain
 from convbridge.parity import ParityReport, Precision
 from convbridge.spec import ConvSpec, output_shape
 
@@ -18,6 +19,7 @@ __all__ = [
     "compare",
     "verify",
     "output_shape",
+    "explain",
     "available_backends",
     "ConvSpec",
     "ParityReport",

@@ -242,5 +242,66 @@ def _print_all(con, agg: dict) -> None:
     con.print(f"conv time per backend over the split: {times}")
 
 
+def _shape(text: str, name: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a shape; write e.g. 32,3,32,32", param_hint=name) from None
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("input_shape")
+@click.option("--kernel", "kernel_shape", default=None, help="Kernel shape, e.g. 4,3,5,5 (OIHW by default).")
+@click.option("--layer", default=None, help="A torch layer instead of --kernel, e.g. \"Conv2d(3, 4, 5)\".")
+@click.option("--stride", default="1", show_default=True)
+@click.option("--padding", default="0", show_default=True,
+              help="valid, same, same_lower, an int, ints like 1,2, or lo:hi pairs like 1:2,0:1.")
+@click.option("--dilation", default="1", show_default=True)
+@click.option("--groups", type=int, default=1, show_default=True)
+@click.option("--padding-mode", type=click.Choice(["zeros", "reflect", "replicate", "circular"]), default="zeros",
+              show_default=True)
+@click.option("--layout", default=None, help="Input layout such as NHWC, or a full NHWC,HWIO->NHWC.")
+@click.option("--bias", is_flag=True, help="The convolution adds a bias.")
+@click.option("--draw", "draw", type=click.Path(), default=None,
+              help="Folder to write the pictures into: im2col product, Toeplitz matrix, sliding-window GIF.")
+def explain(input_shape, kernel_shape, layer, stride, padding, dilation, groups, padding_mode, layout, bias,
+            draw) -> None:
+    """Explain a convolution: output-size arithmetic, matmul view, and the equivalent call in every framework.
+
+    INPUT_SHAPE is the input's shape, e.g. 32,3,32,32. Example: convbridge explain 32,3,32,32 --kernel 4,3,5,5
+    """
+    try:
+        _explain(input_shape, kernel_shape, layer, stride, padding, dilation, groups, padding_mode, layout, bias,
+                 draw)
+    except ConvBridgeError as exc:
+        _console(stderr=True).print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(1)
+
+
+def _explain(input_shape, kernel_shape, layer, stride, padding, dilation, groups, padding_mode, layout, bias,
+             draw) -> None:
+    import convbridge as cb
+
+    kwargs = {}
+    if layer is None or stride != "1":
+        kwargs["stride"] = _ints(stride, "--stride")
+    if layer is None or padding != "0":
+        kwargs["padding"] = _padding(padding)
+    if layer is None or dilation != "1":
+        kwargs["dilation"] = _ints(dilation, "--dilation")
+    if layer is None:
+        kwargs.update(groups=groups, padding_mode=padding_mode)
+    if layout:
+        kwargs["layout"] = layout
+    kernel = None if kernel_shape is None else _shape(kernel_shape, "--kernel")
+    e = cb.explain(_shape(input_shape, "INPUT_SHAPE"), kernel, layer=layer, bias=bias, **kwargs)
+    click.echo(str(e))
+    if draw:
+        from convbridge.drawing import draw_explanation
+
+        for path in draw_explanation(e, draw):
+            click.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,596 @@
+"""Animated convolution and transposed convolution: every channel, padding mode, stride, dilation, group.
+
+Frames are drawn with matplotlib's object-oriented API on an Agg canvas (never
+pyplot, so the user's backend is untouched) and written as a GIF with Pillow.
+1-d is drawn as grids of one row; 3-d and higher are refused (a depth slice
+would hide the taps in other slices). Each channel is a grid of cells coloured
+by its group; at most ``MAX_CHANNELS`` channels per side are drawn (the title
+says so when more exist).
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colors as mcolors
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.style import context as style_context
+from PIL import Image
+
+from convbridge._args import as_int, per_dim
+from convbridge.errors import ArgumentError, PaddingError, ShapeError
+from convbridge.padding import gather_indices, parse_padding
+from convbridge.spec import ConvSpec
+from convbridge.viz.figures import STYLE
+
+__all__ = ["animate_conv", "animate_conv_transpose", "MAX_CHANNELS"]
+
+#: Channels drawn per side (input, output); the title says when more exist.
+MAX_CHANNELS = 8
+#: One hue per group (cycled); the highlight is white so it never clashes with a group.
+PALETTE = ("#4e9bff", "#ff8c42", "#3ccf7a", "#e056fd", "#f9d423", "#00d2d3", "#ff6b6b", "#a3cb38")
+HIGHLIGHT = "#ffffff"
+_DPI, _MAX_W, _GAP, _MARGIN, _TEXT_CELL = 100, 12.5, 0.3, 0.35, 0.22
+_LIVE_LABELS = 600  # cell labels redrawn every frame, per section, beyond which they are left out
+
+
+# --- public --------------------------------------------------------------------------------------
+
+def animate_conv(spec: ConvSpec, path, *, max_frames: int = 60, fps: float = 3) -> Path:
+    """A GIF of the dilated kernel window sliding over the padded, strided input of ``spec``.
+
+    Every input channel is a grid of cells, labelled with their index when large
+    enough. Zero padding is hatched; reflect / replicate / circular padding is
+    darker, tinted like (and labelled with the index of) the cell it copies.
+    Channels are coloured by group. Each frame is one output position of one
+    group's sweep: the taps are highlighted on every input channel of that group,
+    other groups are dimmed, and the output cell is outlined in every output
+    channel of the group (computed cells stay filled). With more than
+    ``max_frames`` steps, each group shows an evenly spaced grid of output
+    positions, first and last included (the title says so).
+
+    Args:
+        spec: a ConvSpec from :func:`convbridge.spec.make_conv_spec`, 1 or 2 spatial dims.
+        path: where to write the GIF.
+        max_frames: the most frames to write (>= 1).
+        fps: frames per second, in (0, 50].
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        ShapeError: the spec has more than 2 spatial dims.
+        ArgumentError: ``spec`` is not a ConvSpec, or max_frames / fps is out of range.
+
+    Shape:
+        frames = min(max_frames, groups drawn x prod(out_spatial)), one per (group, output position).
+
+    >>> import tempfile, os
+    >>> from convbridge.spec import make_conv_spec
+    >>> spec = make_conv_spec((1, 2, 5), (2, 2, 3), padding=1, padding_mode="reflect")
+    >>> animate_conv(spec, os.path.join(tempfile.mkdtemp(), "c.gif"), max_frames=2).suffix
+    '.gif'
+    """
+    if not isinstance(spec, ConvSpec):
+        raise ArgumentError(f"animate_conv needs a ConvSpec (from convbridge.spec.make_conv_spec), "
+                            f"got {type(spec).__name__}")
+    _check_rank(spec.nsp, "animate_conv")
+    max_frames, delay = _frame_args(max_frames, fps)
+    g = _Geo(spec.in_spatial, spec.kernel_spatial, spec.stride, spec.dilation, spec.padding)
+    chans = _Channels(spec.in_channels, spec.out_channels, spec.groups)
+    plan, note = _plan(chans.swept, g.out, max_frames)
+    with style_context(STYLE):
+        board = _conv_board(spec, g, chans, _conv_title(spec, chans, note))
+        frames = [_conv_frame(board, g, chans, step, plan) for step in range(len(plan))]
+    return _write_gif(frames, Path(path), delay)
+
+
+def animate_conv_transpose(in_spatial, kernel_spatial, stride, padding, dilation, output_padding,
+                           in_channels, out_channels, groups, path, *, max_frames: int = 60,
+                           fps: float = 3) -> Path:
+    """A GIF of a transposed convolution (PyTorch semantics: the gradient of conv) as a scatter.
+
+    Each frame takes one input pixel of one group and scatters the kernel, scaled by
+    that pixel, onto the full uncropped output canvas of every output channel of the
+    group, at ``i * stride + k * dilation``. Numbers count the products added to each
+    canvas cell so far (the overlap pattern behind checkerboard artifacts); cells
+    cropped by ``padding`` are hatched and dark, ``output_padding`` cells (never
+    written) have a dashed outline, and the white frame is the final output. Frames
+    are capped as in :func:`animate_conv` (skipped pixels still add their counts).
+
+    Args:
+        in_spatial: input spatial sizes (1 or 2 dims).
+        kernel_spatial: kernel spatial sizes, one per dim.
+        stride, dilation: an int or one per dim (>= 1).
+        padding: an int, one int per dim, or ``(lo, hi)`` pairs per dim (cropped from the canvas).
+        output_padding: an int or one per dim, each < max(stride, dilation) (PyTorch's rule).
+        in_channels, out_channels, groups: channel arithmetic; groups divides both.
+        path: where to write the GIF.
+        max_frames: the most frames to write (>= 1).
+        fps: frames per second, in (0, 50].
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        ShapeError: more than 2 spatial dims, or kernel_spatial of another rank.
+        ArgumentError: bad channels / groups, output_padding too large, max_frames / fps out of range.
+        PaddingError: bad padding, or padding that crops the whole output.
+
+    Shape:
+        canvas = (n - 1) * stride + dilation * (k - 1) + 1 + output_padding; out = canvas - lo - hi.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "t.gif")
+    >>> animate_conv_transpose((3,), (3,), 2, 1, 1, 1, 1, 1, 1, p, max_frames=2).name
+    't.gif'
+    """
+    g, op = _transpose_geo(in_spatial, kernel_spatial, stride, padding, dilation, output_padding)
+    chans = _Channels(in_channels, out_channels, groups)
+    max_frames, delay = _frame_args(max_frames, fps)
+    plan, note = _plan(chans.swept, g.n, max_frames)
+    with style_context(STYLE):
+        board = _transpose_board(g, op, chans, _transpose_title(g, op, chans, note))
+        frames = [_transpose_frame(board, g, chans, step, plan) for step in range(len(plan))]
+    return _write_gif(frames, Path(path), delay)
+
+
+# --- arguments -----------------------------------------------------------------------------------
+
+class _Geo:
+    """Geometry promoted to 2-d (a 1-d problem becomes one row): sizes, taps and the output grid."""
+
+    def __init__(self, n, k, s, d, pads, op=(0,)):
+        lift = lambda seq, fill: tuple(seq) if len(seq) == 2 else (fill, *seq)  # noqa: E731
+        self.n, self.k, self.s, self.d, self.op = (lift(v, 1) for v in (n, k, s, d, op))
+        self.pads, self.nsp, self.one_d = lift(pads, (0, 0)), len(n), len(n) == 1
+        self.op = (0, self.op[-1]) if self.one_d else self.op
+        self.padded = tuple(m + lo + hi for m, (lo, hi) in zip(self.n, self.pads))
+        self.span = tuple(d * (k - 1) + 1 for k, d in zip(self.k, self.d))
+        self.out = tuple((p - sp) // s + 1 for p, sp, s in zip(self.padded, self.span, self.s))
+        self.canvas = tuple((m - 1) * s + sp + o for m, s, sp, o in zip(self.n, self.s, self.span, self.op))
+
+    def taps(self, pos: tuple[int, int]) -> list[tuple[int, int]]:
+        """Cells (row, col) under the kernel taps when the window starts at ``pos * stride``."""
+        rows = [pos[0] * self.s[0] + a * self.d[0] for a in range(self.k[0])]
+        cols = [pos[1] * self.s[1] + b * self.d[1] for b in range(self.k[1])]
+        return [(r, c) for r in rows for c in cols]
+
+    def user(self, dims) -> str:
+        """Per-dim values as the caller gave them (an int in 1-d, a tuple in 2-d)."""
+        return str(dims[-1]) if self.one_d else str(tuple(dims))
+
+
+class _Channels:
+    """Which channels are drawn, each channel's group, and which groups are swept."""
+
+    def __init__(self, c_in, c_out, groups):
+        c_in, c_out, groups = (as_int(v, n) for v, n in ((c_in, "in_channels"), (c_out, "out_channels"),
+                                                           (groups, "groups")))
+        if min(c_in, c_out, groups) < 1 or c_in % groups or c_out % groups:
+            raise ArgumentError(f"in_channels ({c_in}) and out_channels ({c_out}) must be >= 1 and divisible "
+                                f"by groups ({groups}); choose groups dividing both")
+        self.c_in, self.c_out, self.groups = c_in, c_out, groups
+        self.ins, self.outs = list(range(min(c_in, MAX_CHANNELS))), list(range(min(c_out, MAX_CHANNELS)))
+        self.in_group = [c // (c_in // groups) for c in self.ins]
+        self.out_group = [o // (c_out // groups) for o in self.outs]
+        self.swept = sorted(set(self.in_group) & set(self.out_group))
+
+    def members(self, group: int) -> str:
+        """All (not only drawn) input and output channels of ``group``, as a caption fragment."""
+        ci, co = self.c_in // self.groups, self.c_out // self.groups
+        span = lambda a, n: str(a) if n == 1 else f"{a}..{a + n - 1}"  # noqa: E731
+        return f"in-channels {span(group * ci, ci)} \u2192 out-channels {span(group * co, co)}"
+
+    def note(self) -> str:
+        hidden = [f"{len(d)} of {n} {w} channels" for d, n, w in
+                  ((self.ins, self.c_in, "input"), (self.outs, self.c_out, "output")) if len(d) < n]
+        return f"; drawing the first {' and '.join(hidden)}" if hidden else ""
+
+
+def _check_rank(nsp: int, who: str) -> None:
+    if nsp not in (1, 2):
+        raise ShapeError(f"{who} draws 1-d and 2-d convolutions, but this one has {nsp} spatial dims; "
+                         "animate a 2-d slice of it, or draw its matrix with draw_conv_matrix")
+
+
+def _frame_args(max_frames, fps) -> tuple[int, int]:
+    m = as_int(max_frames, "max_frames")
+    if m < 1:
+        raise ArgumentError(f"max_frames must be >= 1, got {m}; a GIF needs at least one frame")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 50:
+        raise ArgumentError(f"fps must be a number in (0, 50], got {fps!r}; e.g. fps=3")
+    return m, max(20, round(1000 / fps))
+
+
+def _transpose_geo(n, k, stride, padding, dilation, output_padding) -> tuple[_Geo, tuple[int, ...]]:
+    for name, v in (("in_spatial", n), ("kernel_spatial", k)):
+        if not isinstance(v, Sequence) or isinstance(v, str) or not v or min(as_int(i, name) for i in v) < 1:
+            raise ShapeError(f"{name} must be a non-empty sequence of ints >= 1 (one per spatial dim), got {v!r}")
+    _check_rank(len(n), "animate_conv_transpose")
+    if len(k) != len(n):
+        raise ShapeError(f"kernel_spatial {tuple(k)} has {len(k)} dims but in_spatial {tuple(n)} has "
+                         f"{len(n)}; give one kernel size per spatial dim")
+    s, d = per_dim(stride, "stride", len(n), minimum=1), per_dim(dilation, "dilation", len(n), minimum=1)
+    op = per_dim(output_padding, "output_padding", len(n), minimum=0)
+    pads = parse_padding(padding, len(n))
+    if isinstance(pads, str):
+        raise PaddingError(f"padding {padding!r} is not supported here; give ints or (lo, hi) pairs to crop")
+    for i, (o, si, di) in enumerate(zip(op, s, d)):
+        if o >= max(si, di):
+            raise ArgumentError(f"output_padding {o} on dim {i} must be smaller than stride ({si}) or "
+                                f"dilation ({di}); use 0..{max(si, di) - 1}")
+    g = _Geo(tuple(n), tuple(k), s, d, pads, op)
+    for i, (c, (lo, hi)) in enumerate(zip(g.canvas[2 - len(n):], pads)):
+        if c - lo - hi < 1:
+            raise PaddingError(f"padding ({lo}, {hi}) on dim {i} crops the whole output canvas of size {c}; "
+                               f"the two crops must total at most {c - 1}")
+    return g, g.op
+
+
+def _plan(groups: list[int], shape: tuple[int, int], max_frames: int):
+    """(group, flat position) per frame, and a note: every position, or an even grid of them per group."""
+    total = len(groups) * math.prod(shape)
+    if len(groups) > max_frames:
+        groups = [groups[i] for i in np.unique(np.linspace(0, len(groups) - 1, max_frames).round().astype(int))]
+    budget = max_frames // len(groups)
+    if math.prod(shape) <= budget:
+        picks = [np.arange(n) for n in shape]
+    else:
+        m0 = min(shape[0], max(1, int(shape[0] * math.sqrt(budget / math.prod(shape)))))
+        picks = [np.unique(np.linspace(0, n - 1, m).round().astype(int))
+                 for n, m in zip(shape, (m0, min(shape[1], budget // m0)))]
+    flats = np.ravel_multi_index(np.meshgrid(*picks, indexing="ij"), shape).ravel()
+    plan = [(g, int(f)) for g in groups for f in flats]
+    if len(plan) == total:
+        return plan, f"{total} frames: one per " + "{unit}" + (" per group" if len(groups) > 1 else "")
+    where = (f"{len(picks[1])} evenly spaced positions" if shape[0] == 1 else
+             f"an evenly spaced {len(picks[0])} x {len(picks[1])} grid of positions")
+    return plan, (f"showing {len(plan)} of {total} steps: {where} per group (max_frames={max_frames}); "
+                  "skipped steps still count as done")
+
+
+# --- titles and captions ---------------------------------------------------------------------------
+
+def _conv_title(spec: ConvSpec, ch: _Channels, note: str) -> str:
+    x = (spec.batch, spec.in_channels, *spec.in_spatial)
+    w = (spec.out_channels, spec.in_channels // spec.groups, *spec.kernel_spatial)
+    pads = str(spec.padding) if spec.nsp > 1 else str(spec.padding[0])
+    user = lambda v: str(v[0]) if len(v) == 1 else str(v)  # noqa: E731
+    return (f"conv{spec.nsp}d: x {x} with kernel w {w} \u2192 y {spec.canonical_out_shape}\n"
+            f"stride={user(spec.stride)}, padding={pads} ({spec.padding_mode}), "
+            f"dilation={user(spec.dilation)}, groups={spec.groups}\n{note.format(unit='output position')}{ch.note()}")
+
+
+def _transpose_title(g: _Geo, op, ch: _Channels, note: str) -> str:
+    final = tuple(c - lo - hi for c, (lo, hi) in zip(g.canvas, g.pads))
+    shape = lambda c, dims: str((c, *dims[2 - g.nsp:]))  # noqa: E731
+    return (f"conv_transpose{g.nsp}d (PyTorch semantics, the gradient of conv): x (C, spatial) = "
+            f"{shape(ch.c_in, g.n)} \u2192 y {shape(ch.c_out, final)}\n"
+            f"kernel={g.user(g.k)}, stride={g.user(g.s)}, padding={g.user(g.pads)}, "
+            f"output_padding={g.user(op)}, dilation={g.user(g.d)}, groups={ch.groups}\n"
+            f"canvas {g.user(g.canvas)} = (n-1)\u00b7stride + dilation\u00b7(kernel-1) + 1 + output_padding;"
+            f" crop (lo, hi) \u2192 {g.user(final)}\n{note.format(unit='input pixel')}{ch.note()}")
+
+
+def _seq(start: int, k: int, step: int) -> str:
+    if k <= 5:
+        return ", ".join(str(start + i * step) for i in range(k))
+    return f"{start}, {start + step}, ..., {start + (k - 1) * step}"
+
+
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    chars = max(20, int(width_in / (fontsize * 0.55 / 72)))
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+
+
+# --- drawing primitives ----------------------------------------------------------------------------
+
+class _Board:
+    """A figure of channel grids in sections (rows of axes placed in inches), plus a caption.
+
+    Static artists are rendered once; artists registered with :meth:`dynamic` are
+    redrawn over that background every frame (blitting), in registration order.
+    """
+
+    def __init__(self, title: str, sections, cell: float, stack: bool):
+        self.cell, self.axes, self._dynamic, self._background = cell, [], [], None
+        size = lambda s: (max(s[1] * cell, 0.2), max(s[0] * cell, 0.2))  # noqa: E731  (w, h) inches
+        rows = []
+        for label, shapes in sections:
+            w = size(shapes[0])[0]
+            per = 1 if stack else max(1, min(len(shapes), int((_MAX_W + _GAP) // (w + _GAP))))
+            rows.append((label, [size(s) for s in shapes], per, w))
+        self.width = max(max(per * w + (per - 1) * _GAP for *_, per, w in rows) + 2 * _MARGIN, 9.0)
+        title = _wrap(title, self.width - 0.2, 10)
+        y, labels, boxes = 0.25 + 0.2 * (title.count("\n") + 1), [], []
+        for label, sizes, per, w in rows:
+            labels.append((_wrap(label, self.width - 2 * _MARGIN, 9), y))
+            y += 0.18 * (labels[-1][0].count("\n") + 1) + 0.08
+            for start in range(0, len(sizes), per):
+                chunk = sizes[start:start + per]
+                x0 = (self.width - len(chunk) * (w + _GAP) + _GAP) / 2
+                boxes += [(x0 + i * (w + _GAP), y + 0.22, cw, ch) for i, (cw, ch) in enumerate(chunk)]
+                y += max(ch for _, ch in chunk) + 0.34
+            y += 0.15
+        self.height = y + 0.75
+        self.fig = Figure(figsize=(self.width, self.height), dpi=_DPI)
+        FigureCanvasAgg(self.fig)
+        self.fig.text(0.5, 1 - 0.12 / self.height, title, ha="center", va="top", fontsize=10)
+        for text, top in labels:
+            self.fig.text(_MARGIN / self.width, 1 - top / self.height, text, va="top", fontsize=9, color="#ddd")
+        self.axes = [self.fig.add_axes((x / self.width, 1 - (t + h) / self.height, w / self.width,
+                                        h / self.height)) for x, t, w, h in boxes]
+        self.caption = self.dynamic(self.fig.text(0.5, 0.68 / self.height, "", ha="center", va="top",
+                                                  fontsize=9))
+
+    def dynamic(self, *artists):
+        """Mark artists as redrawn every frame; returns the first."""
+        for a in artists:
+            a.set_animated(True)
+        self._dynamic.extend(artists)
+        return artists[0] if artists else None
+
+    def set_caption(self, text: str) -> None:
+        self.caption.set_text(_wrap(text, self.width - 0.4, 9))
+
+    def grab(self) -> Image.Image:
+        """Render one frame: the static background once, then the dynamic artists over it."""
+        canvas = self.fig.canvas
+        if self._background is None:
+            canvas.draw()
+            self._background = canvas.copy_from_bbox(self.fig.bbox)
+        canvas.restore_region(self._background)
+        for artist in self._dynamic:
+            if artist.get_visible():
+                self.fig.draw_artist(artist)
+        return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
+
+
+class _Panel:
+    """One channel's grid of cells: image, cell labels, highlight pools and a shade that dims it."""
+
+    def __init__(self, board: _Board, ax, title: str, group: int, level, names, *, marks: int,
+                 live: bool, extras=()):
+        self.group, self.hue, cell = group, PALETTE[group % len(PALETTE)], board.cell
+        rgba = _tint(self.hue, level)
+        h, w = rgba.shape[:2]
+        ax.set(xlim=(0, w), ylim=(h, 0), xticks=[], yticks=[])
+        ax.set_title(title, fontsize=8, color=self.hue, pad=3)
+        for spine in ax.spines.values():
+            spine.set_color(self.hue)
+        self.image = ax.imshow(rgba, extent=(0, w, h, 0), interpolation="nearest", aspect="auto")
+        lines = [ax.vlines(range(1, w), 0, h, colors="black", linewidth=0.8),
+                 ax.hlines(range(1, h), 0, w, colors="black", linewidth=0.8)] if cell >= 0.1 else []
+        over = [a for make in extras for a in make(ax)]
+        self.labels = _labels(ax, names, cell, rgba)
+        self.marks, self.window = _marks(ax, marks, cell), _marks(ax, 1, cell, dashed=True)
+        self.shade = ax.add_patch(Rectangle((0, 0), w, h, facecolor=(0, 0, 0, 0.62), edgecolor="none",
+                                            zorder=7, visible=False))
+        if live:
+            board.dynamic(self.image, *lines, *over, *self.labels.values(), *ax.spines.values())
+        board.dynamic(*self.marks, *self.window, self.shade)
+        self.state, self.upto = np.zeros((h, w), int), -1
+
+    def paint(self, level, texts=None) -> None:
+        rgba = _tint(self.hue, level)
+        self.image.set_data(rgba)
+        for (r, c), label in self.labels.items():
+            label.set_color(_ink(rgba[r, c]))
+            if texts is not None:
+                label.set_text(texts[r, c])
+
+    def focus(self, active: bool, cells, window=None, span=(1, 1)) -> None:
+        _show(self.marks, cells if active else [])
+        _show(self.window, [window] if active and window is not None else [], span)
+        self.shade.set_visible(not active)
+
+
+def _labels(ax, names: np.ndarray, cell: float, rgba: np.ndarray) -> dict:
+    """One centred label per cell, when cells are large enough to read; keyed by (row, col)."""
+    if cell < _TEXT_CELL or names is None:
+        return {}
+    size = float(np.clip(cell * 21, 4.5, 8))
+    return {(r, c): ax.text(c + 0.5, r + 0.5, str(names[r, c]), ha="center", va="center", fontsize=size,
+                            color=_ink(rgba[r, c]), zorder=6)
+            for r, c in np.ndindex(*names.shape)}
+
+
+def _ink(rgba) -> str:
+    return "#111111" if 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] > 0.5 else "#f4f4f4"
+
+
+def _marks(ax, n: int, cell: float, *, dashed: bool = False) -> list[Rectangle]:
+    """A pool of ``n`` hidden highlight rectangles, positioned per frame by :func:`_show`."""
+    lw = float(np.clip(cell * 8, 1.0, 2.4)) * (0.7 if dashed else 1)
+    face = mcolors.to_rgba(HIGHLIGHT, 0 if dashed else 0.28)
+    return [ax.add_patch(Rectangle((0, 0), 1, 1, facecolor=face, edgecolor=HIGHLIGHT, linewidth=lw,
+                                   zorder=5, linestyle="--" if dashed else "-", visible=False))
+            for _ in range(n)]
+
+
+def _show(pool: list[Rectangle], cells, size=(1, 1)) -> None:
+    for i, rect in enumerate(pool):
+        rect.set_visible(i < len(cells))
+        if i < len(cells):
+            rect.set_bounds(cells[i][1], cells[i][0], size[1], size[0])
+
+
+def _bands(ax, h: int, w: int, pads, *, frame: bool = False, **style) -> list[Rectangle]:
+    """Rectangles over the border cells ``pads = ((top, bottom), (left, right))``, or (``frame``)
+    one outline around the cells inside them (the real input, or the kept output)."""
+    (t, b), (lft, rgt) = pads
+    if frame:
+        return [ax.add_patch(Rectangle((lft, t), w - lft - rgt, h - t - b, fill=False, zorder=4, **style))]
+    boxes = ((0, 0, w, t), (0, h - b, w, b), (0, t, lft, h - t - b), (w - rgt, t, rgt, h - t - b))
+    return [ax.add_patch(Rectangle((x, y), bw, bh, zorder=3, **style)) for x, y, bw, bh in boxes
+            if bw > 0 and bh > 0]
+
+
+def _tint(hue: str, level) -> np.ndarray:
+    """RGBA of ``hue`` scaled towards black by ``level`` (array in [0, 1])."""
+    level = np.asarray(level, float)[..., None]
+    return np.concatenate([np.asarray(mcolors.to_rgb(hue)) * level, np.ones(level.shape)], axis=-1)
+
+
+def _cell_size(g: _Geo, *shapes) -> float:
+    biggest = max(max(s) for s in shapes)
+    return min(0.45, 10.0 / biggest) if g.one_d else min(0.42, 2.7 / biggest)
+
+
+def _names(idx, one_d: bool) -> np.ndarray:
+    """'h,w' (or 'w' in 1-d) labels of an (h, w, 2) index grid (or of a grid shape); negative -> ''."""
+    idx = np.stack(np.indices(idx), axis=-1) if isinstance(idx, tuple) else idx
+    out = np.empty(idx.shape[:2], dtype=object)
+    for r, c in np.ndindex(*out.shape):
+        a, b = idx[r, c]
+        out[r, c] = "" if min(a, b) < 0 else (f"{b}" if one_d else f"{a},{b}")
+    return out
+
+
+def _write_gif(frames: list[Image.Image], path: Path, delay: int) -> Path:
+    """One shared palette (from the first, middle and last frames), so frames differ only where drawn."""
+    picks = {0, len(frames) // 2, len(frames) - 1}
+    sample = Image.new("RGB", (frames[0].width, frames[0].height * len(picks)))
+    for i, k in enumerate(sorted(picks)):
+        sample.paste(frames[k], (0, i * frames[0].height))
+    palette = sample.quantize(colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    paletted = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    durations = [delay] * (len(frames) - 1) + [delay * 3]
+    paletted[0].save(path, save_all=True, append_images=paletted[1:], duration=durations, loop=0)
+    return path
+
+
+# --- conv ------------------------------------------------------------------------------------------
+
+def _conv_board(spec: ConvSpec, g: _Geo, ch: _Channels, title: str) -> _Board:
+    mode, padded = spec.padding_mode, any(map(any, g.pads))
+    legend = ("hatched = zero padding" if mode == "zeros" else
+              f"dark = {mode} padding, tinted like, and labelled with, the input cell it copies")
+    sections = [(f"input x{', padded' if padded else ''} \u2014 "
+                 f"{legend + '; grey frame = the real input' if padded else 'no padding'}; "
+                 "white = kernel taps, dashed = the dilated window", [g.padded] * len(ch.ins)),
+                ("output y, one grid per output channel \u2014 filled = computed so far, white = this step",
+                 [g.out] * len(ch.outs))]
+    board = _Board(title, sections, _cell_size(g, g.padded, g.out), g.one_d)
+    level, names = _input_cells(g, mode)
+    extras = [lambda ax: _bands(ax, *g.padded, g.pads, fill=False, hatch="///", edgecolor="#8c8c8c",
+                                linewidth=0) if mode == "zeros" else [],
+              lambda ax: _bands(ax, *g.padded, g.pads, frame=True, edgecolor="#d0d0d0", linewidth=1.6)]
+    board.ins = [_Panel(board, ax, f"in c={c} (group {grp})", grp, level, names, marks=math.prod(g.k),
+                        live=False, extras=extras if padded else ())
+                 for ax, c, grp in zip(board.axes, ch.ins, ch.in_group)]
+    names = _names(g.out, g.one_d) if len(ch.outs) * math.prod(g.out) <= _LIVE_LABELS else None
+    board.outs = [_Panel(board, ax, f"out o={o} (group {grp})", grp, np.full(g.out, 0.16), names,
+                         marks=1, live=True)
+                  for ax, o, grp in zip(board.axes[len(ch.ins):], ch.outs, ch.out_group)]
+    return board
+
+
+def _input_cells(g: _Geo, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Brightness and label of every padded input cell: a ramp over the index of the cell it copies."""
+    src = [_sources(n, lo, hi, mode) for n, (lo, hi) in zip(g.n, g.pads)]
+    idx = np.stack(np.meshgrid(*src, indexing="ij"), axis=-1)
+    valid = (idx >= 0).all(-1)
+    ramp = np.where(valid, idx[..., 0] * g.n[1] + idx[..., 1], 0) / max(1, g.n[0] * g.n[1] - 1)
+    inner = np.zeros(g.padded, bool)
+    inner[g.pads[0][0]:g.pads[0][0] + g.n[0], g.pads[1][0]:g.pads[1][0] + g.n[1]] = True
+    return np.where(valid, (0.34 + 0.42 * ramp) * np.where(inner, 1.0, 0.6), 0.2), _names(idx, g.one_d)
+
+
+def _sources(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
+    """For each padded position, the input index it copies (-1 for zero padding)."""
+    if mode == "zeros":
+        i = np.arange(-lo, n + hi)
+        return np.where((i >= 0) & (i < n), i, -1)
+    return gather_indices(n, lo, hi, mode)
+
+
+def _conv_frame(board: _Board, g: _Geo, ch: _Channels, step: int, plan) -> Image.Image:
+    group, flat = plan[step]
+    pos = tuple(int(v) for v in np.unravel_index(flat, g.out))
+    taps = g.taps(pos)
+    for panel in board.ins:
+        panel.focus(panel.group == group, taps, taps[0], g.span)
+    for panel in board.outs:
+        if panel.group == group:
+            panel.state = np.arange(panel.state.size).reshape(panel.state.shape) <= flat
+        panel.paint(np.where(panel.state > 0, 0.62, 0.16))
+        panel.focus(panel.group == group, [pos])
+    where = f"y[o, {pos[1]}]" if g.one_d else f"y[o, {pos[0]}, {pos[1]}]"
+    rows = "" if g.one_d else f"rows {_seq(taps[0][0], g.k[0], g.d[0])} and columns "
+    board.set_caption(
+        f"step {step + 1}/{len(plan)} \u00b7 group {group}: {ch.members(group)}.  {where} = \u03a3 over "
+        f"{ch.c_in // ch.groups} channel(s) \u00d7 {math.prod(g.k)} taps of "
+        f"w \u00b7 x_padded at {rows or 'positions '}{_seq(taps[0][1], g.k[1], g.d[1])}  "
+        "(window start = output index \u00d7 stride)")
+    return board.grab()
+
+
+# --- conv_transpose --------------------------------------------------------------------------------
+
+def _transpose_board(g: _Geo, op, ch: _Channels, title: str) -> _Board:
+    canvas = g.canvas
+    sections = [("input x \u2014 one frame per input pixel; filled = already scattered, white = this step",
+                 [g.n] * len(ch.ins)),
+                ("output canvas before cropping \u2014 numbers: products added so far; hatched = cropped by "
+                 "padding; dashed = output_padding cells (never written); white frame = the final output",
+                 [canvas] * len(ch.outs))]
+    board = _Board(title, sections, _cell_size(g, g.n, canvas), g.one_d)
+    board.peak = max(1, int(_scatter_counts(g, canvas).max()))
+    extras = [lambda ax: _bands(ax, *canvas, g.pads, facecolor=(0, 0, 0, 0.55), hatch="///",
+                                edgecolor="#8a8a8a", linewidth=0),
+              lambda ax: _bands(ax, *canvas, ((0, op[0]), (0, op[1])), fill=False, edgecolor="#7fd8ff",
+                                linestyle="--", linewidth=1.4),
+              lambda ax: _bands(ax, *canvas, g.pads, frame=True, edgecolor="white", linewidth=2.2)]
+    names = _names(g.n, g.one_d) if len(ch.ins) * math.prod(g.n) <= _LIVE_LABELS else None
+    board.ins = [_Panel(board, ax, f"in c={c} (group {grp})", grp, np.full(g.n, 0.3), names, marks=1,
+                        live=True) for ax, c, grp in zip(board.axes, ch.ins, ch.in_group)]
+    blank = np.full(canvas, "", dtype=object) if len(ch.outs) * math.prod(canvas) <= _LIVE_LABELS else None
+    board.outs = [_Panel(board, ax, f"out o={o} (group {grp})", grp, np.full(canvas, 0.14), blank,
+                         marks=math.prod(g.k), live=True, extras=extras)
+                  for ax, o, grp in zip(board.axes[len(ch.ins):], ch.outs, ch.out_group)]
+    return board
+
+
+def _scatter_counts(g: _Geo, canvas) -> np.ndarray:
+    """How many (input pixel, tap) products land on each canvas cell over the whole scatter."""
+    counts = np.zeros(canvas, int)
+    for pos in np.ndindex(*g.n):
+        for r, c in g.taps(pos):
+            counts[r, c] += 1
+    return counts
+
+
+def _transpose_frame(board: _Board, g: _Geo, ch: _Channels, step: int, plan) -> Image.Image:
+    group, flat = plan[step]
+    pos = tuple(int(v) for v in np.unravel_index(flat, g.n))
+    taps = g.taps(pos)
+    for panel in board.ins:
+        if panel.group == group:
+            panel.state = np.arange(panel.state.size).reshape(panel.state.shape) <= flat
+        panel.paint(np.where(panel.state > 0, 0.7, 0.3))
+        panel.focus(panel.group == group, [pos])
+    for panel in board.outs:
+        for done in range(panel.upto + 1, flat + 1) if panel.group == group else ():
+            for cell in g.taps(np.unravel_index(done, g.n)):
+                panel.state[cell] += 1
+        panel.upto = flat if panel.group == group else panel.upto
+        cnt = panel.state
+        panel.paint(np.where(cnt > 0, 0.3 + 0.55 * cnt / board.peak, 0.14),
+                    np.where(cnt > 0, cnt.astype(str).astype(object), ""))
+        panel.focus(panel.group == group, taps)
+    at = f"x[c, {pos[1]}]" if g.one_d else f"x[c, {pos[0]}, {pos[1]}]"
+    rows = "" if g.one_d else (f"rows {pos[0]}\u00b7{g.s[0]} + {g.d[0]}\u00b7(0..{g.k[0] - 1}) = "
+                               f"{_seq(taps[0][0], g.k[0], g.d[0])}, cols ")
+    board.set_caption(
+        f"step {step + 1}/{len(plan)} \u00b7 group {group} ({ch.members(group)}): {at} adds "
+        f"x \u00b7 w[c, o, k] to each out-channel o at {rows or 'positions '}"
+        f"{pos[1]}\u00b7{g.s[1]} + {g.d[1]}\u00b7(0..{g.k[1] - 1}) = {_seq(taps[0][1], g.k[1], g.d[1])}")
+    return board.grab()

@@ -52,10 +52,12 @@ def record(kind: str, **values) -> None:
 
 
 def record_report(report, test: str) -> None:
-    """Tally every pair of a ParityReport: the largest r seen among non-identical agreeing results."""
+    """Tally every pair of a ParityReport: the largest r seen among non-identical agreeing results, per op."""
     for p in report.pairs:
         if p.verdict == "equivalent":
-            record("equivalent", r=p.max_ratio, allowed=p.allowed_ratio, pair=f"{p.a}/{p.b}", test=test)
+            record("equivalent", r=p.max_ratio, allowed=p.allowed_ratio, pair=f"{p.a}/{p.b}", test=test, op=report.op)
+        elif p.verdict == "identical":
+            record("identical", op=report.op)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -77,6 +79,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         frac = max(r["r"] / r["allowed"] for r in eq)
         tr.write_line(f"largest r among equivalent results: {worst['r']:.3g} (allowed {worst['allowed']:.4g}, "
                       f"{worst['pair']}, {worst['test']}); largest r/allowed: {frac:.3g}")
+    for op in sorted({r.get("op", "conv") for r in rows if r["kind"] in ("equivalent", "identical")}):
+        same = sum(r["kind"] == "identical" and r.get("op", "conv") == op for r in rows)
+        eq_op = [r for r in eq if r.get("op", "conv") == op]
+        top = max(eq_op, key=lambda r: r["r"], default=None)
+        worst_text = (f"largest r {top['r']:.3g} (allowed {top['allowed']:.4g}, {top['pair']}, {top['test']}), "
+                      f"largest r/allowed {max(r['r'] / r['allowed'] for r in eq_op):.3g}"
+                      if top else "no rounding differences")
+        tr.write_line(f"  {op}: {same} identical pairs, {len(eq_op)} equivalent; {worst_text}")
     mm = [r for r in rows if r["kind"] == "mismatch"]
     if mm:
         best = min(mm, key=lambda r: r["r"])

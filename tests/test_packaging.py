@@ -39,7 +39,9 @@ def test_inferring_a_backend_imports_nothing():
 
 
 @pytest.mark.parametrize("module", ["convbridge", "convbridge.api", "convbridge.spec", "convbridge.padding",
-                                    "convbridge.parity"])
+                                    "convbridge.parity", "convbridge.spec_transpose", "convbridge.spec_unfold",
+                                    "convbridge.ops", "convbridge.transpose", "convbridge.reference._core",
+                                    "convbridge.reference.transpose", "convbridge.reference.unfold"])
 def test_doctests(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
@@ -47,7 +49,9 @@ def test_doctests(module):
 
 
 def test_public_names():
-    for name in ("conv", "compare", "verify", "output_shape", "ConvBridgeError", "BackendUnavailable"):
+    for name in ("conv", "conv_transpose", "unfold", "fold", "compare", "verify", "output_shape", "ConvBridgeError",
+                 "BackendUnavailable"):
         assert hasattr(convbridge, name)
     assert issubclass(convbridge.ConvBridgeError, ValueError)
     assert issubclass(convbridge.BackendUnavailable, ImportError)
+    assert callable(convbridge.transpose.torch_to_jax) and callable(convbridge.transpose.jax_to_torch)

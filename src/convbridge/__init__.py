@@ -3,25 +3,37 @@
 >>> import numpy as np, convbridge as cb
 >>> cb.output_shape((32, 3, 32, 32), (4, 3, 5, 5))
 (32, 4, 28, 28)
+>>> cb.output_shape((32, 4, 28, 28), (4, 3, 5, 5), op="conv_transpose")
+(32, 3, 32, 32)
 """
 
-from convbridge.api import compare, conv, verify
+from convbridge.api import compare, conv, conv_transpose, fold, unfold, verify
 from convbridge.backends import available as available_backends
 from convbridge.errors import BackendUnavailable, ConvBridgeError
 from convbridge.explain import explain
 from convbridge.parity import ParityReport, Precision
 from convbridge.spec import ConvSpec, output_shape
+from convbridge.spec_transpose import ConvTransposeSpec
+from convbridge.spec_unfold import FoldSpec, UnfoldSpec
+from convbridge import transpose  # noqa: E402  (torch_to_jax / jax_to_torch: convbridge.transpose.*)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "conv",
+    "conv_transpose",
+    "unfold",
+    "fold",
     "compare",
     "verify",
     "output_shape",
     "explain",
     "available_backends",
     "ConvSpec",
+    "ConvTransposeSpec",
+    "UnfoldSpec",
+    "FoldSpec",
+    "transpose",
     "ParityReport",
     "Precision",
     "ConvBridgeError",

@@ -16,7 +16,7 @@ from convbridge.errors import ArgumentError, DTypeError, PaddingError, ShapeErro
 from convbridge.layout import Layout, resolve_layout
 from convbridge.padding import PADDING_MODES, check_mode_widths, parse_padding, same_pairs
 
-__all__ = ["ConvSpec", "make_conv_spec", "output_shape", "dtype_name", "PRECISIONS", "FLOAT_DTYPES"]
+__all__ = ["ConvSpec", "make_conv_spec", "output_shape", "user_out_shape", "dtype_name", "PRECISIONS", "FLOAT_DTYPES"]
 
 PRECISIONS = ("highest", "high", "default")
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -74,14 +74,25 @@ class ConvSpec:
     @property
     def out_shape(self) -> tuple[int, ...]:
         """The output shape in the user's output layout (no N axis for unbatched input)."""
-        sizes = dict(zip(("N", "C", *self.layout.spatial), self.canonical_out_shape))
-        return tuple(sizes[c] for c in self.layout.user(self.layout.out))
+        return user_out_shape(self.layout, self.canonical_out_shape)
 
     @property
     def macs(self) -> int:
         """Multiply-accumulates of the direct algorithm."""
         per_out = self.in_channels // self.groups * math.prod(self.kernel_spatial)
         return self.batch * self.out_channels * math.prod(self.out_spatial) * per_out
+
+    def describe(self) -> str:
+        """The resolved arguments in words (the report's description line)."""
+        pads = ", ".join(f"({lo}, {hi})" for lo, hi in self.padding)
+        return (f"{self.nsp}-d, layout {self.layout}, stride {self.stride}, padding [{pads}] {self.padding_mode}, "
+                f"dilation {self.dilation}, groups {self.groups}, bias {self.has_bias}")
+
+
+def user_out_shape(layout: Layout, canonical: tuple[int, ...]) -> tuple[int, ...]:
+    """A canonical ``(N, C, *spatial)`` output shape in the user's output layout (no N when unbatched)."""
+    sizes = dict(zip(("N", "C", *layout.spatial), canonical))
+    return tuple(sizes[c] for c in layout.user(layout.out))
 
 
 def dtype_name(array: object) -> str:
@@ -143,19 +154,32 @@ def make_conv_spec(
 def output_shape(input_shape, kernel_shape, *, op: str = "conv", **op_kwargs) -> tuple[int, ...]:
     """The output shape of ``op`` without computing anything.
 
+    Args:
+        input_shape: shape of ``x`` (``cols`` for ``"fold"``).
+        kernel_shape: shape of the kernel for ``"conv"``/``"conv_transpose"``; the kernel size
+            (int or per-dim ints) for ``"unfold"``/``"fold"``.
+        op: ``"conv" | "conv_transpose" | "unfold" | "fold"``.
+        **op_kwargs: the op's keyword arguments (``bias`` may be an array or a shape).
+
     Shape:
-        out = floor((n + lo + hi - dilation * (k - 1) - 1) / stride) + 1 per spatial dim.
+        conv: out = floor((n + lo + hi - dilation * (k - 1) - 1) / stride) + 1 per spatial dim;
+        conv_transpose: out = (n - 1) * stride - lo - hi + dilation * (k - 1) + output_padding + 1;
+        unfold: (N, C * prod(k), L), L = product of conv's out; fold: (N, C, *output_size).
 
     >>> output_shape((32, 3, 32, 32), (4, 3, 5, 5))
     (32, 4, 28, 28)
     >>> output_shape((8, 224, 224, 3), (7, 7, 3, 64), stride=2, padding="same", layout="NHWC")
     (8, 112, 112, 64)
+    >>> output_shape((1, 4, 15), (4, 2, 3), op="conv_transpose", stride=2, padding=1, output_size=30)
+    (1, 2, 30)
+    >>> output_shape((2, 3, 8, 8), (3, 3), op="unfold", padding=1)
+    (2, 27, 64)
     """
-    if op != "conv":
-        raise ArgumentError(f"unknown op {op!r}; choose one of 'conv'")
+    from convbridge.ops import get_op  # the op table imports this module
+
     bias = op_kwargs.pop("bias", None)
     b_shape = None if bias is None else tuple(getattr(bias, "shape", bias))
-    return make_conv_spec(input_shape, kernel_shape, b_shape, **op_kwargs).out_shape
+    return get_op(op).build(input_shape, kernel_shape, b_shape, **op_kwargs).out_shape
 
 
 def _shape(shape, what: str) -> tuple[int, ...]:

@@ -1,8 +1,10 @@
 """Backend registry: lazy imports, inference from array types, availability.
 
 Each backend module implements the same small interface on a validated spec:
-``asarray(a)``, ``to_numpy(a)``, ``check(spec)``, ``precision(spec, x)`` and
-``conv(spec, x, w, b)``. Inferring a backend from an array's type imports nothing.
+``asarray(a)``, ``to_numpy(a)``, ``check(spec)``, ``precision(spec, x)``, and one
+function per op of :mod:`convbridge.ops`: ``conv(spec, x, w, b)``,
+``conv_transpose(spec, x, w, b)``, ``unfold(spec, x)`` and ``fold(spec, cols)``.
+Inferring a backend from an array's type imports nothing.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""NumPy backend: the reference definition, computed in the input's dtype."""
+"""NumPy backend: the reference definitions (conv, conv_transpose, unfold, fold), computed in the input's dtype."""
 
 from __future__ import annotations
 
@@ -29,8 +29,21 @@ def check(spec: ConvSpec) -> None:
 
 
 def precision(spec: ConvSpec, x=None) -> Precision:
-    return Precision.of(spec.dtype, f"{spec.dtype} (IEEE), NumPy einsum")
+    how = "NumPy einsum" if spec.op in ("conv", "conv_transpose") else "NumPy"
+    return Precision.of(spec.dtype, f"{spec.dtype} (IEEE), {how}")
 
 
 def conv(spec: ConvSpec, x, w, b):
     return reference.conv(x, w, b, spec, dtype=np.asarray(x).dtype)
+
+
+def conv_transpose(spec, x, w, b):
+    return reference.conv_transpose(x, w, b, spec, dtype=np.asarray(x).dtype)
+
+
+def unfold(spec, x):
+    return reference.unfold(x, spec, dtype=np.asarray(x).dtype)
+
+
+def fold(spec, cols):
+    return reference.fold(cols, spec, dtype=np.asarray(cols).dtype)

@@ -2,10 +2,13 @@
 
 It never calls torch or jax; convolution is one rank-generic window view
 contracted with einsum, its adjoint (the transposed convolution) a scatter-add
-of kernel-weighted input. Padding modes use ``numpy.pad``, independently of the
-gather indices the backends use.
+of kernel-weighted input, unfold a window view and fold its scatter-add.
+Padding modes use ``numpy.pad``, independently of the gather indices the backends use.
 """
 
-from convbridge.reference.conv import conv, conv_canonical, conv_vjp_canonical, to_canonical, from_canonical
+from convbridge.reference.conv import conv, conv_canonical, conv_vjp_canonical, from_canonical, to_canonical
+from convbridge.reference.transpose import conv_transpose, conv_transpose_canonical
+from convbridge.reference.unfold import fold, fold_canonical, unfold, unfold_canonical
 
-__all__ = ["conv", "conv_canonical", "conv_vjp_canonical", "to_canonical", "from_canonical"]
+__all__ = ["conv", "conv_canonical", "conv_vjp_canonical", "to_canonical", "from_canonical", "conv_transpose",
+           "conv_transpose_canonical", "unfold", "unfold_canonical", "fold", "fold_canonical"]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import string
-
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from convbridge.layout import inverse
+from convbridge.reference._core import letters as _letters
+from convbridge.reference._core import scatter_taps, window_view
 from convbridge.spec import ConvSpec
 
 __all__ = ["conv", "conv_canonical", "conv_vjp_canonical", "to_canonical", "from_canonical"]
@@ -46,11 +45,6 @@ def conv(x, w, b, spec: ConvSpec, *, dtype=np.float64) -> np.ndarray:
     return from_canonical(conv_canonical(xc, wc, bc, spec), spec)
 
 
-def _letters(nsp: int) -> tuple[str, str]:
-    pool = [c for c in string.ascii_letters if c not in "ngcoNGCO"]
-    return "".join(pool[:nsp]), "".join(pool[nsp : 2 * nsp])
-
-
 def _pad(xc: np.ndarray, spec: ConvSpec) -> np.ndarray:
     widths = [(0, 0), (0, 0), *spec.padding]
     return np.pad(xc, widths, mode=_NP_MODES[spec.padding_mode])
@@ -58,12 +52,7 @@ def _pad(xc: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 def _windows(xpad: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """(N, G, Cg, *S_pad) -> (N, G, Cg, *out, *kernel) strided, dilated windows (a view)."""
-    nsp = spec.nsp
-    spans = [d * (k - 1) + 1 for k, d in zip(spec.kernel_spatial, spec.dilation)]
-    v = sliding_window_view(xpad, spans, axis=tuple(range(3, 3 + nsp)))
-    pos = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(spec.out_spatial, spec.stride))
-    taps = tuple(slice(None, None, d) for d in spec.dilation)
-    return v[(slice(None),) * 3 + pos + taps]
+    return window_view(xpad, spec.kernel_spatial, spec.stride, spec.dilation, spec.out_spatial)
 
 
 def _grouped(xc: np.ndarray, wc: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -98,12 +87,8 @@ def conv_vjp_canonical(t, xc, wc, spec: ConvSpec) -> tuple[np.ndarray, np.ndarra
     dw = np.einsum(f"ngc{P}{K},ngo{P}->goc{K}", _windows(xg, spec), tg, optimize=True).reshape(wc.shape)
     db = t.sum(axis=(0, *range(2, 2 + nsp)))
     dpad = np.zeros(xg.shape, dtype=np.result_type(t, wc))
-    for tap in np.ndindex(*spec.kernel_spatial):
-        dst = tuple(
-            slice(k * d, k * d + s * (o - 1) + 1, s)
-            for k, d, s, o in zip(tap, spec.dilation, spec.stride, spec.out_spatial)
-        )
-        dpad[(slice(None),) * 3 + dst] += np.einsum(f"ngo{P},goc->ngc{P}", tg, wg[(Ellipsis, *tap)])
+    scatter_taps(dpad, spec.kernel_spatial, spec.stride, spec.dilation, spec.out_spatial,
+                 lambda tap: np.einsum(f"ngo{P},goc->ngc{P}", tg, wg[(Ellipsis, *tap)]))
     dx = _unpad(dpad.reshape(xpad.shape), spec)
     return dx, dw, db
 

@@ -1,0 +1,80 @@
+"""Rank-generic building blocks of the reference: window views, tap scatter-adds, crops.
+
+Every op of the reference is one of two moves over the taps of a (dilated,
+strided) kernel window: *gather* (a strided window view, for conv and unfold) or
+*scatter-add* (for the adjoints: transposed convolution, fold, conv's VJP).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = ["letters", "window_view", "scatter_taps", "crop"]
+
+
+def letters(nsp: int) -> tuple[str, str]:
+    """Two disjoint runs of ``nsp`` einsum letters (positions, taps), avoiding n, g, c, o."""
+    pool = [c for c in string.ascii_letters if c not in "ngcoNGCO"]
+    return "".join(pool[:nsp]), "".join(pool[nsp : 2 * nsp])
+
+
+def window_view(xpad: np.ndarray, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int],
+                out: Sequence[int]) -> np.ndarray:
+    """``(..., *S_pad) -> (..., *out, *kernel)``: strided, dilated windows over the trailing axes (a view).
+
+    Element ``[..., p, t]`` is ``xpad[..., p * stride + t * dilation]``.
+
+    >>> window_view(np.arange(7), (2,), (3,), (2,), (2,)).tolist()
+    [[0, 2], [3, 5]]
+    """
+    nsp = len(kernel)
+    lead = xpad.ndim - nsp
+    spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    v = sliding_window_view(xpad, spans, axis=tuple(range(lead, lead + nsp)))
+    pos = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out, stride))
+    taps = tuple(slice(None, None, d) for d in dilation)
+    return v[(slice(None),) * lead + pos + taps]
+
+
+def scatter_taps(buf: np.ndarray, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int],
+                 count: Sequence[int], contribution: Callable[[tuple[int, ...]], np.ndarray]) -> np.ndarray:
+    """Add ``contribution(tap)[..., p]`` into ``buf[..., p * stride + tap * dilation]`` for every tap; in place.
+
+    This is the definition of every adjoint in the reference: the transposed
+    convolution, fold, and the input gradient of conv.
+
+    Args:
+        buf: accumulator whose trailing ``len(kernel)`` axes are the (padded) full output.
+        kernel, stride, dilation: per spatial dim.
+        count: number of source positions per spatial dim (the trailing shape of each contribution).
+        contribution: maps a tap (tuple of ints) to an array broadcastable to ``buf``'s slice.
+
+    Returns:
+        ``buf``.
+
+    >>> scatter_taps(np.zeros(5), (2,), (2,), (1,), (2,), lambda t: np.array([1.0, 10.0])).tolist()
+    [1.0, 1.0, 10.0, 10.0, 0.0]
+    """
+    lead = buf.ndim - len(kernel)
+    for tap in np.ndindex(*kernel):
+        dst = tuple(slice(t * d, t * d + s * (n - 1) + 1, s) for t, d, s, n in zip(tap, dilation, stride, count))
+        buf[(slice(None),) * lead + dst] += contribution(tap)
+    return buf
+
+
+def crop(y: np.ndarray, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Remove ``lo``/``hi`` entries from each trailing axis; a negative width adds that many zeros instead.
+
+    >>> crop(np.arange(1.0, 6.0), ((1, -2),)).tolist()
+    [2.0, 3.0, 4.0, 5.0, 0.0, 0.0]
+    """
+    lead = y.ndim - len(pairs)
+    grow = [(0, 0)] * lead + [(max(0, -lo), max(0, -hi)) for lo, hi in pairs]
+    if any(w for pair in grow for w in pair):
+        y = np.pad(y, grow)
+    cut = tuple(slice(max(0, lo), y.shape[lead + i] - max(0, hi)) for i, (lo, hi) in enumerate(pairs))
+    return y[(slice(None),) * lead + cut]

@@ -11,6 +11,7 @@ from convbridge.api import compare, conv, conv_transpose, fold, unfold, verify
 from convbridge.backends import available as available_backends
 from convbridge.errors import BackendUnavailable, ConvBridgeError
 from convbridge.explain import explain
+from convbridge.lowering import MatmulView, as_matmul, conv_matrix
 from convbridge.parity import ParityReport, Precision
 from convbridge.spec import ConvSpec, output_shape
 from convbridge.spec_transpose import ConvTransposeSpec
@@ -28,6 +29,9 @@ __all__ = [
     "verify",
     "output_shape",
     "explain",
+    "as_matmul",
+    "conv_matrix",
+    "MatmulView",
     "available_backends",
     "ConvSpec",
     "ConvTransposeSpec",

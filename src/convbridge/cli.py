@@ -244,7 +244,7 @@ def _print_all(con, agg: dict) -> None:
 
 def _shape(text: str, name: str) -> tuple[int, ...]:
     try:
-        return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+        return tuple(int(v) for v in text.split("," if "," in text else "x"))
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a shape; write e.g. 32,3,32,32", param_hint=name) from None
 
@@ -297,7 +297,7 @@ def _explain(input_shape, kernel_shape, layer, stride, padding, dilation, groups
     e = cb.explain(_shape(input_shape, "INPUT_SHAPE"), kernel, layer=layer, bias=bias, **kwargs)
     click.echo(str(e))
     if draw:
-        from convbridge.drawing import draw_explanation
+        from convbridge.viz.explanation import draw_explanation
 
         for path in draw_explanation(e, draw):
             click.echo(f"wrote {path}")

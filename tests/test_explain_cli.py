@@ -1,0 +1,66 @@
+"""`convbridge explain`: the printed arithmetic and calls, the pictures it draws, and clean failures."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from convbridge.cli import main
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("scipy")
+PNG, GIF = b"\x89PNG\r\n\x1a\n", b"GIF8"
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["explain", *args], catch_exceptions=False)
+
+
+def _image_size(path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size, getattr(im, "n_frames", 1)
+
+
+def test_tutorial_layer_with_pictures(tmp_path):
+    result = run("32,3,32,32", "--layer", "Conv2d(3, 4, 5)", "--draw", str(tmp_path / "pics"))
+    assert result.exit_code == 0, result.output
+    for needle in ("H: (32 + 0 + 0 - 1*(5-1) - 1)/1 + 1 = 28", "gives 28x28x4", "(784 x 75) @ (75 x 4) per image",
+                   "torch.nn.Conv2d(3, 4", "jax.lax.conv_general_dilated", "flax.linen.Conv", "equinox.nn.Conv"):
+        assert needle in result.output, needle
+    files = {p.name: p for p in (tmp_path / "pics").iterdir()}
+    assert set(files) == {"matmul.png", "conv_matrix.png", "conv.gif", "conv_transpose.gif"}
+    for name, path in files.items():
+        assert path.read_bytes()[:4] == (PNG[:4] if name.endswith(".png") else GIF)
+        (w, h), frames = _image_size(path)
+        assert 300 <= w <= 3000 and 300 <= h <= 3000, (name, w, h)
+        assert path.stat().st_size < 5_000_000
+        if name.endswith(".gif"):
+            assert frames > 10
+
+
+def test_grouped_strided_channels_last(tmp_path):
+    result = run("2,20,20,8", "--kernel", "3,3,2,8", "--layout", "NHWC", "--groups", "4", "--stride", "2",
+                 "--padding", "same", "--padding-mode", "reflect", "--bias", "--draw", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "(0, 1)" in result.output and "XLA rule" in result.output  # 20 -> 10 with k=3, s=2: pad (0, 1)
+    assert (tmp_path / "conv.gif").exists()
+
+
+def test_three_d_draws_only_matrices(tmp_path):
+    result = run("1,2,6,6,6", "--kernel", "2,2,3,3,3", "--padding", "1", "--draw", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conv_matrix.png", "matmul.png"]
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (("1,3,8,8",), "needs a kernel_shape"),
+    (("1,3,8,8", "--kernel", "4,3,9,9"), "effective kernel size 9"),
+    (("1,3,8,8", "--layer", "Linear(3, 4)"), "unknown layer 'Linear'"),
+    (("1,3,8,x", "--kernel", "4,3,3,3"), "is not a shape"),
+])
+def test_explain_failures_are_clean(args, pattern):
+    result = run(*args)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert pattern in result.output, result.output

@@ -54,7 +54,6 @@ def test_conv_matrix_refuses_large_inputs():
 
 # ---- im2col / col2im through every backend
 
-from conftest import BACKENDS  # noqa: E402
 
 MATMUL_CONV = {
     "tutorial": ((2, 3, 32, 32), (4, 3, 5, 5), False, {}),

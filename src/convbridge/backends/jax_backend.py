@@ -62,7 +62,7 @@ def precision(spec: ConvSpec, x=None) -> Precision:
     return Precision(u, u_in, f"{name}, float32 accumulation, precision={spec.precision}, {platform}")
 
 
-def conv(spec: ConvSpec, x, w, b):
+def _conv(spec: ConvSpec, x, w, b):
     lay = spec.layout
     if not lay.batched:
         x = x[None]
@@ -180,6 +180,7 @@ def _fold(spec, cols):
     return y if spec.layout.batched else y[0]
 
 
+conv = _compiled(_conv)
 conv_transpose = _compiled(_conv_transpose)
 unfold = _compiled(_unfold)
 fold = _compiled(_fold)

@@ -228,3 +228,13 @@ def test_import_of_cli_loads_no_framework_or_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert np is not None
+
+
+def test_data_from_an_npz_array(isolated):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
+    np.savez(isolated / "mine.npz", images=images, labels=np.arange(6) % 2, class_names=np.array(["a", "b"]))
+    result = run("--data", str(isolated / "mine.npz"), "--format", "json", "--no-plots", "--out", "rep")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["shapes"]["images"] == [6, 3, 32, 32] and data["class_names"][:3] == ["a", "b", "a"]

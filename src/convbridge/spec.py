@@ -16,14 +16,37 @@ from convbridge.errors import ArgumentError, DTypeError, PaddingError, ShapeErro
 from convbridge.layout import Layout, resolve_layout
 from convbridge.padding import PADDING_MODES, check_mode_widths, parse_padding, same_pairs
 
-__all__ = ["ConvSpec", "make_conv_spec", "output_shape", "user_out_shape", "dtype_name", "PRECISIONS", "FLOAT_DTYPES"]
+__all__ = ["ConvSpec", "ConvGeometry", "make_conv_spec", "output_shape", "user_out_shape", "dtype_name", "PRECISIONS", "FLOAT_DTYPES"]
 
 PRECISIONS = ("highest", "high", "default")
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
+class ConvGeometry:
+    """Shape properties shared by the convolution specs (fields: layout, batch, channels, groups, sizes)."""
+
+    @property
+    def nsp(self) -> int:
+        """Number of spatial dims."""
+        return len(self.in_spatial)
+
+    @property
+    def terms(self) -> int:
+        """K: products summed into one output element, an upper bound (+1 with a bias)."""
+        return self.in_channels // self.groups * math.prod(self.kernel_spatial) + int(self.has_bias)
+
+    @property
+    def canonical_out_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.out_channels, *self.out_spatial)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """The output shape in the user's output layout (no N axis for unbatched input)."""
+        return user_out_shape(self.layout, self.canonical_out_shape)
+
+
 @dataclass(frozen=True)
-class ConvSpec:
+class ConvSpec(ConvGeometry):
     """A validated convolution, in canonical order.
 
     Attributes:
@@ -56,25 +79,6 @@ class ConvSpec:
     has_bias: bool
     dtype: str | None
     precision: str
-
-    @property
-    def nsp(self) -> int:
-        """Number of spatial dims."""
-        return len(self.in_spatial)
-
-    @property
-    def terms(self) -> int:
-        """K: products summed into one output element (+1 with a bias)."""
-        return self.in_channels // self.groups * math.prod(self.kernel_spatial) + int(self.has_bias)
-
-    @property
-    def canonical_out_shape(self) -> tuple[int, ...]:
-        return (self.batch, self.out_channels, *self.out_spatial)
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        """The output shape in the user's output layout (no N axis for unbatched input)."""
-        return user_out_shape(self.layout, self.canonical_out_shape)
 
     @property
     def macs(self) -> int:

@@ -35,7 +35,7 @@ from convbridge.errors import ArgumentError, PaddingError, ShapeError
 from convbridge.layout import Layout, default_spatial_letters, resolve_layout
 from convbridge.padding import parse_padding
 from convbridge.spec import (
-    PRECISIONS, _check_bias, _check_nonempty, _common_dtype, _shape, user_out_shape,
+    PRECISIONS, ConvGeometry, _check_bias, _check_nonempty, _common_dtype, _shape,
 )
 
 __all__ = ["ConvTransposeSpec", "make_conv_transpose_spec", "CONVENTIONS", "lax_padding", "transpose_same_pairs",
@@ -47,7 +47,7 @@ Pairs = tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
-class ConvTransposeSpec:
+class ConvTransposeSpec(ConvGeometry):
     """A validated transposed convolution, in canonical order (torch's meaning, whatever the convention).
 
     Attributes:
@@ -88,28 +88,9 @@ class ConvTransposeSpec:
     precision: str
 
     @property
-    def nsp(self) -> int:
-        """Number of spatial dims."""
-        return len(self.in_spatial)
-
-    @property
     def crops(self) -> Pairs:
         """Per dim ``(lo, hi - output_padding)``: what is removed from the full output (negative: added)."""
         return tuple((lo, hi - op) for (lo, hi), op in zip(self.padding, self.output_padding))
-
-    @property
-    def terms(self) -> int:
-        """K: an upper bound of the products summed into one output element (+1 with a bias)."""
-        return self.in_channels // self.groups * math.prod(self.kernel_spatial) + int(self.has_bias)
-
-    @property
-    def canonical_out_shape(self) -> tuple[int, ...]:
-        return (self.batch, self.out_channels, *self.out_spatial)
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        """The output shape in the user's output layout (no N axis for unbatched input)."""
-        return user_out_shape(self.layout, self.canonical_out_shape)
 
     @property
     def macs(self) -> int:

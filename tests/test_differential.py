@@ -150,3 +150,12 @@ def test_hypothesis_2d(cfg):
 @given(configs(3))
 def test_hypothesis_3d(cfg):
     _check_config(cfg, 3)
+
+
+@pytest.mark.slow
+@settings(max_examples=1500)
+@given(st.integers(1, 3).flatmap(lambda nsp: st.tuples(st.just(nsp), configs(nsp))))
+def test_hypothesis_heavy_sweep(drawn):
+    """A larger sweep for release checks (`pytest -m slow`); CI skips it."""
+    nsp, cfg = drawn
+    _check_config(cfg, nsp)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from convbridge.spec import make_conv_spec
+from convbridge.ops import get_op
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,7 @@ class Case:
     w: tuple[int, ...]
     bias: bool = False
     kwargs: dict = field(default_factory=dict)
+    op: str = "conv"
 
     def arrays(self, seed: int = 0, dtype: str = "float32"):
         rng = np.random.default_rng(seed)
@@ -26,8 +27,7 @@ class Case:
 
     @property
     def out_channels(self) -> int:
-        kw = {k: v for k, v in self.kwargs.items() if k in ("layout", "groups")}
-        return make_conv_spec(self.x, self.w, **kw).out_channels
+        return get_op(self.op).build(self.x, self.w, **self.kwargs).out_channels
 
 
 CASES = [

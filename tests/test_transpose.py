@@ -7,7 +7,7 @@ Identities: it is the VJP of conv (jax.vjp and torch autograd), and convention="
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
 
 import numpy as np
 import pytest
@@ -18,26 +18,13 @@ import convbridge as cb
 from convbridge.errors import ConvBridgeError
 from convbridge.spec_transpose import make_conv_transpose_spec
 
+from cases import Case
 from conftest import BACKENDS, record, record_report
 
 AGREE = ("identical", "equivalent")
 
 
-@dataclass(frozen=True)
-class TCase:
-    name: str
-    x: tuple[int, ...]
-    w: tuple[int, ...]
-    bias: bool = False
-    kwargs: dict = field(default_factory=dict)
-
-    def arrays(self, seed: int = 0, dtype: str = "float32"):
-        rng = np.random.default_rng(seed)
-        x = rng.standard_normal(self.x).astype(dtype)
-        w = rng.standard_normal(self.w).astype(dtype)
-        spec = make_conv_transpose_spec(self.x, self.w, **self.kwargs)
-        b = rng.standard_normal(spec.out_channels).astype(dtype) if self.bias else None
-        return x, w, b
+TCase = functools.partial(Case, op="conv_transpose")
 
 
 CASES = [

@@ -29,12 +29,9 @@ def _permute(a, perm):
     return a.permute(*perm) if hasattr(a, "permute") else a.transpose(perm)
 
 
-def _take(a, idx: np.ndarray, axis: int):
-    if type(a).__module__.startswith("torch"):
-        import torch
-
-        idx = torch.from_numpy(idx).to(a.device)
-    return a[(slice(None),) * axis + (idx,)]
+def _take(be, a, idx: np.ndarray, axis: int):
+    """Gather ``idx`` along ``axis`` with the backend's own index array (frameworks stay in backends/)."""
+    return a[(slice(None),) * axis + (be.asarray(idx),)]
 
 
 @dataclass(frozen=True)
@@ -120,7 +117,7 @@ def as_matmul(x, kernel, bias=None, *, op: str = "conv", backend=None, **op_kwar
     perm = lay.rhs_perm  # (O, I, *spatial); for conv_transpose torch's order is (I, O, *spatial)
     wc = _permute(wb, perm if op == "conv" else (perm[1], perm[0], *perm[2:]))
     if op == "conv":
-        return MatmulView(op, _im2col(spec, xc), _conv_kernel_matrix(spec, wc), spec, bb)
+        return MatmulView(op, _im2col(be, spec, xc), _conv_kernel_matrix(spec, wc), spec, bb)
     if any(c < 0 for _, c in spec.crops):
         raise ArgumentError(f"col2im cannot express output_padding {spec.output_padding} beyond the high-side "
                             f"padding {tuple(hi for _, hi in spec.padding)}; use cb.conv_transpose")
@@ -130,11 +127,11 @@ def as_matmul(x, kernel, bias=None, *, op: str = "conv", backend=None, **op_kwar
     return MatmulView(op, lhs, rhs, spec, bb)
 
 
-def _im2col(spec, xc):
+def _im2col(be, spec, xc):
     pads = spec.padding
     if spec.padding_mode != "zeros":
         for i, (n, (lo, hi)) in enumerate(zip(spec.in_spatial, spec.padding)):
-            xc = _take(xc, gather_indices(n, lo, hi, spec.padding_mode), 2 + i)
+            xc = _take(be, xc, gather_indices(n, lo, hi, spec.padding_mode), 2 + i)
         pads = ((0, 0),) * spec.nsp
     cols = api.unfold(xc, spec.kernel_spatial, dilation=spec.dilation, padding=pads, stride=spec.stride)
     g, n = spec.groups, spec.batch

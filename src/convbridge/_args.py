@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from typing import SupportsIndex, cast
 
 from convbridge.errors import ArgumentError, ArgumentTypeError
 
-__all__ = ["as_int", "per_dim", "choice"]
+__all__ = ["as_int", "per_dim", "choice", "is_seq"]
 
 
 def as_int(value: object, name: str) -> int:
@@ -23,12 +24,21 @@ def as_int(value: object, name: str) -> int:
     if isinstance(value, bool) or hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "b":
         raise ArgumentTypeError(f"{name} must be an int, got the bool {value!r}; pass 1 or 0 explicitly")
     try:
-        return operator.index(value)
+        return operator.index(cast(SupportsIndex, value))
     except TypeError:
         hint = f"; use {int(value)}" if isinstance(value, float) and float(value).is_integer() else ""
         raise ArgumentTypeError(
             f"{name} must be an int, got {type(value).__name__} {value!r}{hint}"
         ) from None
+
+
+def is_seq(value: object) -> bool:
+    """True for a non-string sequence or an array with at least one axis (a per-dim argument).
+
+    >>> is_seq((1, 2)), is_seq("ab"), is_seq(3)
+    (True, False, False)
+    """
+    return (isinstance(value, Sequence) and not isinstance(value, str)) or getattr(value, "ndim", 0) > 0
 
 
 def per_dim(value: object, name: str, ndim: int, *, minimum: int) -> tuple[int, ...]:
@@ -41,7 +51,7 @@ def per_dim(value: object, name: str, ndim: int, *, minimum: int) -> tuple[int, 
         ArgumentError: wrong length, or an element below ``minimum``.
     """
     scalar = not (isinstance(value, Sequence) and not isinstance(value, str))
-    if not scalar:
+    if isinstance(value, Sequence) and not isinstance(value, str):
         items = [as_int(v, f"{name}[{i}]") for i, v in enumerate(value)]
         if len(items) == 1:
             items = items * ndim

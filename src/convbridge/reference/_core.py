@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["letters", "window_view", "scatter_taps", "crop"]
+from convbridge.spec import ConvAxis, TransposeAxis
+
+__all__ = ["letters", "window_view", "scatter_taps", "crop", "index"]
 
 
 def letters(nsp: int) -> tuple[str, str]:
@@ -22,26 +25,34 @@ def letters(nsp: int) -> tuple[str, str]:
     return "".join(pool[:nsp]), "".join(pool[nsp : 2 * nsp])
 
 
-def window_view(xpad: np.ndarray, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int],
-                out: Sequence[int]) -> np.ndarray:
+def index(*parts: object) -> tuple[Any, ...]:
+    """An indexing tuple (``a[index(Ellipsis, *tap)]``) typed for NumPy's stubs.
+
+    >>> np.arange(6).reshape(2, 3)[index(Ellipsis, 1)].tolist()
+    [1, 4]
+    """
+    return parts
+
+
+def window_view(xpad: np.ndarray, axes: Sequence[ConvAxis]) -> np.ndarray:
     """``(..., *S_pad) -> (..., *out, *kernel)``: strided, dilated windows over the trailing axes (a view).
 
-    Element ``[..., p, t]`` is ``xpad[..., p * stride + t * dilation]``.
+    Element ``[..., p, t]`` is ``xpad[..., p * stride + t * dilation]``; the trailing axes are the
+    axes' padded sizes.
 
-    >>> window_view(np.arange(7), (2,), (3,), (2,), (2,)).tolist()
+    >>> window_view(np.arange(7), (ConvAxis(7, 2, stride=3, dilation=2),)).tolist()
     [[0, 2], [3, 5]]
     """
-    nsp = len(kernel)
+    nsp = len(axes)
     lead = xpad.ndim - nsp
-    spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
-    v = sliding_window_view(xpad, spans, axis=tuple(range(lead, lead + nsp)))
-    pos = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out, stride))
-    taps = tuple(slice(None, None, d) for d in dilation)
+    v = sliding_window_view(xpad, [a.span for a in axes], axis=tuple(range(lead, lead + nsp)))
+    pos = tuple(slice(None, None, a.stride) for a in axes)
+    taps = tuple(slice(None, None, a.dilation) for a in axes)
     return v[(slice(None),) * lead + pos + taps]
 
 
-def scatter_taps(buf: np.ndarray, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int],
-                 count: Sequence[int], contribution: Callable[[tuple[int, ...]], np.ndarray]) -> np.ndarray:
+def scatter_taps(buf: np.ndarray, axes: Sequence[ConvAxis | TransposeAxis], count: Sequence[int],
+                 contribution: Callable[[tuple[int, ...]], np.ndarray]) -> np.ndarray:
     """Add ``contribution(tap)[..., p]`` into ``buf[..., p * stride + tap * dilation]`` for every tap; in place.
 
     This is the definition of every adjoint in the reference: the transposed
@@ -49,19 +60,20 @@ def scatter_taps(buf: np.ndarray, kernel: Sequence[int], stride: Sequence[int], 
 
     Args:
         buf: accumulator whose trailing ``len(kernel)`` axes are the (padded) full output.
-        kernel, stride, dilation: per spatial dim.
+        axes: the geometry of each spatial dim (kernel, stride, dilation).
         count: number of source positions per spatial dim (the trailing shape of each contribution).
         contribution: maps a tap (tuple of ints) to an array broadcastable to ``buf``'s slice.
 
     Returns:
         ``buf``.
 
-    >>> scatter_taps(np.zeros(5), (2,), (2,), (1,), (2,), lambda t: np.array([1.0, 10.0])).tolist()
+    >>> scatter_taps(np.zeros(5), (ConvAxis(5, 2, stride=2),), (2,), lambda t: np.array([1.0, 10.0])).tolist()
     [1.0, 1.0, 10.0, 10.0, 0.0]
     """
-    lead = buf.ndim - len(kernel)
-    for tap in np.ndindex(*kernel):
-        dst = tuple(slice(t * d, t * d + s * (n - 1) + 1, s) for t, d, s, n in zip(tap, dilation, stride, count))
+    lead = buf.ndim - len(axes)
+    for tap in np.ndindex(*(a.kernel for a in axes)):
+        dst = tuple(slice(t * a.dilation, t * a.dilation + a.stride * n, a.stride)
+                    for t, a, n in zip(tap, axes, count))
         buf[(slice(None),) * lead + dst] += contribution(tap)
     return buf
 

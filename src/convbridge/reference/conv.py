@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from convbridge.layout import inverse
 from convbridge.reference._core import letters as _letters
-from convbridge.reference._core import scatter_taps, window_view
-from convbridge.spec import ConvSpec
+from convbridge.reference._core import index, scatter_taps, window_view
+from convbridge.spec import NUMPY_PAD_MODES, ConvSpec, SpatialSpec, inverse
 
 __all__ = ["conv", "conv_canonical", "conv_vjp_canonical", "to_canonical", "from_canonical"]
 
-_NP_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
-
-def to_canonical(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
+def to_canonical(x: Any, spec: SpatialSpec) -> np.ndarray:
     """User-layout input -> ``(N, C, *spatial)`` (adds N for unbatched input)."""
     x = np.asarray(x)
     if not spec.layout.batched:
@@ -22,13 +21,13 @@ def to_canonical(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
     return x.transpose(spec.layout.lhs_perm)
 
 
-def from_canonical(y: np.ndarray, spec: ConvSpec) -> np.ndarray:
+def from_canonical(y: np.ndarray, spec: SpatialSpec) -> np.ndarray:
     """``(N, C, *spatial)`` -> user output layout (drops N for unbatched input)."""
     y = y.transpose(inverse(spec.layout.out_perm))
     return y if spec.layout.batched else y[0]
 
 
-def conv(x, w, b, spec: ConvSpec, *, dtype=np.float64) -> np.ndarray:
+def conv(x: Any, w: Any, b: Any, spec: ConvSpec, *, dtype: Any = np.float64) -> np.ndarray:
     """Convolve user-layout arrays as ``spec`` says, computing in ``dtype``.
 
     Args:
@@ -47,12 +46,13 @@ def conv(x, w, b, spec: ConvSpec, *, dtype=np.float64) -> np.ndarray:
 
 def _pad(xc: np.ndarray, spec: ConvSpec) -> np.ndarray:
     widths = [(0, 0), (0, 0), *spec.padding]
-    return np.pad(xc, widths, mode=_NP_MODES[spec.padding_mode])
+    mode: Any = NUMPY_PAD_MODES[spec.padding_mode]
+    return np.pad(xc, widths, mode=mode)
 
 
 def _windows(xpad: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """(N, G, Cg, *S_pad) -> (N, G, Cg, *out, *kernel) strided, dilated windows (a view)."""
-    return window_view(xpad, spec.kernel_spatial, spec.stride, spec.dilation, spec.out_spatial)
+    return window_view(xpad, spec.axes)
 
 
 def _grouped(xc: np.ndarray, wc: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +62,7 @@ def _grouped(xc: np.ndarray, wc: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray
     return xg, wg
 
 
-def conv_canonical(xc, wc, bc, spec: ConvSpec) -> np.ndarray:
+def conv_canonical(xc: np.ndarray, wc: np.ndarray, bc: np.ndarray | None, spec: ConvSpec) -> np.ndarray:
     """y[n, o, p] = sum_{c, k} pad(x)[n, g(o)*Cg + c, p*s + k*d] w[o, c, k] + b[o]."""
     xg, wg = _grouped(_pad(xc, spec), wc, spec)
     P, K = _letters(spec.nsp)
@@ -73,7 +73,8 @@ def conv_canonical(xc, wc, bc, spec: ConvSpec) -> np.ndarray:
     return y
 
 
-def conv_vjp_canonical(t, xc, wc, spec: ConvSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def conv_vjp_canonical(t: np.ndarray, xc: np.ndarray, wc: np.ndarray,
+                       spec: ConvSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of ``sum(conv(x, w, b) * t)`` with respect to x, w and b (canonical order).
 
     The input gradient is the transposed convolution: a scatter-add of
@@ -87,17 +88,18 @@ def conv_vjp_canonical(t, xc, wc, spec: ConvSpec) -> tuple[np.ndarray, np.ndarra
     dw = np.einsum(f"ngc{P}{K},ngo{P}->goc{K}", _windows(xg, spec), tg, optimize=True).reshape(wc.shape)
     db = t.sum(axis=(0, *range(2, 2 + nsp)))
     dpad = np.zeros(xg.shape, dtype=np.result_type(t, wc))
-    scatter_taps(dpad, spec.kernel_spatial, spec.stride, spec.dilation, spec.out_spatial,
-                 lambda tap: np.einsum(f"ngo{P},goc->ngc{P}", tg, wg[(Ellipsis, *tap)]))
+    scatter_taps(dpad, spec.axes, spec.out_spatial,
+                 lambda tap: np.einsum(f"ngo{P},goc->ngc{P}", tg, wg[index(Ellipsis, *tap)]))
     dx = _unpad(dpad.reshape(xpad.shape), spec)
     return dx, dw, db
 
 
 def _unpad(dpad: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Adjoint of the padding: add each padded position's gradient to its source."""
-    mode = _NP_MODES[spec.padding_mode]
+    mode: Any = NUMPY_PAD_MODES[spec.padding_mode]
     out = dpad
-    for axis, (n, (lo, hi)) in enumerate(zip(spec.in_spatial, spec.padding), start=2):
+    for axis, a in enumerate(spec.axes, start=2):
+        n, lo, hi = a.size, a.lo, a.hi
         fill = {"constant_values": -1} if mode == "constant" else {}
         idx = np.pad(np.arange(n), (lo, hi), mode=mode, **fill)
         keep = idx >= 0

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-from convbridge.reference._core import crop, scatter_taps, window_view
+from convbridge.reference._core import crop, index, scatter_taps, window_view
 from convbridge.reference.conv import to_canonical
-from convbridge.spec_unfold import FoldSpec, UnfoldSpec
+from convbridge.spec import FoldSpec, UnfoldSpec
 
 __all__ = ["unfold", "unfold_canonical", "fold", "fold_canonical"]
 
 
-def unfold(x, spec: UnfoldSpec, *, dtype=np.float64) -> np.ndarray:
+def unfold(x: Any, spec: UnfoldSpec, *, dtype: Any = np.float64) -> np.ndarray:
     """Unfold a user-layout input into ``(N, C * prod(k), L)`` (torch's ordering), in ``dtype``.
 
     Shape:
         (N, C, *n) -> (N, C * prod(k), L), L = prod(floor((n + lo + hi - d * (k - 1) - 1) / s) + 1).
 
-    >>> from convbridge.spec_unfold import make_unfold_spec
+    >>> from convbridge.spec import make_unfold_spec
     >>> unfold(np.arange(4.0).reshape(1, 1, 4), make_unfold_spec((1, 1, 4), (2,), stride=2)).tolist()
     [[[0.0, 2.0], [1.0, 3.0]]]
     """
@@ -32,18 +33,18 @@ def unfold_canonical(xc: np.ndarray, spec: UnfoldSpec) -> np.ndarray:
     """cols[n, c * K + t, l] = pad(x)[n, c, p(l) * s + t * d] (t, l row-major multi-indices)."""
     nsp = spec.nsp
     xpad = np.pad(xc, [(0, 0), (0, 0), *spec.padding])
-    v = window_view(xpad, spec.kernel_spatial, spec.stride, spec.dilation, spec.out_spatial)
+    v = window_view(xpad, spec.axes)
     v = v.transpose(0, 1, *range(2 + nsp, 2 + 2 * nsp), *range(2, 2 + nsp))  # (N, C, *k, *blocks)
     return v.reshape(xc.shape[0], spec.channels * math.prod(spec.kernel_spatial), math.prod(spec.out_spatial))
 
 
-def fold(cols, spec: FoldSpec, *, dtype=np.float64) -> np.ndarray:
+def fold(cols: Any, spec: FoldSpec, *, dtype: Any = np.float64) -> np.ndarray:
     """Sum the blocks of ``cols`` back into ``(N, C, *output_size)``, in ``dtype`` (the adjoint of unfold).
 
     Shape:
         (N, C * prod(k), L) -> (N, C, *output_size).
 
-    >>> from convbridge.spec_unfold import make_fold_spec
+    >>> from convbridge.spec import make_fold_spec
     >>> fold(np.ones((1, 2, 3)), make_fold_spec((1, 2, 3), (4,), (2,))).tolist()
     [[[1.0, 2.0, 2.0, 1.0]]]
     """
@@ -55,8 +56,8 @@ def fold(cols, spec: FoldSpec, *, dtype=np.float64) -> np.ndarray:
 def fold_canonical(cc: np.ndarray, spec: FoldSpec) -> np.ndarray:
     """y_pad[n, c, p(l) * s + t * d] += cols[n, c * K + t, l]; then crop the padding."""
     blocks = cc.reshape(cc.shape[0], spec.channels, *spec.kernel_spatial, *spec.blocks)
-    padded = [n + lo + hi for n, (lo, hi) in zip(spec.out_spatial, spec.padding)]
+    padded = [a.padded for a in spec.axes]
     buf = np.zeros((cc.shape[0], spec.channels, *padded), dtype=cc.dtype)
-    scatter_taps(buf, spec.kernel_spatial, spec.stride, spec.dilation, spec.blocks,
-                 lambda tap: blocks[(slice(None), slice(None), *tap)])
+    scatter_taps(buf, spec.axes, spec.blocks,
+                 lambda tap: blocks[index(slice(None), slice(None), *tap)])
     return crop(buf, spec.padding)

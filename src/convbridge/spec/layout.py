@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import functools
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from convbridge import frameworks
 from convbridge.errors import LayoutError, ShapeError
 
-__all__ = ["Layout", "resolve_layout", "default_spatial_letters"]
+__all__ = ["Layout", "resolve_layout", "default_spatial_letters", "default_kernel_layout", "inverse", "permutation",
+           "RESERVED"]
 
-_RESERVED = "NCOI"
+#: Letters with a fixed meaning; every other letter is a spatial axis.
+RESERVED = "NCOI"
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class Layout:
     @property
     def spatial(self) -> tuple[str, ...]:
         """Spatial letters in the order of the input layout (the canonical order)."""
-        return tuple(c for c in self.lhs if c not in _RESERVED)
+        return tuple(c for c in self.lhs if c not in RESERVED)
 
     @property
     def lhs_perm(self) -> tuple[int, ...]:
@@ -64,6 +67,27 @@ class Layout:
         ident = tuple(range(len(self.lhs)))
         return self.lhs_perm == self.rhs_perm == self.out_perm == ident
 
+    def as_batched(self) -> Layout:
+        """The same layout for arrays that have their N axis (the dispatcher adds it)."""
+        return self if self.batched else replace(self, batched=True)
+
+    def canonical_layout(self) -> Layout:
+        """The same spatial letters, channels-first (``NC...``, ``OI...``), batched."""
+        sp = "".join(self.spatial)
+        return Layout("NC" + sp, "OI" + sp, "NC" + sp)
+
+    def user_out_shape(self, canonical: tuple[int, ...], *, batched: bool | None = None) -> tuple[int, ...]:
+        """A canonical ``(N, C, *spatial)`` output shape in the output layout (no N when unbatched)."""
+        return self._user_shape(self.out, canonical, self.batched if batched is None else batched)
+
+    def user_in_shape(self, canonical: tuple[int, ...]) -> tuple[int, ...]:
+        """A canonical ``(N, C, *spatial)`` input shape in the input layout (no N when unbatched)."""
+        return self._user_shape(self.lhs, canonical, self.batched)
+
+    def _user_shape(self, letters: str, canonical: tuple[int, ...], batched: bool) -> tuple[int, ...]:
+        sizes = dict(zip(("N", "C", *self.spatial), canonical))
+        return tuple(sizes[c] for c in (letters if batched else self.user(letters)))
+
     def user(self, letters: str) -> str:
         """Drop the implicit N from ``letters`` when the user's arrays are unbatched."""
         return letters if self.batched else letters.replace("N", "")
@@ -73,22 +97,46 @@ class Layout:
 
 
 def _perm(letters: str, first_two: str, spatial: tuple[str, ...]) -> tuple[int, ...]:
-    return tuple(letters.index(c) for c in (*first_two, *spatial))
+    return permutation(letters, first_two + "".join(spatial))
 
 
 def inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
     """The permutation that undoes ``perm``."""
-    inv = [0] * len(perm)
-    for i, p in enumerate(perm):
-        inv[p] = i
-    return tuple(inv)
+    return tuple(sorted(range(len(perm)), key=perm.__getitem__))
+
+
+def permutation(src: str, dst: str) -> tuple[int, ...]:
+    """Axes of an array laid out as ``src`` to take, in order, to lay it out as ``dst``.
+
+    >>> permutation("NHWC", "NCHW"), permutation("OIHW", "HWIO")
+    ((0, 3, 1, 2), (2, 3, 1, 0))
+    """
+    if sorted(src) != sorted(dst):
+        raise LayoutError(f"layouts {src!r} and {dst!r} name different axes; a permutation needs the same letters")
+    return tuple(src.index(c) for c in dst)
+
+
+def default_kernel_layout(spatial: str, op: str = "conv", *, channels_last: bool = False) -> str:
+    """The kernel layout convbridge assumes: torch's with channels-first input (``OIHW``; ``IOHW`` for
+    conv_transpose), lax's and Flax's with channels-last input (``HWIO`` for both ops; ``I`` is x's channels).
+
+    >>> default_kernel_layout("HW"), default_kernel_layout("HW", "conv_transpose")
+    ('OIHW', 'IOHW')
+    >>> default_kernel_layout("W", channels_last=True), default_kernel_layout("W", "conv_transpose", channels_last=True)
+    ('WIO', 'WIO')
+    """
+    if channels_last:
+        return frameworks.LAX.transpose_layout(spatial) if op == "conv_transpose" else \
+            frameworks.FLAX_LINEN.kernel_layout(spatial)
+    return frameworks.TORCH.transpose_layout(spatial) if op == "conv_transpose" else \
+        frameworks.TORCH.kernel_layout(spatial)
 
 
 def default_spatial_letters(nsp: int) -> str:
     """``W``, ``HW``, ``DHW`` for 1-3 spatial dims; other letters beyond that."""
     if nsp <= 3:
         return "DHW"[3 - nsp :]
-    pool = [c for c in string.ascii_uppercase if c not in _RESERVED]
+    pool = [c for c in string.ascii_uppercase if c not in RESERVED]
     return "".join(pool[:nsp])
 
 
@@ -122,9 +170,7 @@ def _resolve_cached(layout: object, x_ndim: int, w_ndim: int, op: str) -> Layout
         return _default_layout(x_ndim, w_ndim, op)
     lhs, rhs, out = _split(layout)
     if rhs is None:
-        spatial = "".join(c for c in lhs if c not in _RESERVED)
-        first = "IO" if op == "conv_transpose" else "OI"
-        rhs = spatial + "IO" if lhs.endswith("C") else first + spatial
+        rhs = default_kernel_layout("".join(c for c in lhs if c not in RESERVED), op, channels_last=lhs.endswith("C"))
     out = lhs if out is None else out
     _check_letters(lhs, "input", required="C", forbidden="OI", optional="N")
     _check_letters(rhs, "kernel", required="OI", forbidden="NC")
@@ -159,7 +205,7 @@ def _default_layout(x_ndim: int, w_ndim: int, op: str) -> Layout:
             "add the missing axes, e.g. w[None, None] for a single 1-d filter"
         )
     sp = default_spatial_letters(nsp)
-    kernel = ("IO" if op == "conv_transpose" else "OI") + sp
+    kernel = default_kernel_layout(sp, op)
     if x_ndim not in (w_ndim, w_ndim - 1):
         raise ShapeError(
             f"input has {x_ndim} dims but a kernel with {w_ndim} dims ({nsp} spatial) needs an input of "
@@ -211,7 +257,7 @@ def _check_letters(text: str, what: str, *, required: str, forbidden: str, optio
 
 
 def _check_same_spatial(lhs: str, rhs: str, out: str) -> None:
-    sp = {name: [c for c in s if c not in _RESERVED] for name, s in (("input", lhs), ("kernel", rhs), ("output", out))}
+    sp = {name: [c for c in s if c not in RESERVED] for name, s in (("input", lhs), ("kernel", rhs), ("output", out))}
     for name, text in (("kernel", rhs), ("output", out)):
         a, b = sp[name], sp["input"]
         if len(a) != len(b):

@@ -1,20 +1,29 @@
-"""Padding forms and padding modes -> per-dimension ``(lo, hi)`` pairs and gather indices."""
+"""Padding forms and padding modes -> per-dimension ``(lo, hi)`` pairs and gather indices.
+
+The ``"same"`` widths themselves are geometry (:meth:`convbridge.spec.geometry.ConvAxis.same`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
+from typing import Any, cast
 
 import numpy as np
 
-from convbridge._args import as_int, choice
-from convbridge.errors import ArgumentTypeError, PaddingError
+from convbridge._args import as_int, choice, is_seq
+from convbridge._types import Pairs
+from convbridge.errors import ArgumentTypeError, ConvBridgeError, PaddingError
+from convbridge.spec.geometry import ConvAxis
 
-__all__ = ["PADDING_MODES", "PADDING_STRINGS", "parse_padding", "same_pairs", "check_mode_widths", "gather_indices"]
+__all__ = ["PADDING_MODES", "PADDING_STRINGS", "NUMPY_PAD_MODES", "parse_padding", "check_mode_widths",
+           "gather_indices"]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("valid", "same", "same_lower")
-
-Pairs = tuple[tuple[int, int], ...]
+#: ``numpy.pad`` (and ``jnp.pad``) names of the padding modes.
+NUMPY_PAD_MODES = MappingProxyType({"zeros": "constant", "reflect": "reflect", "replicate": "edge",
+                                    "circular": "wrap"})
 
 
 def parse_padding(padding: object, nsp: int) -> str | Pairs:
@@ -31,22 +40,22 @@ def parse_padding(padding: object, nsp: int) -> str | Pairs:
     if isinstance(padding, str):
         try:
             mode = choice(padding, "padding string", PADDING_STRINGS)
-        except Exception:
+        except ConvBridgeError:
             raise PaddingError(
                 f"unknown padding {padding!r}; use an int, per-dim ints, (lo, hi) pairs, "
                 "or one of 'valid', 'same', 'same_lower'"
             ) from None
         return ((0, 0),) * nsp if mode == "valid" else mode
-    if isinstance(padding, Sequence) or (hasattr(padding, "ndim") and getattr(padding, "ndim", 0) > 0):
-        return _parse_sequence(list(padding), nsp)
+    if is_seq(padding):
+        return _parse_sequence(list(cast(Sequence[Any], padding)), nsp)
     width = _width(padding, "padding")
     return ((width, width),) * nsp
 
 
-def _parse_sequence(items: list, nsp: int) -> Pairs:
+def _parse_sequence(items: list[Any], nsp: int) -> Pairs:
     if not items:
         raise PaddingError(f"padding is an empty sequence; give one int or {nsp} ints or {nsp} (lo, hi) pairs")
-    flat = all(not _is_seq(v) for v in items)
+    flat = all(not is_seq(v) for v in items)
     if flat and len(items) not in (1, nsp):
         hint = f"; for (lo, hi) per side write {tuple([tuple(items)])!r}" if len(items) == 2 and nsp == 1 else ""
         raise PaddingError(
@@ -60,7 +69,7 @@ def _parse_sequence(items: list, nsp: int) -> Pairs:
         )
     pairs = []
     for i, item in enumerate(items):
-        if _is_seq(item):
+        if is_seq(item):
             if len(item) != 2:
                 raise PaddingError(
                     f"padding[{i}] = {tuple(item)!r} is not a (lo, hi) pair; give exactly two ints per spatial dim"
@@ -74,10 +83,6 @@ def _parse_sequence(items: list, nsp: int) -> Pairs:
     return tuple(pairs)
 
 
-def _is_seq(v: object) -> bool:
-    return (isinstance(v, Sequence) and not isinstance(v, str)) or getattr(v, "ndim", 0) > 0
-
-
 def _width(value: object, name: str) -> int:
     try:
         w = as_int(value, name)
@@ -88,27 +93,13 @@ def _width(value: object, name: str) -> int:
     return w
 
 
-def same_pairs(sizes, kernel, stride, dilation, *, lower: bool = False) -> Pairs:
-    """XLA/TF 'SAME' widths: output ceil(n / s); the odd pixel goes high (low with ``lower``).
-
-    >>> same_pairs((224,), (7,), (2,), (1,))
-    ((2, 3),)
-    """
-    pairs = []
-    for n, k, s, d in zip(sizes, kernel, stride, dilation):
-        out = -(-n // s)
-        total = max((out - 1) * s + d * (k - 1) + 1 - n, 0)
-        small, big = total // 2, total - total // 2
-        pairs.append((big, small) if lower else (small, big))
-    return tuple(pairs)
-
-
-def check_mode_widths(mode: str, pairs: Pairs, sizes: Sequence[int], letters: Sequence[str]) -> None:
+def check_mode_widths(mode: str, axes: Sequence[ConvAxis], letters: Sequence[str]) -> None:
     """Reject widths the padding mode cannot produce (torch's rules).
 
     reflect needs each width < the input size; circular needs each width <= the input size.
     """
-    for (lo, hi), n, letter in zip(pairs, sizes, letters):
+    for a, letter in zip(axes, letters):
+        lo, hi, n = a.lo, a.hi, a.size
         if mode == "reflect" and max(lo, hi) >= n:
             raise PaddingError(
                 f"reflect padding ({lo}, {hi}) on axis {letter} needs each width < the input size {n}; "
@@ -136,7 +127,7 @@ def gather_indices(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
     if mode == "circular":
         return np.mod(i, n)
     if mode == "reflect":
-        period = 2 * (n - 1) if n > 1 else 1
+        period = 2 * n - 2 if n > 1 else 1
         j = np.mod(i, period)
         return np.where(j < n, j, period - j)
     raise PaddingError(f"no gather indices for padding_mode {mode!r}")

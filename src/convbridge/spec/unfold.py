@@ -4,58 +4,59 @@ Ordering is ``torch.nn.functional.unfold``'s, for any rank: ``unfold`` maps
 ``(N, C, *spatial)`` to ``(N, C * prod(k), L)``; row ``c * prod(k) + t`` holds
 channel ``c`` at kernel offset ``t`` (row-major over the kernel's spatial dims),
 column ``l`` is block ``l`` (row-major over the output positions). ``fold`` is
-its adjoint: it sums every block back into ``(N, C, *output_size)``.
+its adjoint: it sums every block back into ``(N, C, *output_size)``. Both are
+windows over a padded axis, so their geometry is :class:`~convbridge.spec.geometry.ConvAxis`
+(for fold, over ``output_size``: its blocks are the axis' window positions).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import ClassVar, cast
 
-from convbridge._args import per_dim
+from convbridge._args import is_seq, per_dim
+from convbridge._types import DTypes, IntOrInts, LayoutLike, PaddingLike, Shape
 from convbridge.errors import ArgumentError, LayoutError, ShapeError
-from convbridge.layout import Layout, default_spatial_letters, resolve_layout
-from convbridge.padding import parse_padding, same_pairs
-from convbridge.spec import _check_nonempty, _common_dtype, _conv_out_spatial, _shape
+from convbridge.spec import _parse
+from convbridge.spec.conv import ConvSpec, SpatialSpec
+from convbridge.spec.geometry import ConvAxis
+from convbridge.spec.layout import RESERVED, Layout, default_spatial_letters, resolve_layout
+from convbridge.spec.padding import parse_padding
+from convbridge.spec.transpose import ConvTransposeSpec
 
-__all__ = ["UnfoldSpec", "FoldSpec", "make_unfold_spec", "make_fold_spec"]
-
-Pairs = tuple[tuple[int, int], ...]
+__all__ = ["UnfoldSpec", "FoldSpec", "make_unfold_spec", "make_fold_spec", "im2col_spec", "col2im_spec"]
 
 _EXACT = "exact: no arithmetic, so any difference is a mismatch (K = 0, allowed r = 0)"
 
 
 @dataclass(frozen=True)
-class UnfoldSpec:
+class UnfoldSpec(SpatialSpec):
     """A validated unfold (im2col).
 
     Attributes:
-        op: ``"unfold"``.
         layout: the input's resolved layout (``layout.batched`` False for an unbatched input).
         batch, channels: N (may be 0) and C.
-        in_spatial, kernel_spatial: spatial sizes in canonical order.
-        out_spatial: blocks per spatial dim (conv's output size); L is their product.
-        stride, dilation, padding: per spatial dim; padding as resolved ``(lo, hi)`` zero widths.
-        dtype: the input's dtype name; precision: always ``"highest"`` (no arithmetic).
+        axes: one :class:`ConvAxis` per spatial dim; its window positions are the blocks (L is their product).
+        dtype: the input's dtype name.
     """
 
-    op: str
+    op: ClassVar[str] = "unfold"
     layout: Layout
     batch: int
     channels: int
-    in_spatial: tuple[int, ...]
-    kernel_spatial: tuple[int, ...]
-    out_spatial: tuple[int, ...]
-    stride: tuple[int, ...]
-    dilation: tuple[int, ...]
-    padding: Pairs
-    dtype: str | None
-    precision: str = "highest"
+    axes: tuple[ConvAxis, ...]
+    dtype: str | None = None
 
     @property
-    def nsp(self) -> int:
-        return len(self.in_spatial)
+    def in_spatial(self) -> Shape:
+        return tuple(a.size for a in self.axes)
+
+    @property
+    def out_spatial(self) -> Shape:
+        """Blocks per spatial dim (conv's output size)."""
+        return tuple(a.out for a in self.axes)
 
     @property
     def terms(self) -> int:
@@ -63,10 +64,9 @@ class UnfoldSpec:
         return 0
 
     @property
-    def out_shape(self) -> tuple[int, ...]:
-        """``(N, C * prod(k), L)``, without N for an unbatched input."""
-        shape = (self.batch, self.channels * math.prod(self.kernel_spatial), math.prod(self.out_spatial))
-        return shape if self.layout.batched else shape[1:]
+    def batched_out_shape(self) -> Shape:
+        """``(N, C * prod(k), L)``."""
+        return self.batch, self.channels * math.prod(self.kernel_spatial), math.prod(self.out_spatial)
 
     def describe(self) -> str:
         pads = ", ".join(f"({lo}, {hi})" for lo, hi in self.padding)
@@ -76,46 +76,41 @@ class UnfoldSpec:
 
 
 @dataclass(frozen=True)
-class FoldSpec:
+class FoldSpec(SpatialSpec):
     """A validated fold (col2im), the adjoint of :class:`UnfoldSpec`'s unfold.
 
     Attributes:
-        op: ``"fold"``.
         layout: channels-first output layout (``layout.batched`` False for unbatched ``cols``).
         batch, channels: N (may be 0) and C (``cols`` has ``C * prod(k)`` rows).
-        out_spatial: ``output_size``; kernel_spatial, stride, dilation, padding as for unfold.
-        blocks: blocks per spatial dim; ``cols`` has their product as its last axis.
-        dtype: the input's dtype name; precision: always ``"highest"``.
+        axes: one :class:`ConvAxis` per spatial dim over ``output_size``; its window positions are the blocks.
+        dtype: the input's dtype name.
     """
 
-    op: str
+    op: ClassVar[str] = "fold"
     layout: Layout
     batch: int
     channels: int
-    out_spatial: tuple[int, ...]
-    kernel_spatial: tuple[int, ...]
-    blocks: tuple[int, ...]
-    stride: tuple[int, ...]
-    dilation: tuple[int, ...]
-    padding: Pairs
-    dtype: str | None
-    precision: str = "highest"
+    axes: tuple[ConvAxis, ...]
+    dtype: str | None = None
 
     @property
-    def nsp(self) -> int:
-        return len(self.out_spatial)
+    def out_spatial(self) -> Shape:
+        """``output_size``."""
+        return tuple(a.size for a in self.axes)
+
+    @property
+    def blocks(self) -> Shape:
+        """Blocks per spatial dim; ``cols`` has their product as its last axis."""
+        return tuple(a.out for a in self.axes)
 
     @property
     def terms(self) -> int:
-        """K: the most blocks overlapping one output element, prod over dims of min(ceil(k gcd(s, d) / s), blocks)."""
-        per_dim_overlap = (min(-(-k * math.gcd(s, d) // s), b) for k, s, d, b in
-                           zip(self.kernel_spatial, self.stride, self.dilation, self.blocks))
-        return math.prod(per_dim_overlap)
+        """K: the most blocks overlapping one output element, the product of the axes' overlaps."""
+        return math.prod(a.overlap for a in self.axes)
 
     @property
-    def out_shape(self) -> tuple[int, ...]:
-        shape = (self.batch, self.channels, *self.out_spatial)
-        return shape if self.layout.batched else shape[1:]
+    def batched_out_shape(self) -> Shape:
+        return (self.batch, self.channels, *self.out_spatial)
 
     def describe(self) -> str:
         pads = ", ".join(f"({lo}, {hi})" for lo, hi in self.padding)
@@ -123,8 +118,8 @@ class FoldSpec:
                 f"dilation {self.dilation}, blocks {self.blocks}; up to K = {self.terms} blocks overlap one element")
 
 
-def make_unfold_spec(x_shape, kernel_size, *, dilation=1, padding=0, stride=1, layout=None,
-                     dtypes: tuple[str | None, ...] = (None,)) -> UnfoldSpec:
+def make_unfold_spec(x_shape: Shape, kernel_size: IntOrInts, *, dilation: IntOrInts = 1, padding: PaddingLike = 0,
+                     stride: IntOrInts = 1, layout: LayoutLike = None, dtypes: DTypes = (None,)) -> UnfoldSpec:
     """Parse and validate unfold arguments into an :class:`UnfoldSpec`.
 
     An int ``kernel_size`` with ``layout=None`` reads ``x`` as batched ``(N, C, *spatial)``; a
@@ -139,24 +134,20 @@ def make_unfold_spec(x_shape, kernel_size, *, dilation=1, padding=0, stride=1, l
     >>> make_unfold_spec((2, 3, 8, 8), 3, padding=1).out_shape
     (2, 27, 64)
     """
-    x_shape = _shape(x_shape, "input")
+    x_shape = _parse.as_shape(x_shape, "input")
     lay = _unfold_layout(layout, len(x_shape), kernel_size)
     nsp = len(lay.spatial)
-    xs = (1, *x_shape) if not lay.batched else x_shape
-    xc = [xs[i] for i in lay.lhs_perm]
     kernel = per_dim(kernel_size, "kernel_size", nsp, minimum=1)
-    _check_nonempty(xc, [1, 1, *kernel], lay)
-    stride = per_dim(stride, "stride", nsp, minimum=1)
-    dilation = per_dim(dilation, "dilation", nsp, minimum=1)
-    pads = _pairs(padding, xc[2:], kernel, stride, dilation)
-    blocks = _conv_out_spatial(xc[2:], kernel, stride, dilation, pads, lay.spatial)
-    return UnfoldSpec(op="unfold", layout=lay, batch=xc[0], channels=xc[1], in_spatial=tuple(xc[2:]),
-                      kernel_spatial=kernel, out_spatial=blocks, stride=stride, dilation=dilation, padding=pads,
-                      dtype=_common_dtype(dtypes))
+    xc = _parse.canonical_input(x_shape, lay)
+    _parse.check_nonempty(xc, (1, 1, *kernel), lay)
+    stride_, dilation_ = _parse.strides(stride, dilation, nsp)
+    axes = _parse.conv_axes(xc[2:], kernel, stride_, dilation_, parse_padding(padding, nsp))
+    _parse.check_fits(axes, lay.spatial)
+    return UnfoldSpec(layout=lay, batch=xc[0], channels=xc[1], axes=axes, dtype=_parse.common_dtype(dtypes))
 
 
-def make_fold_spec(cols_shape, output_size, kernel_size, *, dilation=1, padding=0, stride=1,
-                   dtypes: tuple[str | None, ...] = (None,)) -> FoldSpec:
+def make_fold_spec(cols_shape: Shape, output_size: IntOrInts, kernel_size: IntOrInts, *, dilation: IntOrInts = 1,
+                   padding: PaddingLike = 0, stride: IntOrInts = 1, dtypes: DTypes = (None,)) -> FoldSpec:
     """Parse and validate fold arguments into a :class:`FoldSpec`.
 
     Raises:
@@ -168,53 +159,60 @@ def make_fold_spec(cols_shape, output_size, kernel_size, *, dilation=1, padding=
     >>> make_fold_spec((2, 27, 64), (8, 8), 3, padding=1).out_shape
     (2, 3, 8, 8)
     """
-    cols = _shape(cols_shape, "fold input")
+    cols = _parse.as_shape(cols_shape, "fold input")
     nsp = _fold_rank(output_size, kernel_size)
     if len(cols) not in (2, 3):
         raise ShapeError(f"fold input has {len(cols)} dims (shape {cols}); it must be (N, C x prod(kernel_size), L) "
                          "or unbatched (C x prod(kernel_size), L)")
     sp = default_spatial_letters(nsp)
     lay = Layout("NC" + sp, "OI" + sp, "NC" + sp, batched=len(cols) == 3)
-    batch, rows, count = (cols if lay.batched else (1, *cols))
+    batch, rows, count = cols if lay.batched else (1, *cols)
     kernel = per_dim(kernel_size, "kernel_size", nsp, minimum=1)
     out = per_dim(output_size, "output_size", nsp, minimum=1)
-    stride = per_dim(stride, "stride", nsp, minimum=1)
-    dilation = per_dim(dilation, "dilation", nsp, minimum=1)
+    stride_, dilation_ = _parse.strides(stride, dilation, nsp)
     taps = math.prod(kernel)
     if rows == 0 or rows % taps:
         raise ShapeError(f"fold input has {rows} rows (its channel axis), which is not a positive multiple of "
                          f"prod(kernel_size) = {taps} (kernel {kernel}); the rows must be C x {taps}: "
                          "check kernel_size or the input")
-    pads = _pairs(padding, out, kernel, stride, dilation)
-    blocks = _conv_out_spatial(out, kernel, stride, dilation, pads, lay.spatial)
+    axes = _parse.conv_axes(out, kernel, stride_, dilation_, parse_padding(padding, nsp))
+    _parse.check_fits(axes, lay.spatial)
+    blocks = tuple(a.out for a in axes)
     if math.prod(blocks) != count:
         raise ShapeError(
             f"fold input has {count} blocks (its last axis) but output_size {out} with kernel {kernel}, stride "
-            f"{stride}, dilation {dilation}, padding {list(pads)} has {' x '.join(map(str, blocks))} = "
-            f"{math.prod(blocks)} blocks; check output_size and the other arguments against the unfold that made it"
+            f"{stride_}, dilation {dilation_}, padding {[a.padding for a in axes]} has "
+            f"{' x '.join(map(str, blocks))} = {math.prod(blocks)} blocks; check output_size and the other "
+            "arguments against the unfold that made it"
         )
-    return FoldSpec(op="fold", layout=lay, batch=batch, channels=rows // taps, out_spatial=out, kernel_spatial=kernel,
-                    blocks=blocks, stride=stride, dilation=dilation, padding=pads, dtype=_common_dtype(dtypes))
+    return FoldSpec(layout=lay, batch=batch, channels=rows // taps, axes=axes, dtype=_parse.common_dtype(dtypes))
 
 
-def _is_seq(v: object) -> bool:
-    return (isinstance(v, Sequence) and not isinstance(v, str)) or getattr(v, "ndim", 0) > 0
+def im2col_spec(spec: ConvSpec, *, mode_padded: bool = False) -> UnfoldSpec:
+    """The unfold of a convolution's canonical, batched input (its im2col); ``mode_padded``: the input
+    was already padded by the padding mode, so the unfold pads nothing."""
+    axes = tuple(ConvAxis(a.padded, a.kernel, a.stride, a.dilation) for a in spec.axes) if mode_padded \
+        else spec.axes
+    return UnfoldSpec(layout=spec.layout.canonical_layout(), batch=spec.batch, channels=spec.in_channels,
+                      axes=axes, dtype=spec.dtype)
 
 
-def _pairs(padding, sizes, kernel, stride, dilation) -> Pairs:
-    pads = parse_padding(padding, len(kernel))
-    if isinstance(pads, str):
-        return same_pairs(sizes, kernel, stride, dilation, lower=pads == "same_lower")
-    return pads
+def col2im_spec(spec: ConvTransposeSpec) -> FoldSpec:
+    """The fold of a transposed convolution's columns into its canonical, batched output (its col2im):
+    blocks are its input positions, the padding its crops (which must not be negative)."""
+    axes = tuple(a.adjoint() for a in spec.axes)
+    return FoldSpec(layout=spec.layout.canonical_layout(), batch=spec.batch, channels=spec.out_channels,
+                    axes=axes, dtype=spec.dtype)
 
 
-def _unfold_layout(layout, x_ndim: int, kernel_size) -> Layout:
+def _unfold_layout(layout: LayoutLike, x_ndim: int, kernel_size: object) -> Layout:
     if layout is None:
-        if _is_seq(kernel_size):
-            nsp = len(kernel_size)
+        if is_seq(kernel_size):
+            sizes = tuple(cast(Sequence[int], kernel_size))
+            nsp = len(sizes)
             if x_ndim not in (nsp + 1, nsp + 2):
-                raise ShapeError(f"input has {x_ndim} dims but kernel_size {tuple(kernel_size)!r} has {nsp} entries; "
-                                 f"the input must be (N, C, {nsp} spatial) or unbatched (C, {nsp} spatial)")
+                raise ShapeError(f"input has {x_ndim} dims but kernel_size {sizes!r} has {nsp} entries; the input "
+                                 f"must be (N, C, {nsp} spatial) or unbatched (C, {nsp} spatial)")
         elif x_ndim == 3:
             raise ShapeError(
                 f"an input with 3 dims and the int kernel_size {kernel_size!r} is ambiguous: torch reads it as an "
@@ -232,14 +230,14 @@ def _unfold_layout(layout, x_ndim: int, kernel_size) -> Layout:
     if not isinstance(layout, str) or "," in layout or "->" in layout:
         raise LayoutError(f"unfold takes an input layout only, such as 'NCHW', 'NHWC' or 'CHW'; got {layout!r} "
                           "(its output is always (N, C x prod(kernel_size), L))")
-    nsp = sum(c not in "NCOI" for c in layout.replace(" ", ""))
+    nsp = sum(c not in RESERVED for c in layout.replace(" ", ""))
     return resolve_layout(layout, x_ndim, nsp + 2, "conv")
 
 
-def _fold_rank(output_size, kernel_size) -> int:
+def _fold_rank(output_size: object, kernel_size: object) -> int:
     for value in (output_size, kernel_size):
-        if _is_seq(value):
-            return len(value)
+        if is_seq(value):
+            return len(cast(Sequence[int], value))
     raise ArgumentError(
         f"fold cannot tell the number of spatial dims from the ints output_size={output_size!r} and "
         f"kernel_size={kernel_size!r}; give output_size per dim, e.g. ({output_size}, {output_size}) for 2-d"

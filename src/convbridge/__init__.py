@@ -7,16 +7,18 @@
 (32, 3, 32, 32)
 """
 
+from convbridge import transpose  # (torch_to_jax / jax_to_torch: convbridge.transpose.*)
 from convbridge.api import compare, conv, conv_transpose, fold, unfold, verify
 from convbridge.backends import available as available_backends
+from convbridge.dispatch import implementations
 from convbridge.errors import BackendUnavailable, ConvBridgeError
 from convbridge.explain import explain
 from convbridge.lowering import MatmulView, as_matmul, conv_matrix
-from convbridge.parity import ParityReport, Precision
-from convbridge.spec import ConvSpec, output_shape
-from convbridge.spec_transpose import ConvTransposeSpec
-from convbridge.spec_unfold import FoldSpec, UnfoldSpec
-from convbridge import transpose  # noqa: E402  (torch_to_jax / jax_to_torch: convbridge.transpose.*)
+from convbridge.ops import output_shape
+from convbridge.parity import ParityReport
+from convbridge.plan import Plan
+from convbridge.precision import Precision
+from convbridge.spec import ConvSpec, ConvTransposeSpec, FoldSpec, UnfoldSpec
 
 __version__ = "0.1.0"
 
@@ -33,6 +35,8 @@ __all__ = [
     "conv_matrix",
     "MatmulView",
     "available_backends",
+    "implementations",
+    "Plan",
     "ConvSpec",
     "ConvTransposeSpec",
     "UnfoldSpec",

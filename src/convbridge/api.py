@@ -7,56 +7,37 @@ backend function an op uses comes from the op table in :mod:`convbridge.ops`.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
 import numpy as np
 
 from convbridge import backends as _backends
+from convbridge import dispatch
+from convbridge._types import Array, ArrayLike, IntOrInts, LayoutLike, PaddingLike
+from convbridge.arrays import dtype_name, to_numpy
 from convbridge.errors import ArgumentError, ShapeError
-from convbridge.ops import Op, get_op
-from convbridge.parity import REFERENCE, ParityReport, Precision, judge_pair, unit_roundoff
-from convbridge.spec import dtype_name
+from convbridge.ops import build, get_op, split_plan_keywords
+from convbridge.parity import ParityReport, judge_pair
+from convbridge.plan import make_plan
+from convbridge.precision import FLOAT_DTYPES, REFERENCE, Precision, candidate
+from convbridge.spec import Spec
 
 __all__ = ["conv", "conv_transpose", "unfold", "fold", "compare", "verify"]
 
 
-def _shape(a) -> tuple[int, ...]:
-    return tuple(a.shape) if hasattr(a, "shape") else np.shape(a)
+def _run(op: str, x: ArrayLike, second: ArrayLike, bias: ArrayLike | None, kwargs: dict[str, Any],
+         backend: str | None, algorithm: str, precision: str, device: Hashable | None) -> Array:
+    """Parse into a spec (what), a plan (how), and dispatch."""
+    spec = build(op, x, second, bias, kwargs)
+    plan = make_plan(backend, x, algorithm=algorithm, precision=precision, device=device)
+    return dispatch.run(spec, plan, (x, second, bias) if get_op(op).kernel_is_array else (x,))
 
 
-def _dtype(a) -> str:
-    return dtype_name(np.asarray(a) if isinstance(a, list) else a)
-
-
-def _prepare(op: str, x, kernel, bias, kwargs: dict):
-    """Look ``op`` up, parse its arguments into a spec; return (table entry, spec, input arrays)."""
-    entry = get_op(op)
-    if entry.kernel_is_array:
-        if x is None or kernel is None:
-            raise ArgumentError(f"{op} needs an input x and a kernel; got None")
-        arrays = (x, kernel, bias)
-        dtypes = tuple(None if a is None else _dtype(a) for a in arrays)
-        spec = entry.build(_shape(x), _shape(kernel), None if bias is None else _shape(bias), dtypes=dtypes, **kwargs)
-    else:
-        if x is None:
-            raise ArgumentError(f"{op} needs an input; got None")
-        arrays = (x,)
-        spec = entry.build(_shape(x), kernel, None if bias is None else _shape(bias), dtypes=(_dtype(x),), **kwargs)
-    return entry, spec, arrays
-
-
-def _run(entry: Op, spec, arrays, name: str):
-    """Run one op on backend ``name``; return (native result, the input as that backend's array)."""
-    be = _backends.get(name)
-    be.check(spec)
-    native = [be.asarray(a) for a in arrays]
-    return getattr(be, entry.backend_fn)(spec, *native), native[0]
-
-
-def _backend_for(backend, x) -> str:
-    return _backends.validate(backend) if backend is not None else _backends.infer(x)
-
-
-def conv(x, kernel, bias=None, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
-         layout=None, backend=None, precision="highest"):
+def conv(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *, stride: IntOrInts = 1,
+         padding: PaddingLike = 0, dilation: IntOrInts = 1, groups: int = 1, padding_mode: str = "zeros",
+         layout: LayoutLike = None, backend: str | None = None, algorithm: str = "native",
+         precision: str = "highest", device: Hashable | None = None) -> Array:
     """N-d convolution (cross-correlation, as in PyTorch) with an explicit kernel.
 
     Args:
@@ -71,7 +52,10 @@ def conv(x, kernel, bias=None, *, stride=1, padding=0, dilation=1, groups=1, pad
         layout: ``None`` (channels first), an input layout such as ``"NHWC"`` (kernel ``HWIO``),
             ``"NHWC,HWIO->NHWC"`` or JAX's 3-tuple.
         backend: ``"numpy" | "jax" | "torch"``; ``None`` infers it from ``x``'s type.
+        algorithm: ``"native"`` (the framework's own convolution) or ``"matmul"`` (im2col and one matrix
+            product per group); :func:`convbridge.dispatch.implementations` lists what is registered.
         precision: ``"highest"`` (default), ``"high"`` or ``"default"`` (matters on GPUs/TPUs).
+        device: where to compute (``"cpu"``, ``"cuda:0"``, a framework device); ``None``: where ``x`` lives.
 
     Returns:
         The backend's native array, in the input's dtype.
@@ -88,27 +72,26 @@ def conv(x, kernel, bias=None, *, stride=1, padding=0, dilation=1, groups=1, pad
     >>> cb.conv(x, np.array([[[1.0, 0.0, -1.0]]])).tolist()
     [[[-2.0, -2.0, -2.0]]]
     """
-    entry, spec, arrays = _prepare("conv", x, kernel, bias, dict(
-        stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode, layout=layout,
-        precision=precision))
-    return _run(entry, spec, arrays, _backend_for(backend, x))[0]
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
+                  layout=layout)
+    return _run("conv", x, kernel, bias, kwargs, backend, algorithm, precision, device)
 
 
-def _host(a):
-    return None if a is None else _backends.get("numpy").asarray(a)
-
-
-def _reference_and_gauge(entry: Op, spec, arrays):
+def _reference_and_gauge(spec: Spec, arrays: Sequence[ArrayLike | None]) -> tuple[np.ndarray, np.ndarray]:
     """The float64 reference and the gauge G: the same op on the absolute values of the inputs."""
-    host = [_host(a) for a in arrays]
-    ref = entry.reference(*host, spec)
-    gauge = entry.reference(*(None if h is None else np.abs(h) for h in host), spec)
+    host = [None if a is None else to_numpy(a) for a in arrays]
+    reference = get_op(spec.op).reference
+    ref = reference(*host, spec)
+    gauge = reference(*(None if h is None else np.abs(h) for h in host), spec)
     return ref, gauge
 
 
-def conv_transpose(x, kernel, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
-                   layout=None, backend=None, precision="highest", output_size=None, convention="torch",
-                   transpose_kernel=False):
+def conv_transpose(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *, stride: IntOrInts = 1,
+                   padding: PaddingLike = 0, output_padding: IntOrInts = 0, dilation: IntOrInts = 1,
+                   groups: int = 1, layout: LayoutLike = None, backend: str | None = None,
+                   precision: str = "highest", output_size: IntOrInts | None = None, convention: str = "torch",
+                   transpose_kernel: bool = False, algorithm: str = "native",
+                   device: Hashable | None = None) -> Array:
     """N-d transposed convolution: PyTorch's (the gradient of :func:`conv` w.r.t. its input) or lax's.
 
     Args:
@@ -127,7 +110,7 @@ def conv_transpose(x, kernel, bias=None, *, stride=1, padding=0, output_padding=
         layout: ``None`` (channels first; the jax convention defaults to lax's channels-last
             ``('NHWC', 'HWIO', 'NHWC')``), an input layout such as ``"NHWC"`` (kernel ``HWIO``,
             ``I`` = x's channels), ``"NHWC,HWIO->NHWC"`` or JAX's 3-tuple.
-        backend, precision: as for :func:`conv`.
+        backend, algorithm, precision, device: as for :func:`conv`.
         output_size: spatial output size (int or per dim); picks ``output_padding``. The reachable
             sizes are ``base .. base + max(stride, dilation) - 1`` with ``base`` the size at
             ``output_padding=0``; others raise with that range.
@@ -153,14 +136,14 @@ def conv_transpose(x, kernel, bias=None, *, stride=1, padding=0, output_padding=
     >>> cb.conv_transpose(x, w, stride=2, padding=1, output_size=4).tolist()
     [[[2.0, 13.0, 20.0, 30.0]]]
     """
-    entry, spec, arrays = _prepare("conv_transpose", x, kernel, bias, dict(
-        stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
-        layout=layout, precision=precision, output_size=output_size, convention=convention,
-        transpose_kernel=transpose_kernel))
-    return _run(entry, spec, arrays, _backend_for(backend, x))[0]
+    kwargs = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
+                  layout=layout, output_size=output_size, convention=convention, transpose_kernel=transpose_kernel)
+    return _run("conv_transpose", x, kernel, bias, kwargs, backend, algorithm, precision, device)
 
 
-def unfold(x, kernel_size, *, dilation=1, padding=0, stride=1, layout=None, backend=None):
+def unfold(x: ArrayLike, kernel_size: IntOrInts, *, dilation: IntOrInts = 1, padding: PaddingLike = 0,
+           stride: IntOrInts = 1, layout: LayoutLike = None, backend: str | None = None,
+           device: Hashable | None = None) -> Array:
     """Extract sliding blocks (im2col), in ``torch.nn.functional.unfold``'s order, for any rank.
 
     Args:
@@ -171,6 +154,7 @@ def unfold(x, kernel_size, *, dilation=1, padding=0, stride=1, layout=None, back
         padding: zero padding: int, per-dim ints, ``(lo, hi)`` pairs, ``"valid"``, ``"same"``, ``"same_lower"``.
         layout: the input's layout, e.g. ``"NHWC"`` or ``"CHW"``; the result is always ``(N, C * prod(k), L)``.
         backend: ``"numpy" | "jax" | "torch"``; ``None`` infers it from ``x``'s type.
+        device: as for :func:`conv`.
 
     Returns:
         ``(N, C * prod(k), L)`` (no N for unbatched input): row ``c * prod(k) + t`` is channel ``c`` at
@@ -183,12 +167,13 @@ def unfold(x, kernel_size, *, dilation=1, padding=0, stride=1, layout=None, back
     >>> cb.unfold(np.arange(6.0).reshape(1, 1, 2, 3), (2, 2)).tolist()
     [[[0.0, 1.0], [1.0, 2.0], [3.0, 4.0], [4.0, 5.0]]]
     """
-    entry, spec, arrays = _prepare("unfold", x, kernel_size, None, dict(
-        dilation=dilation, padding=padding, stride=stride, layout=layout))
-    return _run(entry, spec, arrays, _backend_for(backend, x))[0]
+    kwargs = dict(dilation=dilation, padding=padding, stride=stride, layout=layout)
+    return _run("unfold", x, kernel_size, None, kwargs, backend, "native", "highest", device)
 
 
-def fold(cols, output_size, kernel_size, *, dilation=1, padding=0, stride=1, backend=None):
+def fold(cols: ArrayLike, output_size: IntOrInts, kernel_size: IntOrInts, *, dilation: IntOrInts = 1,
+         padding: PaddingLike = 0, stride: IntOrInts = 1, backend: str | None = None,
+         device: Hashable | None = None) -> Array:
     """Sum sliding blocks back into an array (col2im): the adjoint of :func:`unfold`.
 
     Args:
@@ -196,6 +181,7 @@ def fold(cols, output_size, kernel_size, *, dilation=1, padding=0, stride=1, bac
         output_size: spatial size of the result, per dim (a tuple: it also fixes the rank).
         kernel_size, dilation, padding, stride: those of the unfold that made ``cols``.
         backend: ``"numpy" | "jax" | "torch"``; ``None`` infers it from ``cols``'s type.
+        device: as for :func:`conv`.
 
     Returns:
         ``(N, C, *output_size)`` (no N for unbatched ``cols``), channels first; overlapping blocks add.
@@ -211,12 +197,12 @@ def fold(cols, output_size, kernel_size, *, dilation=1, padding=0, stride=1, bac
     >>> cb.fold(np.ones((1, 2, 3)), (4,), (2,)).tolist()
     [[[1.0, 2.0, 2.0, 1.0]]]
     """
-    entry, spec, arrays = _prepare("fold", cols, kernel_size, None, dict(
-        output_size=output_size, dilation=dilation, padding=padding, stride=stride))
-    return _run(entry, spec, arrays, _backend_for(backend, cols))[0]
+    kwargs = dict(output_size=output_size, dilation=dilation, padding=padding, stride=stride)
+    return _run("fold", cols, kernel_size, None, kwargs, backend, "native", "highest", device)
 
 
-def compare(x, kernel=None, bias=None, *, op="conv", backends=("torch", "jax"), **op_kwargs) -> ParityReport:
+def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = None, *, op: str = "conv",
+            backends: str | Sequence[str] = ("torch", "jax"), **op_kwargs: Any) -> ParityReport:
     """Run ``op`` on several backends and judge every result against the float64 reference and each other.
 
     Args:
@@ -225,7 +211,8 @@ def compare(x, kernel=None, bias=None, *, op="conv", backends=("torch", "jax"), 
             (or pass ``kernel_size=``); they take no bias, and fold needs ``output_size=``.
         op: ``"conv" | "conv_transpose" | "unfold" | "fold"``.
         backends: names of two or more (or one) backends to run.
-        **op_kwargs: the op's keyword arguments (stride, padding, layout, precision, ...).
+        **op_kwargs: the op's keyword arguments (stride, padding, layout, ...) and the plan's (algorithm,
+            precision, device), which apply to every backend.
 
     Returns:
         A :class:`ParityReport`; ``print(report)`` shows the table, ``report.verdict`` the worst verdict.
@@ -242,17 +229,22 @@ def compare(x, kernel=None, bias=None, *, op="conv", backends=("torch", "jax"), 
     'identical'
     """
     names = _backend_names(backends)
-    entry, spec, arrays = _prepare(op, x, kernel, bias, op_kwargs)
+    kwargs, plan_kwargs = split_plan_keywords(op_kwargs)
+    spec = build(op, x, kernel, bias, kwargs)
+    arrays = (x, kernel, bias) if get_op(op).kernel_is_array else (x,)
     runs = {}
     for name in names:
-        y, xb = _run(entry, spec, arrays, name)
+        plan = make_plan(name, x, **plan_kwargs)
+        impl = dispatch.find(spec, plan)
+        native = dispatch.place(plan, arrays)
+        y = dispatch.execute(impl, spec, plan, native)
         be = _backends.get(name)
-        runs[name] = (be.to_numpy(y), be.precision(spec, xb))
-    ref, gauge = _reference_and_gauge(entry, spec, arrays)
+        runs[name] = (be.to_numpy(y), be.precision(spec, plan, native[0]))
+    ref, gauge = _reference_and_gauge(spec, arrays)
     return _report(spec, runs, ref, gauge)
 
 
-def _backend_names(names) -> tuple[str, ...]:
+def _backend_names(names: str | Sequence[str]) -> tuple[str, ...]:
     if isinstance(names, str):
         names = (names,)
     names = tuple(_backends.validate(n) for n in names)
@@ -263,7 +255,8 @@ def _backend_names(names) -> tuple[str, ...]:
     return names
 
 
-def _report(spec, runs: dict, ref: np.ndarray, gauge: np.ndarray) -> ParityReport:
+def _report(spec: Spec, runs: Mapping[str, tuple[np.ndarray, Precision]], ref: np.ndarray,
+            gauge: np.ndarray) -> ParityReport:
     pairs, outputs = [], {"reference": ref}
     names = list(runs)
     for name in names:
@@ -276,26 +269,13 @@ def _report(spec, runs: dict, ref: np.ndarray, gauge: np.ndarray) -> ParityRepor
             pairs.append(judge_pair((a, b), runs[a][0], runs[b][0], gauge, spec.terms,
                                     (runs[a][1], runs[b][1]))[0])
     precisions = {n: p.label for n, (_, p) in runs.items()} | {"reference": REFERENCE.label}
-    return ParityReport(op=spec.op, description=spec.describe(), shape=spec.out_shape, dtype=spec.dtype,
+    return ParityReport(op=spec.op, description=spec.describe(), shape=spec.out_shape, dtype=str(spec.dtype),
                         terms=spec.terms, precisions=precisions, pairs=tuple(pairs), outputs=outputs,
                         gauge=gauge)
 
 
-_INPUT_ROUNDING = {"highest": 0.0, "tf32": 2.0**-11, "bf16": 2.0**-8, "bf16_3x": 2.0**-16}
-
-
-def _candidate_precision(precision, dtype: str) -> Precision:
-    if precision is None or isinstance(precision, str) and precision.lower() in _INPUT_ROUNDING:
-        u_in = _INPUT_ROUNDING[(precision or "highest").lower()]
-        label = f"{dtype}" + (f", inputs rounded ({precision})" if u_in else " (IEEE)")
-        return Precision(unit_roundoff(dtype), u_in, label)
-    if isinstance(precision, Precision):
-        return precision
-    raise ArgumentError(f"unknown candidate precision {precision!r}; choose None, "
-                        f"{', '.join(map(repr, _INPUT_ROUNDING))} or a convbridge.parity.Precision")
-
-
-def verify(y, x, kernel=None, bias=None, *, op="conv", precision=None, name="candidate", **op_kwargs) -> ParityReport:
+def verify(y: ArrayLike, x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = None, *, op: str = "conv",
+           precision: str | Precision | None = None, name: str = "candidate", **op_kwargs: Any) -> ParityReport:
     """Judge a candidate output ``y`` (from any framework) against the float64 reference of ``op``.
 
     Args:
@@ -315,13 +295,14 @@ def verify(y, x, kernel=None, bias=None, *, op="conv", precision=None, name="can
     >>> cb.verify(cb.unfold(x, (2,)), x, (2,), op="unfold").verdict
     'identical'
     """
-    entry, spec, arrays = _prepare(op, x, kernel, bias, op_kwargs)
-    out = _host(y)
+    spec = build(op, x, kernel, bias, op_kwargs)
+    arrays = (x, kernel, bias) if get_op(op).kernel_is_array else (x,)
+    out = to_numpy(y)
     if tuple(out.shape) != spec.out_shape:
         raise ShapeError(f"candidate has shape {tuple(out.shape)} but this {op} gives {spec.out_shape}; "
                          "check the arguments (stride, padding, layout) used to produce it")
     cand_dtype = dtype_name(y)
-    if cand_dtype not in ("float16", "bfloat16", "float32", "float64"):
+    if cand_dtype not in FLOAT_DTYPES:
         raise ShapeError(f"candidate dtype {cand_dtype} is not a float dtype convbridge can judge")
-    ref, gauge = _reference_and_gauge(entry, spec, arrays)
-    return _report(spec, {name: (out, _candidate_precision(precision, cand_dtype))}, ref, gauge)
+    ref, gauge = _reference_and_gauge(spec, arrays)
+    return _report(spec, {name: (out, candidate(precision, cand_dtype))}, ref, gauge)

@@ -15,6 +15,7 @@ __all__ = [
     "ShapeError",
     "DTypeError",
     "BackendUnavailable",
+    "ImplementationError",
     "ConvBridgeWarning",
 ]
 
@@ -49,6 +50,10 @@ class DTypeError(ConvBridgeError, TypeError):
 
 class BackendUnavailable(ConvBridgeError, ImportError):
     """The requested backend's framework is not installed."""
+
+
+class ImplementationError(RuntimeError):
+    """An implementation broke its contract (a wrong output shape or dtype): a bug in convbridge, not the input."""
 
 
 class ConvBridgeWarning(UserWarning):

@@ -15,54 +15,20 @@ flipped kernel, padding on the wrong side) gives r of order 1/u.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Precision", "PairResult", "ParityReport", "unit_roundoff", "judge_pair", "VERDICTS"]
+from convbridge._types import Shape
+from convbridge.precision import Precision
+
+__all__ = ["PairResult", "ParityReport", "judge_pair", "worst_verdict", "VERDICTS", "INCONCLUSIVE_FRACTION"]
 
 VERDICTS = ("identical", "equivalent", "inconclusive", "mismatch")
 #: A bound of this fraction of the gauge or more cannot separate rounding from a bug.
 INCONCLUSIVE_FRACTION = 0.05
-
-_UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
-
-
-def unit_roundoff(dtype: str) -> float:
-    """Unit roundoff u = eps / 2 of a float dtype name.
-
-    >>> unit_roundoff("float32") == 2.0**-24
-    True
-    """
-    return _UNIT_ROUNDOFF[str(dtype)]
-
-
-@dataclass(frozen=True)
-class Precision:
-    """What a computation actually used.
-
-    Attributes:
-        u: unit roundoff of the accumulation and result.
-        u_in: unit roundoff the inputs were rounded to first (TF32: 2**-11, bf16: 2**-8); 0 if none.
-        label: human-readable description, e.g. ``"float32 (IEEE), cpu"``.
-    """
-
-    u: float
-    u_in: float = 0.0
-    label: str = ""
-
-    @classmethod
-    def of(cls, dtype: str, label: str | None = None) -> Precision:
-        """Full precision of ``dtype`` (no input rounding)."""
-        return cls(unit_roundoff(dtype), 0.0, label or f"{dtype} (IEEE)")
-
-    def bound(self, terms: int) -> float:
-        """Coefficient beta with |fl(y) - y| <= beta G; infinite when K u >= 1."""
-        ku = terms * self.u
-        return math.inf if ku >= 1 else 2 * self.u_in + ku / (1 - ku)
-
-
-REFERENCE = Precision.of("float64", "float64 NumPy reference")
 
 
 @dataclass(frozen=True)
@@ -83,7 +49,7 @@ class PairResult:
     size: int
     verdict: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["worst_index"] = list(self.worst_index)
         return {k: (None if isinstance(v, float) and not math.isfinite(v) and k != "max_ratio" else v)
@@ -158,7 +124,7 @@ def judge_pair(
     return result, r
 
 
-def worst_verdict(verdicts) -> str:
+def worst_verdict(verdicts: Iterable[str]) -> str:
     """The worst of several verdicts (identical < equivalent < inconclusive < mismatch)."""
     return max(verdicts, key=VERDICTS.index, default="identical")
 
@@ -180,12 +146,12 @@ class ParityReport:
 
     op: str
     description: str
-    shape: tuple[int, ...]
+    shape: Shape
     dtype: str
     terms: int
-    precisions: dict
+    precisions: Mapping[str, str]
     pairs: tuple[PairResult, ...]
-    outputs: dict = field(repr=False, compare=False)
+    outputs: Mapping[str, np.ndarray] = field(repr=False, compare=False)
     gauge: np.ndarray = field(repr=False, compare=False)
 
     @property
@@ -210,7 +176,7 @@ class ParityReport:
         p = self.pair(a, b)
         return _ratios(self.outputs[a], self.outputs[b], self.gauge, p.unit_roundoff)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no arrays)."""
         return {
             "op": self.op, "description": self.description, "shape": list(self.shape), "dtype": self.dtype,

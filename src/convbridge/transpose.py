@@ -13,7 +13,7 @@ in three places (PITFALLS traps 2 and 3):
   ``output_padding`` rows on the high side; lax pads the stride-dilated input by
   ``(a, b)``. Per dim, with ``D = dilation * (k - 1)``: ``a = D - lo`` and
   ``b = D - hi + output_padding``. lax's ``'SAME'``/``'VALID'`` are turned into pairs
-  by jax's ``_conv_transpose_padding`` (see :func:`convbridge.spec_transpose.lax_padding`).
+  by jax's ``_conv_transpose_padding`` (see :func:`convbridge.spec.geometry.lax_transpose_padding`).
 - **groups**: lax.conv_transpose has none.
 
 :func:`torch_to_jax` and :func:`jax_to_torch` return a :class:`TransposeCall`: the
@@ -40,12 +40,17 @@ has no torch equivalent and raises.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from convbridge import frameworks
 from convbridge._args import as_int, per_dim
+from convbridge._types import ArrayLike, IntOrInts, LayoutLike, PaddingLike, Pairs
+from convbridge.arrays import to_numpy
 from convbridge.errors import ArgumentError, PaddingError, ShapeError
-from convbridge.spec_transpose import _jax_crops, _torch_crops, resolve_transpose_layout
+from convbridge.spec import Layout, TransposeAxis, resolve_transpose_layout
+from convbridge.spec.transpose import lax_axes, torch_axes
 
 __all__ = ["TransposeCall", "torch_to_jax", "jax_to_torch"]
 
@@ -67,14 +72,14 @@ class TransposeCall:
     convention: str
     kernel: np.ndarray
     stride: tuple[int, ...]
-    padding: tuple[tuple[int, int], ...]
+    padding: Pairs
     output_padding: tuple[int, ...]
     dilation: tuple[int, ...]
     layout: tuple[str, str, str]
     transpose_kernel: bool = False
 
     @property
-    def kwargs(self) -> dict:
+    def kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`convbridge.conv_transpose` (pass ``kernel`` positionally)."""
         common = dict(convention=self.convention, stride=self.stride, padding=self.padding,
                       dilation=self.dilation, layout=self.layout)
@@ -82,14 +87,14 @@ class TransposeCall:
             return common | dict(transpose_kernel=self.transpose_kernel)
         return common | dict(output_padding=self.output_padding)
 
-    def lax_kwargs(self) -> dict:
+    def lax_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``jax.lax.conv_transpose(x, kernel, **kw)`` (jax convention only)."""
         if self.convention != "jax":
             raise ArgumentError("lax_kwargs() needs a jax-convention call; convert it first with torch_to_jax")
         return dict(strides=self.stride, padding=self.padding, rhs_dilation=self.dilation,
                      dimension_numbers=self.layout, transpose_kernel=self.transpose_kernel)
 
-    def torch_kwargs(self) -> dict:
+    def torch_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``F.conv_transposeNd(x, torch.from_numpy(kernel), **kw)`` (torch convention).
 
         Raises:
@@ -97,8 +102,9 @@ class TransposeCall:
                 (then use ``cb.conv_transpose(x, call.kernel, **call.kwargs)``).
         """
         lhs, rhs, out = self.layout
-        sp = lhs[2:]
-        if self.convention != "torch" or lhs != "NC" + sp or rhs != "IO" + sp or out != lhs:
+        sp, torch = lhs[2:], frameworks.TORCH
+        if self.convention != "torch" or lhs != torch.input_layout(sp) or rhs != torch.transpose_layout(sp) \
+                or out != lhs:
             raise ArgumentError(f"F.conv_transposeNd takes channels-first (NC..., IO...) torch-convention "
                                 f"arguments; this call is {self.convention} with layout {self.layout}: use "
                                 "cb.conv_transpose(x, call.kernel, **call.kwargs)")
@@ -109,21 +115,16 @@ class TransposeCall:
                     output_padding=self.output_padding, dilation=self.dilation, groups=1)
 
 
-def _host(kernel) -> np.ndarray:
-    from convbridge.backends import get
-
-    return get("numpy").asarray(kernel)
-
-
-def _layout(layout, w_ndim: int, convention: str, transpose_kernel: bool):
+def _layout(layout: LayoutLike, w_ndim: int, convention: str, transpose_kernel: bool) -> Layout:
     try:
         return resolve_transpose_layout(layout, w_ndim, w_ndim, convention, transpose_kernel)
     except ShapeError:  # an unbatched layout string, e.g. 'CHW'
         return resolve_transpose_layout(layout, w_ndim - 1, w_ndim, convention, transpose_kernel)
 
 
-def torch_to_jax(kernel, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1, layout=None,
-                 transpose_kernel=False) -> TransposeCall:
+def torch_to_jax(kernel: ArrayLike, *, stride: IntOrInts = 1, padding: PaddingLike = 0,
+                 output_padding: IntOrInts = 0, dilation: IntOrInts = 1, groups: int = 1, layout: LayoutLike = None,
+                 transpose_kernel: bool = False) -> TransposeCall:
     """State a torch-convention transposed convolution as ``lax.conv_transpose`` arguments.
 
     Args:
@@ -146,28 +147,28 @@ def torch_to_jax(kernel, *, stride=1, padding=0, output_padding=0, dilation=1, g
     if as_int(groups, "groups") != 1:
         raise ArgumentError(f"groups={groups}: lax.conv_transpose has no groups, so no jax-convention call "
                             "equals this one; keep convention='torch' (cb.conv_transpose runs it on jax too)")
-    w = _host(kernel)
+    w = to_numpy(kernel)
     lay = _layout(layout, w.ndim, "torch", False)
     nsp, perm = w.ndim - 2, lay.rhs_perm
     wt = w.transpose((perm[1], perm[0], *perm[2:]))  # (C_in, C_out, *k)
-    stride = per_dim(stride, "stride", nsp, minimum=1)
-    dilation = per_dim(dilation, "dilation", nsp, minimum=1)
-    geometry = ((1,) * nsp, wt.shape[2:], stride, dilation, lay.spatial)
-    pads, out_pad = _torch_crops(padding, output_padding, None, geometry)
-    spans = [d * (k - 1) for k, d in zip(wt.shape[2:], dilation)]
-    lax_pads = tuple((span - lo, span - hi + op) for span, (lo, hi), op in zip(spans, pads, out_pad))
+    stride_ = per_dim(stride, "stride", nsp, minimum=1)
+    dilation_ = per_dim(dilation, "dilation", nsp, minimum=1)
+    axes = torch_axes(padding, output_padding, None, (1,) * nsp, wt.shape[2:], stride_, dilation_,
+                      letters=lay.spatial)
+    lax_pads = tuple(a.lax_padding for a in axes)
     spatial_axes = tuple(range(2, 2 + nsp))
     if transpose_kernel:
         arr = wt.transpose((*spatial_axes, 1, 0))
     else:
         arr = np.flip(wt, axis=spatial_axes).transpose((*spatial_axes, 0, 1))
-    dims = (lay.lhs, "".join(lay.spatial) + "IO", lay.out)
-    return TransposeCall("jax", np.ascontiguousarray(arr), stride, lax_pads, (0,) * nsp, dilation, dims,
+    dims = (lay.lhs, frameworks.LAX.transpose_layout("".join(lay.spatial)), lay.out)
+    return TransposeCall("jax", np.ascontiguousarray(arr), stride_, lax_pads, (0,) * nsp, dilation_, dims,
                          bool(transpose_kernel))
 
 
-def jax_to_torch(kernel, *, strides, padding, rhs_dilation=None, dimension_numbers=None,
-                 transpose_kernel=False) -> TransposeCall:
+def jax_to_torch(kernel: ArrayLike, *, strides: IntOrInts, padding: PaddingLike,
+                 rhs_dilation: IntOrInts | None = None, dimension_numbers: LayoutLike = None,
+                 transpose_kernel: bool = False) -> TransposeCall:
     """State a ``lax.conv_transpose`` call in torch's convention (the gradient-of-conv meaning).
 
     Args:
@@ -193,7 +194,7 @@ def jax_to_torch(kernel, *, strides, padding, rhs_dilation=None, dimension_numbe
     >>> call.kernel.shape, call.padding, call.output_padding
     ((4, 2, 3, 3), ((0, 1), (0, 1)), (0, 0))
     """
-    w = _host(kernel)
+    w = to_numpy(kernel)
     nsp = w.ndim - 2
     lay = _layout(dimension_numbers, w.ndim, "jax", bool(transpose_kernel))
     stride = per_dim(strides, "strides", nsp, minimum=1)
@@ -202,16 +203,17 @@ def jax_to_torch(kernel, *, strides, padding, rhs_dilation=None, dimension_numbe
     wt = w.transpose((perm[1], perm[0], *perm[2:]))
     if not transpose_kernel:
         wt = np.flip(wt, axis=tuple(range(2, 2 + nsp)))
-    crops = _jax_crops(padding, wt.shape[2:], stride, dilation)
-    pads, out_pad = zip(*(_torch_side(c, s, d, axis) for c, s, d, axis in zip(crops, stride, dilation, lay.spatial)))
-    dims = (lay.lhs, "IO" + "".join(lay.spatial), lay.out)
+    axes = lax_axes(padding, (1,) * nsp, wt.shape[2:], stride, dilation)
+    pads, out_pad = zip(*(_torch_side(a, letter) for a, letter in zip(axes, lay.spatial)))
+    dims = (lay.lhs, frameworks.TORCH.transpose_layout("".join(lay.spatial)), lay.out)
     return TransposeCall("torch", np.ascontiguousarray(wt), stride, tuple(pads), tuple(out_pad), dilation, dims)
 
 
-def _torch_side(crop: tuple[int, int], s: int, d: int, letter: str) -> tuple[tuple[int, int], int]:
-    """torch's ``((lo, hi), output_padding)`` for crops ``(lo, hi - output_padding)``; symmetric when possible."""
-    lo, hi_eff = crop
-    room = max(s, d)
+def _torch_side(axis: TransposeAxis, letter: str) -> tuple[tuple[int, int], int]:
+    """torch's ``((lo, hi), output_padding)`` for the axis' crops ``(lo, hi - output_padding)``; symmetric when
+    possible."""
+    lo, hi_eff = axis.crops
+    room, s, d = axis.room, axis.stride, axis.dilation
     if lo < 0:
         raise PaddingError(f"this lax padding adds {-lo} zero rows before the first output the kernel reaches on "
                            f"axis {letter}; torch's padding only crops, so no torch call equals it: keep "

@@ -1,26 +1,59 @@
-"""Backend registry: lazy imports, inference from array types, availability.
+"""Backends: lazy imports, inference from array types, availability, and the interface each one implements.
 
-Each backend module implements the same small interface on a validated spec:
-``asarray(a)``, ``to_numpy(a)``, ``check(spec)``, ``precision(spec, x)``, and one
-function per op of :mod:`convbridge.ops`: ``conv(spec, x, w, b)``,
-``conv_transpose(spec, x, w, b)``, ``unfold(spec, x)`` and ``fold(spec, cols)``.
-Inferring a backend from an array's type imports nothing.
+A backend module maps a validated, batched spec to its framework's calls. It registers
+its implementations with :func:`convbridge.dispatch.register` when imported (one per op
+and algorithm) and provides the small :class:`Backend` interface the dispatcher and the
+framework-free algorithms (such as the im2col lowering) use. Inferring a backend from an
+array's type imports nothing.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from types import ModuleType
+from collections.abc import Callable, Sequence
+from typing import Protocol, cast
 
-from convbridge.errors import ArgumentError, BackendUnavailable
+import numpy as np
 
-__all__ = ["NAMES", "get", "infer", "available", "validate"]
+from convbridge._types import Array, ArrayLike
+from convbridge.arrays import framework_of
+from convbridge.errors import ArgumentError, BackendUnavailable, ConvBridgeError
+from convbridge.precision import Precision
+
+__all__ = ["NAMES", "Backend", "get", "infer", "available", "validate"]
 
 NAMES = ("numpy", "jax", "torch")
 _MODULES = {"numpy": "numpy_backend", "jax": "jax_backend", "torch": "torch_backend"}
 _INSTALL = {"jax": "pip install 'convbridge[jax]'  (or: pip install jax)",
             "torch": "pip install 'convbridge[torch]'  (or: pip install torch)"}
+
+
+class Backend(Protocol):
+    """What every backend module provides besides its registered implementations."""
+
+    NAME: str
+
+    def place(self, arrays: Sequence[ArrayLike | None], device: object) -> tuple[Array | None, ...]:
+        """The arrays as this backend's arrays, same dtypes, on ``device`` (None: where the first one lives)."""
+
+    def to_numpy(self, a: Array) -> np.ndarray:
+        """A host NumPy copy of one of this backend's arrays."""
+
+    def unsupported(self, spec: object, plan: object) -> ConvBridgeError | None:
+        """Why this backend cannot run ``spec`` under ``plan`` at all (any algorithm), or None."""
+
+    def precision(self, spec: object, plan: object, x: Array) -> Precision:
+        """What a computation of ``spec`` under ``plan`` on ``x``'s device uses."""
+
+    def transpose(self, a: Array, axes: Sequence[int]) -> Array:
+        """``a`` with its axes permuted."""
+
+    def take(self, a: Array, index: np.ndarray, axis: int) -> Array:
+        """``a`` gathered at ``index`` (a NumPy int array) along ``axis``."""
+
+    def compile(self, fn: Callable[..., Array]) -> Callable[..., Array]:
+        """``fn(spec, plan, *arrays)`` compiled as a whole where the framework can (spec and plan static)."""
 
 
 def validate(name: object) -> str:
@@ -30,8 +63,8 @@ def validate(name: object) -> str:
     return name
 
 
-def get(name: str) -> ModuleType:
-    """Import and return the backend module for ``name``.
+def get(name: str) -> Backend:
+    """Import and return the backend module for ``name`` (registering its implementations).
 
     Raises:
         ArgumentError: unknown name.
@@ -40,17 +73,12 @@ def get(name: str) -> ModuleType:
     validate(name)
     if name in _INSTALL and importlib.util.find_spec(name) is None:
         raise BackendUnavailable(f"backend {name!r} needs {name}, which is not installed; {_INSTALL[name]}")
-    return importlib.import_module(f"convbridge.backends.{_MODULES[name]}")
+    return cast(Backend, importlib.import_module(f"convbridge.backends.{_MODULES[name]}"))
 
 
 def infer(x: object) -> str:
     """The backend that owns ``x``'s type: torch tensor -> torch, jax array -> jax, else numpy."""
-    root = type(x).__module__.partition(".")[0]
-    if root in ("jax", "jaxlib"):
-        return "jax"
-    if root == "torch":
-        return "torch"
-    return "numpy"
+    return framework_of(x)
 
 
 def available() -> tuple[str, ...]:

@@ -8,129 +8,142 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convbridge.errors import ArgumentError
-from convbridge.layout import inverse
-from convbridge.padding import gather_indices
-from convbridge.parity import Precision, unit_roundoff
-from convbridge.spec import ConvSpec
+from convbridge import precision as _precision
+from convbridge._types import ArrayLike, Pairs
+from convbridge.arrays import framework_of, to_numpy
+from convbridge.backends._common import pad_by_mode
+from convbridge.dispatch import Impl, register
+from convbridge.errors import ArgumentError, ConvBridgeError
+from convbridge.plan import Plan
+from convbridge.precision import Precision
+from convbridge.spec import ConvSpec, ConvTransposeSpec, FoldSpec, Spec, UnfoldSpec, inverse
 
 NAME = "torch"
 
+__all__ = ["NAME", "place", "to_numpy", "unsupported", "precision", "transpose", "take", "compile", "unfold_generic",
+           "fold_generic"]
 
-def asarray(a, device=None):
-    """Any array -> torch tensor of the same dtype (numpy/jax arrays are copied to host memory)."""
-    if a is None or isinstance(a, torch.Tensor):
+
+def _tensor(a: ArrayLike) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
         return a
-    arr = np.array(a, copy=True)
+    arr = np.array(to_numpy(a) if framework_of(a) == "jax" else a, copy=True)
     if arr.dtype.name == "bfloat16":
         return torch.from_numpy(arr.astype(np.float32)).to(torch.bfloat16)
     return torch.from_numpy(arr)
 
 
-def to_numpy(a) -> np.ndarray:
-    a = a.detach().cpu()
-    return a.float().numpy() if a.dtype == torch.bfloat16 else a.numpy()
+def _device(device: object) -> torch.device | None:
+    if device is None or isinstance(device, torch.device):
+        return device
+    try:
+        return torch.device(device)  # type: ignore[call-overload]
+    except (RuntimeError, TypeError):
+        raise ArgumentError(f"{device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:0'") from None
+
+
+def place(arrays: Sequence[ArrayLike | None], device: object) -> tuple[torch.Tensor | None, ...]:
+    """Any arrays as torch tensors of the same dtypes (numpy/jax arrays are copied from host memory), all on
+    ``device`` (None: the first array's device)."""
+    tensors = [None if a is None else _tensor(a) for a in arrays]
+    target = _device(device) or next(t.device for t in tensors if t is not None)
+    return tuple(None if t is None else t.to(target) for t in tensors)
 
 
 _TORCH_OPS = {"conv": "convolution (conv1d..conv3d only)",
               "conv_transpose": "transposed convolution (conv_transpose1d..conv_transpose3d only)"}
 
 
-def check(spec) -> None:
-    """Refuse convolutions torch has no function for (more than 3 spatial dims)."""
-    if spec.op in _TORCH_OPS and spec.nsp > 3:
-        raise ArgumentError(f"torch has no {spec.nsp}-d {_TORCH_OPS[spec.op]}; use backend='jax' or 'numpy'")
+def unsupported(spec: Spec, plan: Plan) -> ConvBridgeError | None:
+    """torch computes every float dtype it has, on any device."""
+    return None
 
 
-def _allow_tf32(spec: ConvSpec) -> bool:
-    return spec.precision != "highest"
+def _three_spatial_dims(spec: Spec, plan: Plan) -> ConvBridgeError | None:
+    """torch has convolution functions for 1-3 spatial dims only."""
+    if spec.nsp > 3:
+        also = ", or algorithm='matmul'" if spec.op == "conv" else ""
+        return ArgumentError(f"torch has no {spec.nsp}-d {_TORCH_OPS[spec.op]}; use backend='jax' or 'numpy'{also}")
+    return None
 
 
-def precision(spec: ConvSpec, x=None) -> Precision:
+def precision(spec: Spec, plan: Plan, x: torch.Tensor) -> Precision:
     """CPU computes in the dtype; CUDA float32 uses TF32 inputs unless precision='highest'."""
-    device = "cpu" if x is None else str(x.device)
-    u = unit_roundoff(spec.dtype)
-    if device.startswith("cuda") and spec.dtype == "float32" and _allow_tf32(spec):
-        return Precision(u, 2.0**-11, f"TF32 inputs, float32 accumulation, {device}")
-    return Precision(u, 0.0, f"{spec.dtype} (IEEE), precision={spec.precision}, {device}")
+    device = str(x.device)
+    return _precision.model(str(spec.dtype), plan.precision, "gpu" if x.is_cuda else "cpu", where=device)
 
 
-def _precision_context(spec: ConvSpec, x):
+def transpose(a: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
+    return a.permute(*axes)
+
+
+def take(a: torch.Tensor, index: np.ndarray, axis: int) -> torch.Tensor:
+    return torch.index_select(a, axis, torch.from_numpy(index).to(a.device))
+
+
+def compile(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """torch runs eagerly here (autograd flows through): ``fn`` itself."""
+    return fn
+
+
+def _precision_context(plan: Plan, x: torch.Tensor) -> Any:
     if not x.is_cuda:
         return contextlib.nullcontext()
     cudnn = torch.backends.cudnn
-    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
-                       deterministic=cudnn.deterministic, allow_tf32=_allow_tf32(spec))
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                       allow_tf32=_precision.torch_allow_tf32(plan.precision))
 
 
-def conv(spec: ConvSpec, x, w, b):
-    check(spec)
-    lay = spec.layout
-    w = w.to(x.device)
-    b = None if b is None else b.to(x.device)
-    if not lay.batched:
-        x = x[None]
-    x, w = x.permute(lay.lhs_perm), w.permute(lay.rhs_perm)
-    pads = spec.padding
-    if spec.padding_mode != "zeros":
-        for i, (n, (lo, hi)) in enumerate(zip(spec.in_spatial, spec.padding)):
-            idx = torch.from_numpy(gather_indices(n, lo, hi, spec.padding_mode)).to(x.device)
-            x = torch.index_select(x, 2 + i, idx)
-        pads = ((0, 0),) * spec.nsp
-    if all(lo == hi for lo, hi in pads):
-        padding = tuple(lo for lo, _ in pads)
-    else:
-        x = F.pad(x, [p for pair in reversed(pads) for p in pair])
-        padding = 0
-    fn = getattr(F, f"conv{spec.nsp}d")
-    with _precision_context(spec, x):
-        y = fn(x, w, b, spec.stride, padding, spec.dilation, spec.groups)
-    y = y.permute(inverse(lay.out_perm))
-    return y if lay.batched else y[0]
-
-
-def _bias_view(b, nsp: int):
-    return b.view(1, -1, *([1] * nsp))
-
-
-def _pad(y, pairs):
+def _pad(y: torch.Tensor, pairs: Pairs) -> torch.Tensor:
     """Zero-pad the trailing spatial axes by ``(lo, hi)``; negative widths crop (F.pad semantics)."""
     if not any(lo or hi for lo, hi in pairs):
         return y
     return F.pad(y, [v for pair in reversed(pairs) for v in pair])
 
 
-def _crop(y, cuts):
-    return _pad(y, [(-lo, -hi) for lo, hi in cuts])
+def _crop(y: torch.Tensor, cuts: Pairs) -> torch.Tensor:
+    return _pad(y, tuple((-lo, -hi) for lo, hi in cuts))
 
 
-def conv_transpose(spec, x, w, b):
+def conv(spec: ConvSpec, plan: Plan, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``F.convNd`` on channels-first views; modes gather first, asymmetric zero padding goes through F.pad."""
+    lay = spec.layout
+    x, w = x.permute(lay.lhs_perm), w.permute(lay.rhs_perm)
+    x, pads = pad_by_mode(spec, x, take, range(2, 2 + spec.nsp))
+    padding: tuple[int, ...] | int = tuple(lo for lo, _ in pads)
+    if any(lo != hi for lo, hi in pads):
+        x, padding = _pad(x, pads), 0
+    with _precision_context(plan, x):
+        y = getattr(F, f"conv{spec.nsp}d")(x, w, b, spec.stride, padding, spec.dilation, spec.groups)
+    return y.permute(inverse(lay.out_perm))
+
+
+def conv_transpose(spec: ConvTransposeSpec, plan: Plan, x: torch.Tensor, w: torch.Tensor,
+                   b: torch.Tensor | None) -> torch.Tensor:
     """F.conv_transposeNd with padding min(lo, hi) per dim; the rest of an asymmetric crop afterwards."""
-    check(spec)
     lay, nsp = spec.layout, spec.nsp
-    w = w.to(x.device)
-    b = None if b is None else b.to(x.device)
-    x = (x if lay.batched else x[None]).permute(lay.lhs_perm)
+    x = x.permute(lay.lhs_perm)
     perm = lay.rhs_perm
     w = w.permute(perm[1], perm[0], *perm[2:])
     if spec.kernel_flipped:
         w = w.flip(tuple(range(2, 2 + nsp)))
     pad = [max(0, min(lo, hi)) for lo, hi in spec.padding]
-    rest = [(lo - p, hi - p) for (lo, hi), p in zip(spec.padding, pad)]
+    rest = tuple((lo - p, hi - p) for (lo, hi), p in zip(spec.padding, pad))
     inner_bias = all(lo >= 0 and hi >= 0 for lo, hi in rest)  # else zero rows are added after torch's bias
     fn = getattr(F, f"conv_transpose{nsp}d")
-    with _precision_context(spec, x):
+    with _precision_context(plan, x):
         y = fn(x, w, b if inner_bias else None, spec.stride, pad, spec.output_padding, spec.groups, spec.dilation)
     y = _crop(y, rest)
     if b is not None and not inner_bias:
-        y = y + _bias_view(b, nsp)
-    y = y.permute(inverse(lay.out_perm))
-    return y if lay.batched else y[0]
+        y = y + b.view(1, -1, *([1] * nsp))
+    return y.permute(inverse(lay.out_perm))
 
 
 # torch's own im2col/col2im, by number of spatial dims (it ships them for 4-D input only); other ranks
@@ -139,41 +152,46 @@ _NATIVE_UNFOLD = {2: F.unfold}
 _NATIVE_FOLD = {2: F.fold}
 
 
-def unfold(spec, x):
-    lay, nsp = spec.layout, spec.nsp
-    xc = (x if lay.batched else x[None]).permute(lay.lhs_perm)
-    xp = _pad(xc, spec.padding)
-    native = _NATIVE_UNFOLD.get(nsp)
-    cols = native(xp, spec.kernel_spatial, spec.dilation, 0, spec.stride) if native else unfold_generic(xp, spec)
-    return cols if lay.batched else cols[0]
+def unfold(spec: UnfoldSpec, plan: Plan, x: torch.Tensor) -> torch.Tensor:
+    """``F.unfold`` for 2-d, :func:`unfold_generic` otherwise."""
+    xp = _pad(x.permute(spec.layout.lhs_perm), spec.padding)
+    native = _NATIVE_UNFOLD.get(spec.nsp)
+    return native(xp, spec.kernel_spatial, spec.dilation, 0, spec.stride) if native else unfold_generic(xp, spec)
 
 
-def unfold_generic(xp, spec):
+def unfold_generic(xp: torch.Tensor, spec: UnfoldSpec) -> torch.Tensor:
     """(N, C, *S_pad) -> (N, C * prod(k), L) with Tensor.unfold per spatial axis, then dilated taps."""
     nsp, v = spec.nsp, xp
-    for i, (k, d, s) in enumerate(zip(spec.kernel_spatial, spec.dilation, spec.stride)):
-        v = v.unfold(2 + i, d * (k - 1) + 1, s)
-    v = v[(Ellipsis, *[slice(None, None, d) for d in spec.dilation])]
+    for i, a in enumerate(spec.axes):
+        v = v.unfold(2 + i, a.span, a.stride)
+    taps: tuple[Any, ...] = (Ellipsis, *[slice(None, None, d) for d in spec.dilation])
+    v = v[taps]
     v = v.permute(0, 1, *range(2 + nsp, 2 + 2 * nsp), *range(2, 2 + nsp))
     return v.reshape(xp.shape[0], spec.channels * math.prod(spec.kernel_spatial), math.prod(spec.out_spatial))
 
 
-def fold(spec, cols):
-    cc = cols if spec.layout.batched else cols[None]
-    padded = [n + lo + hi for n, (lo, hi) in zip(spec.out_spatial, spec.padding)]
+def fold(spec: FoldSpec, plan: Plan, cols: torch.Tensor) -> torch.Tensor:
+    """``F.fold`` for 2-d, :func:`fold_generic` otherwise; then the padding is cropped."""
+    padded = tuple(a.padded for a in spec.axes)
     native = _NATIVE_FOLD.get(spec.nsp)
-    y = native(cc, padded, spec.kernel_spatial, spec.dilation, 0, spec.stride) if native else \
-        fold_generic(cc, spec, padded)
-    y = _crop(y, spec.padding)
-    return y if spec.layout.batched else y[0]
+    y = native(cols, padded, spec.kernel_spatial, spec.dilation, 0, spec.stride) if native else \
+        fold_generic(cols, spec)
+    return _crop(y, spec.padding)
 
 
-def fold_generic(cc, spec, padded):
+def fold_generic(cc: torch.Tensor, spec: FoldSpec) -> torch.Tensor:
     """Add every tap's blocks into a zero (N, C, *S_pad) tensor through strided slices."""
     blocks = cc.reshape(cc.shape[0], spec.channels, *spec.kernel_spatial, *spec.blocks)
-    y = cc.new_zeros((cc.shape[0], spec.channels, *padded))
+    y = cc.new_zeros((cc.shape[0], spec.channels, *(a.padded for a in spec.axes)))
     for tap in np.ndindex(*spec.kernel_spatial):
-        idx = tuple(slice(t * d, t * d + s * (n - 1) + 1, s)
-                    for t, d, s, n in zip(tap, spec.dilation, spec.stride, spec.blocks))
+        idx: tuple[Any, ...] = tuple(slice(t * a.dilation, t * a.dilation + a.stride * a.out, a.stride)
+                                     for t, a in zip(tap, spec.axes))
         y[(slice(None), slice(None), *idx)] += blocks[(slice(None), slice(None), *tap)]
     return y
+
+
+register(Impl("conv", NAME, "native", conv, _three_spatial_dims, "F.conv1d/2d/3d"))
+register(Impl("conv_transpose", NAME, "native", conv_transpose, _three_spatial_dims,
+              "F.conv_transpose1d/2d/3d"))
+register(Impl("unfold", NAME, "native", unfold, summary="F.unfold (2-d) or Tensor.unfold views"))
+register(Impl("fold", NAME, "native", fold, summary="F.fold (2-d) or strided slice-adds"))

@@ -6,32 +6,27 @@ prod(k))``; ``kernel`` is ``(C_in/g * prod(k), C_out/g)``; their product reshape
 into the output. For a transposed convolution (col2im) the roles turn around: the
 input, one row per (image, input pixel), times the kernel matrix ``(C_in/g,
 C_out/g * prod(k))`` gives columns that ``fold`` sums into the output. Every step
-is a backend op (``cb.unfold``/``cb.fold``, reshape, permute, ``@``), so the matrices
-are numpy, jax or torch arrays like the input, and autodiff flows through them.
+is a backend op (the backend's own unfold/fold, reshape, transpose, ``@``), so the
+matrices are numpy, jax or torch arrays like the input, and autodiff flows through them.
+
+This module also registers the lowering as ``algorithm="matmul"`` for conv on every
+backend, so that ``cb.conv(x, w, algorithm="matmul")`` runs it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
-import numpy as np
-
-from convbridge import api
+from convbridge import backends, dispatch
+from convbridge._types import Array, ArrayLike
 from convbridge.errors import ArgumentError
-from convbridge.layout import inverse
-from convbridge.padding import gather_indices
+from convbridge.ops import build, split_plan_keywords
+from convbridge.plan import Plan, make_plan
+from convbridge.spec import ConvSpec, ConvTransposeSpec, Spec, col2im_spec, im2col_spec, inverse
 
-__all__ = ["MatmulView", "as_matmul"]
-
-
-def _permute(a, perm):
-    return a.permute(*perm) if hasattr(a, "permute") else a.transpose(perm)
-
-
-def _take(be, a, idx: np.ndarray, axis: int):
-    """Gather ``idx`` along ``axis`` with the backend's own index array (frameworks stay in backends/)."""
-    return a[(slice(None),) * axis + (be.asarray(idx),)]
+__all__ = ["MatmulView", "as_matmul", "lower"]
 
 
 @dataclass(frozen=True)
@@ -45,47 +40,100 @@ class MatmulView:
         rhs: ``(groups, inner, cols)``: conv: the kernel matrix, cols = C_out/g; conv_transpose:
             the kernel matrix, cols = C_out/g * prod(k).
         spec: the validated spec of the op.
-        bias: the bias (backend array) or None.
+        plan: the plan it runs under (its backend owns lhs and rhs).
+        bias: the bias (a backend array) or None.
     """
 
     op: str
-    lhs: object
-    rhs: object
-    spec: object
-    bias: object = None
+    lhs: Array
+    rhs: Array
+    spec: ConvSpec | ConvTransposeSpec
+    plan: Plan
+    bias: Array | None = None
 
-    def product(self):
+    def product(self) -> Array:
         """``lhs @ rhs`` for every group: ``(groups, rows, cols)``."""
         return self.lhs @ self.rhs
 
-    def to_output(self, prod):
+    def to_output(self, prod: Array) -> Array:
         """Turn the product into the op's result in the user's output layout (bias added)."""
-        s, g = self.spec, self.spec.groups
-        n, rows = s.batch, prod.shape[1] // s.batch
-        if self.op == "conv":
-            y = _permute(prod.reshape(g, n, rows, -1), (1, 0, 3, 2)).reshape(n, s.out_channels, *s.out_spatial)
+        s, be = self.spec, backends.get(self.plan.backend)
+        n, g = s.batch, s.groups
+        rows = prod.shape[1] // max(n, 1)
+        grouped = be.transpose(prod.reshape(g, n, rows, -1), (1, 0, 3, 2))
+        if isinstance(s, ConvSpec):
+            y = grouped.reshape(n, s.out_channels, *s.out_spatial)
         else:
-            cols = _permute(prod.reshape(g, n, rows, -1), (1, 0, 3, 2)).reshape(n, -1, rows)
-            y = api.fold(cols, s.out_spatial, s.kernel_spatial, dilation=s.dilation, stride=s.stride,
-                         padding=s.crops)
+            fspec = col2im_spec(s)
+            fold = dispatch.find(fspec, replace(self.plan, algorithm="native"))
+            y = dispatch.execute(fold, fspec, self.plan, (grouped.reshape(n, -1, rows),))
         if self.bias is not None:
             y = y + self.bias.reshape(-1, *([1] * s.nsp))
-        y = _permute(y, inverse(s.layout.out_perm))
+        y = be.transpose(y, inverse(s.layout.out_perm))
         return y if s.layout.batched else y[0]
 
-    def __call__(self):
+    def __call__(self) -> Array:
         """The op's result, computed through the matrix product."""
         return self.to_output(self.product())
 
 
-def as_matmul(x, kernel, bias=None, *, op: str = "conv", backend=None, **op_kwargs) -> MatmulView:
+def lower(spec: ConvSpec | ConvTransposeSpec, plan: Plan, x: Array, w: Array, b: Array | None) -> MatmulView:
+    """The matrix view of ``spec`` for the backend's arrays; ``x`` has its batch axis.
+
+    Raises:
+        ConvBridgeError: a transposed convolution whose output_padding exceeds its high-side padding (col2im
+            cannot add rows that no block touches), or one in the jax convention.
+    """
+    be = backends.get(plan.backend)
+    lay = spec.layout
+    xc = be.transpose(x, lay.lhs_perm)
+    perm = lay.rhs_perm  # (O, I, *spatial); for conv_transpose torch's order is (I, O, *spatial)
+    if isinstance(spec, ConvSpec):
+        wc = be.transpose(w, perm)
+        return MatmulView("conv", _im2col(spec, plan, xc), _conv_kernel_matrix(spec, wc, be), spec, plan, b)
+    if spec.convention != "torch":
+        raise ArgumentError("as_matmul lowers the torch convention; map a jax-convention call with "
+                            "convbridge.transpose.jax_to_torch first")
+    if any(c < 0 for _, c in spec.crops):
+        raise ArgumentError(f"col2im cannot express output_padding {spec.output_padding} beyond the high-side "
+                            f"padding {tuple(hi for _, hi in spec.padding)}; use cb.conv_transpose")
+    wc = be.transpose(w, (perm[1], perm[0], *perm[2:]))
+    g, n, cg = spec.groups, spec.batch, spec.in_channels // spec.groups
+    lhs = be.transpose(xc.reshape(n, g, cg, -1), (1, 0, 3, 2)).reshape(g, -1, cg)
+    return MatmulView("conv_transpose", lhs, wc.reshape(g, cg, -1), spec, plan, b)
+
+
+def _im2col(spec: ConvSpec, plan: Plan, xc: Array) -> Array:
+    """``(groups, N * out_pixels, C_in/g * prod(k))`` from the canonical input, with the backend's own unfold."""
+    be = backends.get(plan.backend)
+    moded = spec.padding_mode != "zeros"
+    if moded:
+        from convbridge.backends._common import pad_by_mode
+
+        xc, _ = pad_by_mode(spec, xc, be.take, range(2, 2 + spec.nsp))
+    uspec = im2col_spec(spec, mode_padded=moded)
+    unfold = dispatch.find(uspec, replace(plan, algorithm="native"))
+    cols = dispatch.execute(unfold, uspec, plan, (xc,))
+    g, n = spec.groups, spec.batch
+    taps = math.prod(spec.kernel_spatial)
+    cols = cols.reshape(n, g, spec.in_channels // g * taps, -1)
+    return be.transpose(cols, (1, 0, 3, 2)).reshape(g, -1, spec.in_channels // g * taps)
+
+
+def _conv_kernel_matrix(spec: ConvSpec, wc: Array, be: Any) -> Array:
+    g = spec.groups
+    return be.transpose(wc.reshape(g, spec.out_channels // g, -1), (0, 2, 1))
+
+
+def as_matmul(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *, op: str = "conv",
+              backend: str | None = None, **op_kwargs: Any) -> MatmulView:
     """Lower ``conv`` (im2col) or ``conv_transpose`` (col2im) to one matrix product per group.
 
     Args:
         x, kernel, bias: as for ``cb.conv`` / ``cb.conv_transpose`` (any framework).
         op: ``"conv"`` or ``"conv_transpose"`` (torch convention).
         backend: ``"numpy" | "jax" | "torch"``; ``None`` infers it from ``x``.
-        **op_kwargs: the op's keyword arguments.
+        **op_kwargs: the op's keyword arguments (and ``precision``/``device``, as for ``cb.conv``).
 
     Returns:
         A :class:`MatmulView`; ``view()`` equals the op, ``view.lhs`` / ``view.rhs`` are the matrices.
@@ -105,42 +153,24 @@ def as_matmul(x, kernel, bias=None, *, op: str = "conv", backend=None, **op_kwar
     """
     if op not in ("conv", "conv_transpose"):
         raise ArgumentError(f"as_matmul lowers 'conv' or 'conv_transpose', not {op!r}")
-    if op == "conv_transpose" and op_kwargs.get("convention", "torch") != "torch":
+    kwargs, plan_kwargs = split_plan_keywords(op_kwargs)
+    if op == "conv_transpose" and kwargs.get("convention", "torch") != "torch":
         raise ArgumentError("as_matmul lowers the torch convention; map a jax-convention call with "
                             "convbridge.transpose.jax_to_torch first")
-    entry, spec, arrays = api._prepare(op, x, kernel, bias, op_kwargs)
-    be = api._backends.get(api._backend_for(backend, x))
-    be.check(spec)
-    xb, wb, bb = (be.asarray(a) for a in arrays)
-    lay = spec.layout
-    xc = _permute(xb if lay.batched else xb[None], lay.lhs_perm)
-    perm = lay.rhs_perm  # (O, I, *spatial); for conv_transpose torch's order is (I, O, *spatial)
-    wc = _permute(wb, perm if op == "conv" else (perm[1], perm[0], *perm[2:]))
-    if op == "conv":
-        return MatmulView(op, _im2col(be, spec, xc), _conv_kernel_matrix(spec, wc), spec, bb)
-    if any(c < 0 for _, c in spec.crops):
-        raise ArgumentError(f"col2im cannot express output_padding {spec.output_padding} beyond the high-side "
-                            f"padding {tuple(hi for _, hi in spec.padding)}; use cb.conv_transpose")
-    g, n = spec.groups, spec.batch
-    lhs = _permute(xc.reshape(n, g, spec.in_channels // g, -1), (1, 0, 3, 2)).reshape(g, -1, spec.in_channels // g)
-    rhs = wc.reshape(g, spec.in_channels // g, -1)
-    return MatmulView(op, lhs, rhs, spec, bb)
+    spec = cast(ConvSpec | ConvTransposeSpec, build(op, x, kernel, bias, kwargs))
+    plan = make_plan(backend, x, **plan_kwargs)
+    problem = backends.get(plan.backend).unsupported(spec, plan)
+    if problem is not None:
+        raise problem
+    xb, wb, bb = dispatch.place(plan, (x, kernel, bias))
+    return lower(spec, plan, xb if spec.layout.batched else xb[None], wb, bb)
 
 
-def _im2col(be, spec, xc):
-    pads = spec.padding
-    if spec.padding_mode != "zeros":
-        for i, (n, (lo, hi)) in enumerate(zip(spec.in_spatial, spec.padding)):
-            xc = _take(be, xc, gather_indices(n, lo, hi, spec.padding_mode), 2 + i)
-        pads = ((0, 0),) * spec.nsp
-    cols = api.unfold(xc, spec.kernel_spatial, dilation=spec.dilation, padding=pads, stride=spec.stride)
-    g, n = spec.groups, spec.batch
-    taps = math.prod(spec.kernel_spatial)
-    cols = cols.reshape(n, g, spec.in_channels // g * taps, -1)
-    return _permute(cols, (1, 0, 3, 2)).reshape(g, -1, spec.in_channels // g * taps)
+def _matmul(spec: Spec, plan: Plan, x: Array, w: Array, b: Array | None) -> Array:
+    """im2col and one matrix product per group (the backend's unfold, reshapes and ``@``)."""
+    return lower(cast(ConvSpec, spec), plan, x, w, b)()
 
 
-def _conv_kernel_matrix(spec, wc):
-    g = spec.groups
-    wm = wc.reshape(g, spec.out_channels // g, -1)
-    return _permute(wm, (0, 2, 1))
+for _name in backends.NAMES:
+    dispatch.register(dispatch.Impl("conv", _name, "matmul", _matmul, composite=True,
+                                    summary="im2col (the backend's unfold) and one matrix product per group"))

@@ -9,26 +9,22 @@ layout. ``C.T`` is the adjoint: with zero padding, ``C.T @ y.ravel()`` is
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
+from convbridge._types import ArrayLike, Shape
+from convbridge.arrays import dtype_name, to_numpy
 from convbridge.errors import ArgumentError
-from convbridge.padding import gather_indices
-from convbridge.spec import ConvSpec, dtype_name, make_conv_spec
+from convbridge.spec import ConvSpec, gather_indices, make_conv_spec
 
-__all__ = ["conv_matrix", "MAX_DENSE_ELEMENTS"]
+__all__ = ["conv_matrix", "conv_matrix_of", "MAX_DENSE_ELEMENTS"]
 
 #: conv_matrix refuses inputs whose matrix would have more rows x columns than this.
 MAX_DENSE_ELEMENTS = 2**28
 
 
-def _as_numpy(a):
-    if type(a).__module__.startswith("torch"):
-        a = a.detach().cpu().numpy()
-    return np.asarray(a)
-
-
-def conv_matrix(x_shape, kernel, *, dense: bool = False, **conv_kwargs):
+def conv_matrix(x_shape: Shape, kernel: ArrayLike, *, dense: bool = False, **conv_kwargs: Any) -> Any:
     """The matrix C of ``conv(x, kernel, **conv_kwargs)`` (bias excluded) for inputs of ``x_shape``.
 
     Args:
@@ -52,8 +48,14 @@ def conv_matrix(x_shape, kernel, *, dense: bool = False, **conv_kwargs):
     >>> C.tolist()
     [[1.0, 2.0, 0.0, 0.0], [0.0, 1.0, 2.0, 0.0], [0.0, 0.0, 1.0, 2.0]]
     """
-    w = _as_numpy(kernel)
+    w = to_numpy(kernel)
     spec = make_conv_spec(tuple(x_shape), w.shape, dtypes=(dtype_name(w), dtype_name(w)), **conv_kwargs)
+    return conv_matrix_of(spec, w, dense=dense)
+
+
+def conv_matrix_of(spec: ConvSpec, w: np.ndarray, *, dense: bool = False) -> Any:
+    """:func:`conv_matrix` for a validated spec and its kernel (a NumPy array in the spec's kernel layout)."""
+    x_shape = spec.layout.user_in_shape((spec.batch, spec.in_channels, *spec.in_spatial))
     n_rows, n_cols = math.prod(spec.out_shape), math.prod(x_shape)
     if n_rows * n_cols > MAX_DENSE_ELEMENTS:
         raise ArgumentError(f"conv_matrix would be {n_rows} x {n_cols}; it is meant for small inputs "
@@ -61,7 +63,7 @@ def conv_matrix(x_shape, kernel, *, dense: bool = False, **conv_kwargs):
     rows, cols, vals = _entries(spec, w.transpose(spec.layout.rhs_perm))
     rows = _user_order(spec, spec.canonical_out_shape, spec.layout.out_perm, spec.out_shape)[rows]
     cols = _user_order(spec, (spec.batch, spec.in_channels, *spec.in_spatial), spec.layout.lhs_perm,
-                       tuple(x_shape))[cols]
+                       x_shape)[cols]
     if dense:
         out = np.zeros((n_rows, n_cols), dtype=w.dtype)
         np.add.at(out, (rows, cols), vals)
@@ -71,13 +73,13 @@ def conv_matrix(x_shape, kernel, *, dense: bool = False, **conv_kwargs):
     return sparse.csr_array(sparse.coo_array((vals, (rows, cols)), shape=(n_rows, n_cols)))
 
 
-def _user_order(spec: ConvSpec, canonical_shape, perm, user_shape) -> np.ndarray:
+def _user_order(spec: ConvSpec, canonical_shape: Shape, perm: Shape, user_shape: Shape) -> np.ndarray:
     """For each canonical flat index, the flat index of the same element in the user's layout."""
     batched_shape = user_shape if spec.layout.batched else (1, *user_shape)
     return np.arange(math.prod(batched_shape)).reshape(batched_shape).transpose(perm).ravel()
 
 
-def _entries(spec: ConvSpec, wc: np.ndarray):
+def _entries(spec: ConvSpec, wc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, col, value) triples of C in canonical order, taps outside a zero padding dropped."""
     nsp, g = spec.nsp, spec.groups
     cg, og = spec.in_channels // g, spec.out_channels // g
@@ -85,8 +87,9 @@ def _entries(spec: ConvSpec, wc: np.ndarray):
     taps = np.indices(spec.kernel_spatial).reshape(nsp, -1)  # (nsp, T)
     src = np.zeros((out_pos.shape[1], taps.shape[1]), dtype=np.int64)
     valid = np.ones(src.shape, dtype=bool)
-    for i, (n, (lo, hi), s, d) in enumerate(zip(spec.in_spatial, spec.padding, spec.stride, spec.dilation)):
-        coord = out_pos[i][:, None] * s + taps[i][None, :] * d  # in the padded input
+    for i, a in enumerate(spec.axes):
+        n, lo, hi = a.size, a.lo, a.hi
+        coord = out_pos[i][:, None] * a.stride + taps[i][None, :] * a.dilation  # in the padded input
         if spec.padding_mode == "zeros":
             idx = coord - lo
             valid &= (idx >= 0) & (idx < n)

@@ -1,0 +1,148 @@
+"""The dispatcher: a registry of implementations keyed by (op, backend, algorithm), and the one place that
+handles the batch axis, host conversion and device placement, and checks every result's shape and dtype.
+
+An implementation receives a *batched* spec (``spec.layout.batched`` is True) and the
+backend's arrays with their batch axis, and makes one framework call (or a short,
+framework-free sequence of them, such as the im2col lowering). Each says which specs it
+supports; a request none supports is a :class:`~convbridge.errors.ConvBridgeError` that
+names the alternatives.
+
+>>> sorted({i.algorithm for i in implementations("conv", "numpy")})
+['matmul', 'native']
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from convbridge import backends
+from convbridge._types import Array, ArrayLike
+from convbridge.arrays import dtype_name, shape_of
+from convbridge.errors import ArgumentError, ConvBridgeError, ImplementationError
+from convbridge.plan import Plan
+from convbridge.spec import Spec
+
+__all__ = ["Impl", "register", "implementations", "find", "place", "execute", "run"]
+
+#: Framework-free modules that register algorithms for every backend.
+_PROVIDERS = ("convbridge.lowering.im2col",)
+
+Supports = Callable[[Spec, Plan], "ConvBridgeError | None"]
+
+
+def _everything(spec: Spec, plan: Plan) -> ConvBridgeError | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation of an op.
+
+    Attributes:
+        op: ``"conv" | "conv_transpose" | "unfold" | "fold"``.
+        backend: ``"numpy" | "jax" | "torch"``.
+        algorithm: its name in a plan, e.g. ``"native"`` or ``"matmul"``.
+        run: ``run(spec, plan, *arrays) -> array``: the batched spec and the backend's batched arrays
+            (``(x, kernel, bias)`` for the convolutions, ``(x,)`` for unfold and fold).
+        supports: ``supports(spec, plan)`` -> None, or the error that says why not (never raises).
+        summary: one line for listings.
+        composite: ``run`` is framework-free code over the backend's ops (such as the im2col lowering); the
+            backend may compile it as a whole (JAX: one XLA program per spec and plan).
+    """
+
+    op: str
+    backend: str
+    algorithm: str
+    run: Callable[..., Array]
+    supports: Supports = _everything
+    summary: str = ""
+    composite: bool = False
+
+    def __repr__(self) -> str:
+        return f"Impl({self.op}, {self.backend}, {self.algorithm}: {self.summary or self.run.__name__})"
+
+
+_REGISTRY: dict[tuple[str, str, str], Impl] = {}
+_COMPILED: dict[Impl, Callable[..., Array]] = {}
+
+
+def register(impl: Impl) -> Impl:
+    """Add an implementation; registering the same (op, backend, algorithm) again replaces it.
+
+    Returns:
+        ``impl``, so that registration can decorate a module-level name.
+    """
+    _REGISTRY[(impl.op, impl.backend, impl.algorithm)] = impl
+    return impl
+
+
+def _load(backend: str) -> backends.Backend:
+    be = backends.get(backend)
+    for module in _PROVIDERS:
+        importlib.import_module(module)
+    return be
+
+
+def implementations(op: str | None = None, backend: str | None = None) -> tuple[Impl, ...]:
+    """The registered implementations, optionally of one op and one installed backend, in registration order."""
+    for name in (backends.available() if backend is None else (backend,)):
+        _load(name)
+    found = [i for (o, b, _), i in _REGISTRY.items() if (op is None or o == op) and (backend is None or b == backend)]
+    return tuple(sorted(found, key=lambda i: (i.op, backends.NAMES.index(i.backend), i.algorithm != "native",
+                                              i.algorithm)))
+
+
+def find(spec: Spec, plan: Plan) -> Impl:
+    """The implementation that runs ``spec`` under ``plan``.
+
+    Raises:
+        ConvBridgeError: the backend cannot run the spec at all, no implementation of that algorithm is
+            registered, or the one registered does not support the spec (its own message says why).
+    """
+    be = _load(plan.backend)
+    impl = _REGISTRY.get((spec.op, plan.backend, plan.algorithm))
+    if impl is None:
+        known = sorted(a for (o, b, a) in _REGISTRY if o == spec.op and b == plan.backend)
+        raise ArgumentError(f"no algorithm {plan.algorithm!r} for {spec.op} on the {plan.backend} backend; "
+                            f"registered: {', '.join(map(repr, known)) or 'none'}")
+    problem = be.unsupported(spec, plan) or impl.supports(spec, plan)
+    if problem is not None:
+        raise problem
+    return impl
+
+
+def place(plan: Plan, arrays: Sequence[ArrayLike | None]) -> tuple[Array, ...]:
+    """The arrays as the plan's backend's arrays on the plan's device (None: where the first one lives)."""
+    return _load(plan.backend).place(arrays, plan.device)
+
+
+def execute(impl: Impl, spec: Spec, plan: Plan, native: Sequence[Array]) -> Array:
+    """Run ``impl`` on the backend's arrays: add the batch axis when the user's arrays have none, check the
+    result's shape and dtype against the spec, and drop the batch axis again."""
+    batched = spec.layout.batched
+    x = native[0] if batched else native[0][None]
+    y = _runner(impl)(spec.as_batched(), plan, x, *native[1:])
+    want = spec.batched_out_shape
+    if shape_of(y) != want or dtype_name(y) != dtype_name(x):
+        raise ImplementationError(
+            f"the {impl.algorithm!r} {spec.op} of the {impl.backend} backend returned {shape_of(y)} "
+            f"{dtype_name(y)} but the spec gives {want} {dtype_name(x)}; this is a bug in convbridge: please "
+            f"report it with the arguments ({spec.describe()})")
+    return y if batched else y[0]
+
+
+def _runner(impl: Impl) -> Callable[..., Array]:
+    """``impl.run``, or for a composite, the backend's compiled version of it (made once)."""
+    if not impl.composite:
+        return impl.run
+    if impl not in _COMPILED:
+        _COMPILED[impl] = _load(impl.backend).compile(impl.run)
+    return _COMPILED[impl]
+
+
+def run(spec: Spec, plan: Plan, arrays: Sequence[ArrayLike | None]) -> Array:
+    """Run ``spec`` under ``plan`` on arrays from any framework; the result is the plan's backend's array."""
+    impl = find(spec, plan)
+    return execute(impl, spec, plan, place(plan, arrays))

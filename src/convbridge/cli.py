@@ -11,10 +11,21 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from convbridge._types import PaddingLike
 from convbridge.errors import ConvBridgeError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from convbridge.data import Dataset
+    from convbridge.experiment import Aggregate, ExperimentConfig, ExperimentResult
+    from convbridge.parity import ParityReport
 
 CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
 
@@ -25,7 +36,7 @@ CALLS = {
 }
 
 
-def _console(stderr: bool = False):
+def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     con = Console(stderr=stderr, highlight=False)
@@ -34,7 +45,7 @@ def _console(stderr: bool = False):
     return con
 
 
-def _ints(text: str, name: str):
+def _ints(text: str, name: str) -> int | tuple[int, ...]:
     """'2' -> 2; '1,2' -> (1, 2). Values are validated by the spec, not here."""
     try:
         parts = [int(p) for p in text.split(",")]
@@ -44,7 +55,7 @@ def _ints(text: str, name: str):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
-def _padding(text: str):
+def _padding(text: str) -> PaddingLike:
     """'valid' | 'same' | 'same_lower' | '1' | '1,2' | '1:2,0:1' (lo:hi per dim)."""
     if not any(ch.isdigit() for ch in text):
         return text
@@ -91,7 +102,7 @@ def main() -> None:
 @click.option("--all", "run_all", is_flag=True, help="Also run the whole split batch by batch, with aggregates.")
 @click.option("--out", type=click.Path(), default="convbridge-report", show_default=True,
               help="Folder for the figures and index.html.")
-def compare(**opts) -> None:
+def compare(**opts: Any) -> None:
     """Run the tutorial experiment: the same conv in several frameworks, judged by the rounding bound.
 
     With no arguments: the first 32 CIFAR-10 test images (or the embedded sample), 4 filters from
@@ -105,7 +116,7 @@ def compare(**opts) -> None:
         sys.exit(1)
 
 
-def _config(opts):
+def _config(opts: dict[str, Any]) -> ExperimentConfig:
     from convbridge.experiment import ExperimentConfig
 
     backends = tuple(b.strip() for b in opts["backends"].split(",") if b.strip())
@@ -118,7 +129,7 @@ def _config(opts):
     )
 
 
-def _compare(opts) -> None:
+def _compare(opts: dict[str, Any]) -> None:
     from convbridge import experiment
     from convbridge.reportdir import check_out_dir, write_report
 
@@ -140,7 +151,7 @@ def _compare(opts) -> None:
         _print_text(result, summary, out)
 
 
-def _run_all(cfg, dataset, kernel, err):
+def _run_all(cfg: ExperimentConfig, dataset: Dataset, kernel: np.ndarray, err: Console) -> Aggregate:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from convbridge import experiment
@@ -151,7 +162,7 @@ def _run_all(cfg, dataset, kernel, err):
         return experiment.run_all(cfg, dataset, kernel, on_batch=lambda n: bar.advance(task, n))
 
 
-def _summary(result, seconds: float) -> dict:
+def _summary(result: ExperimentResult, seconds: float) -> dict[str, Any]:
     rep, cfg = result.report, result.config
     names = list(cfg.backends)
     first = rep.pair(names[0], names[1]) if len(names) > 1 else rep.pair(names[0], "reference")
@@ -187,7 +198,7 @@ def _summary(result, seconds: float) -> dict:
     }
 
 
-def _print_text(result, summary: dict, out: Path) -> None:
+def _print_text(result: ExperimentResult, summary: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
     con = _console()
@@ -214,7 +225,7 @@ def _print_text(result, summary: dict, out: Path) -> None:
     con.print(f"report: {out / 'index.html'} ({len(summary['files'])} files) in {summary['seconds']:.1f} s")
 
 
-def _pairs_table(rep):
+def _pairs_table(rep: ParityReport) -> Table:
     from rich.table import Table
 
     t = Table(title=f"Rounding-bound check (K = {rep.terms} terms per element)", title_justify="left")
@@ -227,7 +238,7 @@ def _pairs_table(rep):
     return t
 
 
-def _print_all(con, agg: dict) -> None:
+def _print_all(con: Console, agg: dict[str, Any]) -> None:
     from rich.table import Table
 
     t = Table(title=f"Whole split: {agg['images']} images in {agg['batches']} batches, "
@@ -264,25 +275,29 @@ def _shape(text: str, name: str) -> tuple[int, ...]:
 @click.option("--bias", is_flag=True, help="The convolution adds a bias.")
 @click.option("--draw", "draw", type=click.Path(), default=None,
               help="Folder to write the pictures into: im2col product, Toeplitz matrix, sliding-window GIF.")
-def explain(input_shape, kernel_shape, layer, stride, padding, dilation, groups, padding_mode, layout, bias,
-            draw) -> None:
+@click.option("--max-frames", type=int, default=60, show_default=True,
+              help="The most frames per GIF (evenly spaced steps when there are more).")
+def explain(input_shape: str, kernel_shape: str | None, layer: str | None, stride: str, padding: str,
+            dilation: str, groups: int, padding_mode: str, layout: str | None, bias: bool, draw: str | None,
+            max_frames: int) -> None:
     """Explain a convolution: output-size arithmetic, matmul view, and the equivalent call in every framework.
 
     INPUT_SHAPE is the input's shape, e.g. 32,3,32,32. Example: convbridge explain 32,3,32,32 --kernel 4,3,5,5
     """
     try:
         _explain(input_shape, kernel_shape, layer, stride, padding, dilation, groups, padding_mode, layout, bias,
-                 draw)
+                 draw, max_frames)
     except ConvBridgeError as exc:
         _console(stderr=True).print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
         sys.exit(1)
 
 
-def _explain(input_shape, kernel_shape, layer, stride, padding, dilation, groups, padding_mode, layout, bias,
-             draw) -> None:
+def _explain(input_shape: str, kernel_shape: str | None, layer: str | None, stride: str, padding: str,
+             dilation: str, groups: int, padding_mode: str, layout: str | None, bias: bool, draw: str | None,
+             max_frames: int) -> None:
     import convbridge as cb
 
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if layer is None or stride != "1":
         kwargs["stride"] = _ints(stride, "--stride")
     if layer is None or padding != "0":
@@ -299,7 +314,7 @@ def _explain(input_shape, kernel_shape, layer, stride, padding, dilation, groups
     if draw:
         from convbridge.viz.explanation import draw_explanation
 
-        for path in draw_explanation(e, draw):
+        for path in draw_explanation(e, draw, max_frames=max_frames):
             click.echo(f"wrote {path}")
 
 

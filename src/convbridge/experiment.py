@@ -13,12 +13,14 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 import convbridge as cb
 from convbridge.data import Dataset, load_dataset, normalize
 from convbridge.errors import ArgumentError
+from convbridge.spec import permutation, resolve_layout
 
 __all__ = ["ExperimentConfig", "ExperimentResult", "Aggregate", "make_filters", "run_experiment", "run_all"]
 
@@ -46,7 +48,7 @@ class ExperimentConfig:
     channel: int = 0
     repeats: int = 5
 
-    def conv_kwargs(self) -> dict:
+    def conv_kwargs(self) -> dict[str, Any]:
         layout = None if self.layout == "NCHW" else self.layout
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
                     layout=layout)
@@ -77,7 +79,7 @@ class ExperimentResult:
 
 
 def _to_nchw(a: np.ndarray, layout: str) -> np.ndarray:
-    return np.transpose(a, (0, 3, 1, 2)) if layout == "NHWC" else a
+    return np.transpose(a, permutation(layout, "NCHW"))
 
 
 def make_filters(seed: int, shape: tuple[int, ...], notice: Callable[[str], object] = print) -> tuple[np.ndarray, str]:
@@ -110,13 +112,16 @@ def _check_config(cfg: ExperimentConfig) -> None:
 
 
 def _prepare(cfg: ExperimentConfig, images: np.ndarray, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The normalised NCHW images and the OIHW kernel, laid out as ``cfg.layout`` asks (its kernel letters are
+    convbridge's default for that input layout)."""
     x = normalize(images)
-    if cfg.layout == "NHWC":
-        return np.ascontiguousarray(x.transpose(0, 2, 3, 1)), np.ascontiguousarray(kernel.transpose(2, 3, 1, 0))
-    return x, kernel
+    lay = resolve_layout(None if cfg.layout == "NCHW" else cfg.layout, x.ndim, kernel.ndim)
+    return (np.ascontiguousarray(x.transpose(permutation("NCHW", lay.lhs))),
+            np.ascontiguousarray(kernel.transpose(permutation("OIHW", lay.rhs))))
 
 
-def _timed_outputs(cfg: ExperimentConfig, x, w) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+def _timed_outputs(cfg: ExperimentConfig, x: np.ndarray,
+                   w: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     outputs, timings = {}, {}
     for name in cfg.backends:
         y = cb.conv(x, w, backend=name, **cfg.conv_kwargs())  # warm-up (JAX compiles this shape)
@@ -147,10 +152,11 @@ def run_experiment(cfg: ExperimentConfig, *, dataset: Dataset | None = None,
     full = dataset if dataset is not None else load_images(cfg, notice)
     batch = full.head(cfg.batch_size)
     kernel_shape = (cfg.filters, 3 // cfg.groups if 3 % cfg.groups == 0 else 3, cfg.kernel_size, cfg.kernel_size)
-    kernel, source = make_filters(cfg.seed, kernel_shape, notice)
-    x, w = _prepare(cfg, batch.images, kernel)
+    x, w = _prepare(cfg, batch.images, np.zeros(kernel_shape, np.float32))
     cb.output_shape(x.shape, w.shape, **cfg.conv_kwargs())  # impossible arguments fail here, before any work
     _check_indices(cfg, len(batch))
+    kernel, source = make_filters(cfg.seed, kernel_shape, notice)
+    x, w = _prepare(cfg, batch.images, kernel)
     outputs, timings = _timed_outputs(cfg, x, w)
     report = cb.compare(x, w, backends=cfg.backends, **cfg.conv_kwargs())
     return ExperimentResult(cfg, batch, x, kernel, source, outputs, report, timings)
@@ -170,10 +176,10 @@ class Aggregate:
 
     images: int = 0
     batches: int = 0
-    worst: dict = field(default_factory=dict)  # pair -> (max r, allowed r, verdict)
-    different: dict = field(default_factory=dict)  # pair -> count of non-identical elements
+    worst: dict[str, tuple[float, float, str]] = field(default_factory=dict)  # pair -> (max r, allowed r, verdict)
+    different: dict[str, int] = field(default_factory=dict)  # pair -> count of non-identical elements
     elements: int = 0
-    seconds: dict = field(default_factory=dict)  # backend -> total conv time
+    seconds: dict[str, float] = field(default_factory=dict)  # backend -> total conv time
     verdict: str = "identical"
 
     def add(self, report: cb.ParityReport, timings: Mapping[str, float], n_images: int) -> None:
@@ -191,7 +197,7 @@ class Aggregate:
             self.seconds[name] = self.seconds.get(name, 0.0) + t
         self.verdict = worst_verdict((self.verdict, report.verdict))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "images": self.images, "batches": self.batches, "elements": self.elements, "verdict": self.verdict,
             "pairs": {k: {"max_ratio": v[0], "allowed_ratio": v[1], "verdict": v[2],

@@ -13,41 +13,50 @@ import ast
 import html
 import math
 from dataclasses import dataclass
+from typing import Any
 
+from convbridge._types import Shape
 from convbridge.errors import ArgumentError
-from convbridge.spec import ConvSpec, make_conv_spec
+from convbridge.snippets import Snippet, snippets
+from convbridge.spec import ConvAxis, ConvSpec, make_conv_spec, resolve_layout
 
-__all__ = ["explain", "Explanation", "DimArithmetic", "Snippet", "parse_layer"]
+__all__ = ["explain", "Explanation", "DimArithmetic", "parse_layer"]
 
 
 @dataclass(frozen=True)
 class DimArithmetic:
-    """The output-size formula of one spatial dimension, filled in."""
+    """The output-size formula of one spatial dimension, filled in with its geometry's numbers.
+
+    >>> DimArithmetic("W", ConvAxis(10, 3, stride=3, lo=1, hi=0)).formula
+    'W: (10 + 1 + 0 - 1*(3-1) - 1)/3 + 1 = 3 (floor of 8/3 = 2)'
+    """
 
     letter: str
-    n: int
-    lo: int
-    hi: int
-    k: int
-    stride: int
-    dilation: int
-    out: int
+    axis: ConvAxis
+
+    @property
+    def n(self) -> int:
+        return self.axis.size
+
+    @property
+    def lo(self) -> int:
+        return self.axis.lo
+
+    @property
+    def hi(self) -> int:
+        return self.axis.hi
+
+    @property
+    def out(self) -> int:
+        return self.axis.out
 
     @property
     def formula(self) -> str:
-        num = self.n + self.lo + self.hi - self.dilation * (self.k - 1) - 1
-        exact = "" if num % self.stride == 0 else f" (floor of {num}/{self.stride} = {num // self.stride})"
-        return (f"{self.letter}: ({self.n} + {self.lo} + {self.hi} - {self.dilation}*({self.k}-1) - 1)"
-                f"/{self.stride} + 1 = {self.out}{exact}")
-
-
-@dataclass(frozen=True)
-class Snippet:
-    """One framework's exact equivalent call."""
-
-    framework: str
-    code: str
-    note: str = ""
+        a = self.axis
+        num = a.padded - a.span
+        exact = "" if num % a.stride == 0 else f" (floor of {num}/{a.stride} = {num // a.stride})"
+        return (f"{self.letter}: ({a.size} + {a.lo} + {a.hi} - {a.dilation}*({a.kernel}-1) - 1)"
+                f"/{a.stride} + 1 = {a.out}{exact}")
 
 
 @dataclass(frozen=True)
@@ -55,14 +64,14 @@ class Explanation:
     """What :func:`explain` found; prints as text and renders as HTML in notebooks."""
 
     spec: ConvSpec
-    input_shape: tuple[int, ...]
-    kernel_shape: tuple[int, ...]
+    input_shape: Shape
+    kernel_shape: Shape
     dims: tuple[DimArithmetic, ...]
     padding_note: str
     snippets: tuple[Snippet, ...]
 
     @property
-    def output_shape(self) -> tuple[int, ...]:
+    def output_shape(self) -> Shape:
         return self.spec.out_shape
 
     @property
@@ -77,8 +86,8 @@ class Explanation:
         return math.prod(self.kernel_shape) + (self.spec.out_channels if self.spec.has_bias else 0)
 
     @property
-    def receptive_field(self) -> tuple[int, ...]:
-        return tuple(d * (k - 1) + 1 for k, d in zip(self.spec.kernel_spatial, self.spec.dilation))
+    def receptive_field(self) -> Shape:
+        return tuple(a.span for a in self.spec.axes)
 
     def summary_line(self) -> str:
         s = self.spec
@@ -123,7 +132,7 @@ _LAYER_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding"
                "padding_mode")
 
 
-def parse_layer(text: str) -> tuple[int, dict]:
+def parse_layer(text: str) -> tuple[int, dict[str, Any]]:
     """Parse a torch layer description such as ``"Conv2d(3, 4, 5, stride=2)"`` (literals only).
 
     Returns:
@@ -138,7 +147,7 @@ def parse_layer(text: str) -> tuple[int, dict]:
             raise ValueError
         name = ast.unparse(call.func).rsplit(".", 1)[-1]
         args = [ast.literal_eval(a) for a in call.args]
-        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+        kwargs = {str(k.arg): ast.literal_eval(k.value) for k in call.keywords}
     except (SyntaxError, ValueError):
         raise ArgumentError(f"cannot read layer {text!r}; write a torch layer with literal arguments, "
                             "e.g. 'Conv2d(3, 4, 5, stride=2, padding=1)'") from None
@@ -146,7 +155,7 @@ def parse_layer(text: str) -> tuple[int, dict]:
         raise ArgumentError(f"unknown layer {name!r}; use Conv1d, Conv2d or Conv3d, e.g. 'Conv2d(3, 4, 5)'")
     if len(args) > len(_LAYER_ARGS):
         raise ArgumentError(f"layer {text!r} has {len(args)} positional arguments; Conv takes at most 9")
-    values = dict(stride=1, padding=0, dilation=1, groups=1, bias=True, padding_mode="zeros")
+    values: dict[str, Any] = dict(stride=1, padding=0, dilation=1, groups=1, bias=True, padding_mode="zeros")
     values.update(zip(_LAYER_ARGS, args))
     unknown = set(kwargs) - set(_LAYER_ARGS)
     if unknown:
@@ -158,7 +167,7 @@ def parse_layer(text: str) -> tuple[int, dict]:
     return int(name[4]), values
 
 
-def _from_layer(input_shape, layer: str) -> tuple[tuple[int, ...], dict]:
+def _from_layer(layer: str) -> tuple[Shape, dict[str, Any]]:
     nsp, a = parse_layer(layer)
     ks = a["kernel_size"]
     ks = tuple(ks) if isinstance(ks, (tuple, list)) else (ks,) * nsp
@@ -172,7 +181,8 @@ def _from_layer(input_shape, layer: str) -> tuple[tuple[int, ...], dict]:
     return kernel, kw
 
 
-def explain(input_shape, kernel_shape=None, *, layer: str | None = None, bias: bool = False, **conv_kwargs):
+def explain(input_shape: Shape, kernel_shape: Shape | None = None, *, layer: str | None = None, bias: bool = False,
+            **conv_kwargs: Any) -> Explanation:
     """Explain a convolution's arithmetic and give its exact equivalent in every framework.
 
     Args:
@@ -194,13 +204,11 @@ def explain(input_shape, kernel_shape=None, *, layer: str | None = None, bias: b
     >>> e.matmul
     (784, 75, 4)
     """
-    from convbridge.snippets import snippets
-
     input_shape = tuple(input_shape)
     if layer is not None:
         if kernel_shape is not None:
             raise ArgumentError("give kernel_shape or layer, not both")
-        kernel_shape, layer_kw = _from_layer(input_shape, layer)
+        kernel_shape, layer_kw = _from_layer(layer)
         bias = layer_kw.pop("bias")
         conv_kwargs = {**layer_kw, **conv_kwargs}
     if kernel_shape is None:
@@ -208,21 +216,17 @@ def explain(input_shape, kernel_shape=None, *, layer: str | None = None, bias: b
     kernel_shape = tuple(kernel_shape)
     spec = make_conv_spec(input_shape, kernel_shape, (kernel_shape[_o_axis(conv_kwargs, kernel_shape)],)
                           if bias else None, **conv_kwargs)
-    dims = tuple(DimArithmetic(c, n, lo, hi, k, s, d, o) for c, n, (lo, hi), k, s, d, o in zip(
-        spec.layout.spatial, spec.in_spatial, spec.padding, spec.kernel_spatial, spec.stride, spec.dilation,
-        spec.out_spatial))
+    dims = tuple(DimArithmetic(c, a) for c, a in zip(spec.layout.spatial, spec.axes))
     note = _padding_note(spec, conv_kwargs.get("padding", 0))
     return Explanation(spec, input_shape, kernel_shape, dims, note, snippets(spec))
 
 
-def _o_axis(conv_kwargs: dict, kernel_shape) -> int:
-    from convbridge.layout import resolve_layout
-
+def _o_axis(conv_kwargs: dict[str, Any], kernel_shape: Shape) -> int:
     lay = resolve_layout(conv_kwargs.get("layout"), len(kernel_shape), len(kernel_shape))
     return lay.rhs_perm[0]
 
 
-def _padding_note(spec: ConvSpec, given) -> str:
+def _padding_note(spec: ConvSpec, given: object) -> str:
     pairs = ", ".join(f"{c} ({lo}, {hi})" for c, (lo, hi) in zip(spec.layout.spatial, spec.padding))
     text = pairs + f", mode {spec.padding_mode}"
     if isinstance(given, str) and given.lower().startswith("same"):

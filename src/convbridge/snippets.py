@@ -4,23 +4,42 @@ Each snippet reads ``x``, ``w`` and ``b`` (that framework's arrays, in the user'
 layouts; ``b`` only when the spec has a bias) and leaves the result in ``y``, in
 the user's output layout. Padding that a framework cannot express directly
 (asymmetric pairs in torch, padding modes in lax and Flax) becomes an explicit
-pad followed by an unpadded convolution, and the snippet says why.
+pad followed by an unpadded convolution, and the snippet says why. Layouts, kernel
+letters, argument and padding-mode names come from :mod:`convbridge.frameworks`.
 """
 
 from __future__ import annotations
 
-from convbridge.explain import Snippet
-from convbridge.spec import ConvSpec
+from dataclasses import dataclass
 
-__all__ = ["snippets"]
+from convbridge.frameworks import EQUINOX, FLAX_LINEN, LAX, TORCH, Convention
+from convbridge.spec import NUMPY_PAD_MODES, ConvSpec, permutation
 
-_NP_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-_TORCH_PAD = {"zeros": "ZeroPad", "reflect": "ReflectionPad", "replicate": "ReplicationPad",
-              "circular": "CircularPad"}
+__all__ = ["Snippet", "snippets"]
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """One framework's exact equivalent call.
+
+    Attributes:
+        framework: the API, e.g. ``"flax.linen"``.
+        code: runnable code reading ``x``, ``w`` (and ``b``) and leaving the result in ``y``.
+        note: why the code looks the way it does (an explicit pad, a transpose), or ``""``.
+    """
+
+    framework: str
+    code: str
+    note: str = ""
 
 
 def snippets(spec: ConvSpec) -> tuple[Snippet, ...]:
-    """All framework snippets for ``spec`` (torch ones only for 1-3 spatial dims)."""
+    """All framework snippets for ``spec`` (torch ones only for 1-3 spatial dims).
+
+    >>> from convbridge.spec import make_conv_spec
+    >>> [s.framework for s in snippets(make_conv_spec((1, 3, 8, 8), (4, 3, 3, 3)))]
+    ['torch.nn.functional', 'torch.nn', 'jax.lax', 'flax.linen', 'equinox.nn']
+    """
     out = []
     if spec.nsp <= 3:
         out += [_torch_functional(spec), _torch_module(spec)]
@@ -28,22 +47,15 @@ def snippets(spec: ConvSpec) -> tuple[Snippet, ...]:
     return tuple(out)
 
 
-def _letters(spec: ConvSpec):
-    lay = spec.layout
-    x_user, out_user = lay.user(lay.lhs), lay.user(lay.out)
-    nc = "NC" if lay.batched else "C"
-    return lay, x_user, out_user, nc
-
-
-def _perm(src: str, dst: str) -> tuple[int, ...]:
-    return tuple(src.index(c) for c in dst)
+def _sp(spec: ConvSpec) -> str:
+    return "".join(spec.layout.spatial)
 
 
 def _permute_line(var: str, src: str, dst: str, method: str, new: str | None = None) -> list[str]:
     """``new = var.<method>(perm)`` when the layouts differ, else nothing."""
     if src == dst:
         return [] if new is None else [f"{new} = {var}"]
-    return [f"{new or var} = {method.format(var=var, perm=_perm(src, dst))}  # {src} -> {dst}"]
+    return [f"{new or var} = {method.format(var=var, perm=permutation(src, dst))}  # {src} -> {dst}"]
 
 
 def _symmetric(spec: ConvSpec) -> bool:
@@ -55,19 +67,20 @@ def _torch_pad_tuple(spec: ConvSpec) -> tuple[int, ...]:
     return tuple(p for pair in reversed(spec.padding) for p in pair)
 
 
-def _torch_prelude(spec: ConvSpec) -> tuple[list[str], str, str]:
-    lay, x_user, out_user, nc = _letters(spec)
-    sp = "".join(lay.spatial)
-    lines = _permute_line("x", x_user, nc + sp, "{var}.permute{perm}")
-    lines += _permute_line("w", lay.rhs, "OI" + sp, "{var}.permute{perm}")
-    return lines, nc + sp, out_user
+def _to_framework(spec: ConvSpec, fw: Convention, method: str) -> tuple[list[str], str, str]:
+    """Lines laying ``x`` and ``w`` out as ``fw`` wants them; the framework's input layout and the user's output."""
+    lay = spec.layout
+    x_fw = fw.input_layout(_sp(spec), batched=lay.batched)
+    lines = _permute_line("x", lay.user(lay.lhs), x_fw, method)
+    lines += _permute_line("w", lay.rhs, fw.kernel_layout(_sp(spec)), method)
+    return lines, x_fw, lay.user(lay.out)
 
 
 def _torch_functional(spec: ConvSpec) -> Snippet:
-    lines, canon, out_user = _torch_prelude(spec)
+    lines, canon, out_user = _to_framework(spec, TORCH, "{var}.permute{perm}")
     note, padding = "", tuple(lo for lo, _ in spec.padding)
     if spec.padding_mode != "zeros" or not _symmetric(spec):
-        mode = "" if spec.padding_mode == "zeros" else f", mode={spec.padding_mode!r}"
+        mode = "" if spec.padding_mode == "zeros" else f", mode={TORCH.padding_modes[spec.padding_mode]!r}"
         lines.append(f"x = torch.nn.functional.pad(x, {_torch_pad_tuple(spec)}{mode})")
         note = ("conv has no padding modes: pad first" if spec.padding_mode != "zeros"
                 else "conv has no asymmetric padding: pad first")
@@ -80,11 +93,10 @@ def _torch_functional(spec: ConvSpec) -> Snippet:
 
 
 def _torch_module(spec: ConvSpec) -> Snippet:
-    lines, canon, out_user = _torch_prelude(spec)
-    n = spec.nsp
-    symmetric = _symmetric(spec)
+    lines, canon, out_user = _to_framework(spec, TORCH, "{var}.permute{perm}")
+    n, symmetric = spec.nsp, _symmetric(spec)
     padding = tuple(lo for lo, _ in spec.padding) if symmetric else (0,) * n
-    mode = spec.padding_mode if symmetric else "zeros"
+    mode = TORCH.padding_modes[spec.padding_mode if symmetric else "zeros"]
     conv = (f"torch.nn.Conv{n}d({spec.in_channels}, {spec.out_channels}, kernel_size={spec.kernel_spatial}, "
             f"stride={spec.stride}, padding={padding}, dilation={spec.dilation}, groups={spec.groups}, "
             f"bias={spec.has_bias}, padding_mode={mode!r})")
@@ -92,79 +104,84 @@ def _torch_module(spec: ConvSpec) -> Snippet:
     if symmetric:
         lines.append(f"m = {conv}")
     else:
-        pad = f"torch.nn.{_TORCH_PAD[spec.padding_mode]}{n}d({_torch_pad_tuple(spec)})"
+        pad = f"torch.nn.{TORCH.pad_layers[spec.padding_mode]}{n}d({_torch_pad_tuple(spec)})"
         lines.append(f"m = torch.nn.Sequential({pad}, {conv})")
         note, target = "modules pad symmetrically: an explicit pad layer first", "m[1]"
-    lines += ["with torch.no_grad():  # modules own their kernel: load it", f"    {target}.weight.copy_(w)"]
+    lines += ["with torch.no_grad():  # modules own their kernel: load it",
+              f"    {target}.{TORCH.params['weight']}.copy_(w)"]
     if spec.has_bias:
-        lines.append(f"    {target}.bias.copy_(b)")
+        lines.append(f"    {target}.{TORCH.params['bias']}.copy_(b)")
     lines.append("y = m(x)")
     lines += _permute_line("y", canon, out_user, "{var}.permute{perm}")
     return Snippet("torch.nn", "\n".join(lines), note)
 
 
+def _jnp_pad(spec: ConvSpec, layout: str) -> str:
+    """``jnp.pad`` of ``x`` (laid out as ``layout``) by the spec's widths in its padding mode."""
+    per = {c: a.padding for c, a in zip(spec.layout.spatial, spec.axes)}
+    widths = tuple(per.get(c, (0, 0)) for c in layout)
+    return f"x = jnp.pad(x, {widths}, mode={NUMPY_PAD_MODES[spec.padding_mode]!r})"
+
+
 def _lax(spec: ConvSpec) -> Snippet:
-    lay, x_user, out_user, _ = _letters(spec)
+    lay = spec.layout
     lines, note = [], ""
     if not lay.batched:
         lines.append("x = x[None]  # lax needs a batch axis")
     order = [c for c in lay.rhs if c in lay.spatial]  # lax orders spatial arguments by the kernel's letters
-    per = {c: i for i, c in enumerate(lay.spatial)}
-    strides = tuple(spec.stride[per[c]] for c in order)
-    dilation = tuple(spec.dilation[per[c]] for c in order)
-    pads = tuple(spec.padding[per[c]] for c in order)
+    per = {c: a for c, a in zip(lay.spatial, spec.axes)}
+    strides = tuple(per[c].stride for c in order)
+    dilation = tuple(per[c].dilation for c in order)
+    pads = tuple(per[c].padding for c in order)
     if spec.padding_mode != "zeros":
-        widths = tuple(spec.padding[per[c]] if c in per else (0, 0) for c in lay.lhs)
-        lines.append(f"x = jnp.pad(x, {widths}, mode={_NP_MODE[spec.padding_mode]!r})")
+        lines.append(_jnp_pad(spec, lay.lhs))
         pads, note = ((0, 0),) * spec.nsp, "lax has no padding modes: jnp.pad first"
     dn = (lay.lhs, lay.rhs, lay.out)
-    lines.append(f"y = jax.lax.conv_general_dilated(x, w, window_strides={strides}, padding={pads}, "
-                 f"rhs_dilation={dilation}, dimension_numbers={dn}, feature_group_count={spec.groups}, "
-                 f"precision=jax.lax.Precision.HIGHEST)")
+    lines.append(f"y = jax.lax.conv_general_dilated(x, w, {LAX.name_of('stride')}={strides}, padding={pads}, "
+                 f"{LAX.name_of('dilation')}={dilation}, {LAX.name_of('layout')}={dn}, "
+                 f"{LAX.name_of('groups')}={spec.groups}, precision=jax.lax.Precision.HIGHEST)")
     if spec.has_bias:
         shape = tuple(-1 if c == "C" else 1 for c in lay.out)
         lines.append(f"y = y + b.reshape{shape}")
     if not lay.batched:
         lines.append("y = y[0]")
-    return Snippet("jax.lax", "\n".join(lines), note)
+    return Snippet(LAX.name, "\n".join(lines), note)
 
 
 def _flax(spec: ConvSpec) -> Snippet:
-    lay, x_user, out_user, nc = _letters(spec)
-    sp = "".join(lay.spatial)
-    cl = ("N" if lay.batched else "") + sp + "C"
-    lines = _permute_line("x", x_user, cl, "jnp.transpose({var}, {perm})")
-    lines += _permute_line("w", lay.rhs, sp + "IO", "jnp.transpose({var}, {perm})")
-    pads, note = spec.padding, "Flax is channels-last" if x_user != cl else ""
+    fw = FLAX_LINEN
+    lines, x_fw, out_user = _to_framework(spec, fw, "jnp.transpose({var}, {perm})")
+    pads, note = spec.padding, "Flax is channels-last" if spec.layout.user(spec.layout.lhs) != x_fw else ""
     if spec.padding_mode != "zeros":
-        widths = tuple(spec.padding[sp.index(c)] if c in sp else (0, 0) for c in cl)
-        lines.append(f"x = jnp.pad(x, {widths}, mode={_NP_MODE[spec.padding_mode]!r})")
+        lines.append(_jnp_pad(spec, x_fw))
         pads = ((0, 0),) * spec.nsp
         note = "Flax padding modes always pad SAME-like widths: jnp.pad first, then no padding"
-    lines.append(f"m = flax.linen.Conv(features={spec.out_channels}, kernel_size={spec.kernel_spatial}, "
-                 f"strides={spec.stride}, padding={pads}, kernel_dilation={spec.dilation}, "
-                 f"feature_group_count={spec.groups}, use_bias={spec.has_bias}, "
-                 f"precision=jax.lax.Precision.HIGHEST)")
-    params = "{'kernel': w" + (", 'bias': b}" if spec.has_bias else "}")
+    args = {"out_channels": spec.out_channels, "kernel_size": spec.kernel_spatial, "stride": spec.stride,
+            "padding": pads, "dilation": spec.dilation, "groups": spec.groups, "bias": spec.has_bias}
+    text = ", ".join(f"{fw.name_of(k)}={v}" for k, v in args.items())
+    lines.append(f"m = flax.linen.Conv({text}, precision=jax.lax.Precision.HIGHEST)")
+    params = f"{{{fw.params['weight']!r}: w" + (f", {fw.params['bias']!r}: b}}" if spec.has_bias else "}")
     lines.append(f"y = m.apply({{'params': {params}}}, x)  # modules own their kernel: pass it as params")
-    lines += _permute_line("y", cl, out_user, "jnp.transpose({var}, {perm})")
-    return Snippet("flax.linen", "\n".join(lines), note)
+    lines += _permute_line("y", x_fw, out_user, "jnp.transpose({var}, {perm})")
+    return Snippet(fw.name, "\n".join(lines), note)
 
 
 def _equinox(spec: ConvSpec) -> Snippet:
-    lay, x_user, out_user, nc = _letters(spec)
-    sp = "".join(lay.spatial)
-    lines = _permute_line("x", x_user, nc + sp, "jnp.transpose({var}, {perm})")
-    lines += _permute_line("w", lay.rhs, "OI" + sp, "jnp.transpose({var}, {perm})")
-    mode = {"zeros": "ZEROS", "reflect": "REFLECT", "replicate": "REPLICATE", "circular": "CIRCULAR"}
-    lines.append(f"m = equinox.nn.Conv(num_spatial_dims={spec.nsp}, in_channels={spec.in_channels}, "
-                 f"out_channels={spec.out_channels}, kernel_size={spec.kernel_spatial}, stride={spec.stride}, "
-                 f"padding={spec.padding}, dilation={spec.dilation}, groups={spec.groups}, "
-                 f"use_bias={spec.has_bias}, padding_mode={mode[spec.padding_mode]!r}, key=jax.random.PRNGKey(0))")
-    lines.append("m = equinox.tree_at(lambda m: m.weight, m, w)  # modules own their kernel: replace it")
+    fw, lay = EQUINOX, spec.layout
+    x_fw = ("N" if lay.batched else "") + fw.input_layout(_sp(spec))  # one example; jax.vmap over N
+    lines = _permute_line("x", lay.user(lay.lhs), x_fw, "jnp.transpose({var}, {perm})")
+    lines += _permute_line("w", lay.rhs, fw.kernel_layout(_sp(spec)), "jnp.transpose({var}, {perm})")
+    args = {"in_channels": spec.in_channels, "out_channels": spec.out_channels, "kernel_size": spec.kernel_spatial,
+            "stride": spec.stride, "padding": spec.padding, "dilation": spec.dilation, "groups": spec.groups,
+            "bias": spec.has_bias, "padding_mode": fw.padding_modes[spec.padding_mode]}
+    text = ", ".join(f"{fw.name_of(k)}={v!r}" for k, v in args.items())
+    lines.append(f"m = equinox.nn.Conv(num_spatial_dims={spec.nsp}, {text}, key=jax.random.PRNGKey(0))")
+    lines.append(f"m = equinox.tree_at(lambda m: m.{fw.params['weight']}, m, w)  # modules own their kernel: "
+                 "replace it")
     if spec.has_bias:
-        lines.append(f"m = equinox.tree_at(lambda m: m.bias, m, b.reshape{(-1,) + (1,) * spec.nsp})")
+        lines.append(f"m = equinox.tree_at(lambda m: m.{fw.params['bias']}, m, b.reshape"
+                     f"{(-1,) + (1,) * spec.nsp})")
     lines.append("y = jax.vmap(m)(x)  # Equinox layers take one example" if lay.batched else "y = m(x)")
-    lines += _permute_line("y", nc + sp, out_user, "jnp.transpose({var}, {perm})")
-    return Snippet("equinox.nn", "\n".join(lines), "no precision argument: on GPU/TPU use "
+    lines += _permute_line("y", x_fw, lay.user(lay.out), "jnp.transpose({var}, {perm})")
+    return Snippet(fw.name, "\n".join(lines), "no precision argument: on GPU/TPU use "
                    "jax.default_matmul_precision('highest')")

@@ -8,18 +8,26 @@ as PIL images and written as one GIF with a shared palette.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar, cast, overload
 
 import numpy as np
 from matplotlib import colors as mcolors
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.text import Text
 from PIL import Image
+
+from convbridge._types import Pair
 
 PALETTE = ("#4e9bff", "#ff8c42", "#3ccf7a", "#e056fd", "#f9d423", "#00d2d3", "#ff6b6b", "#a3cb38")
 HIGHLIGHT = "#ffffff"
 _DPI, _MAX_W, _GAP, _MARGIN, _TEXT_CELL = 100, 12.5, 0.3, 0.35, 0.22
+_ArtistT = TypeVar("_ArtistT", bound=Artist)
 
 
 def _wrap(text: str, width_in: float, fontsize: float) -> str:
@@ -37,7 +45,16 @@ class _Board:
     redrawn over that background every frame (blitting), in registration order.
     """
 
-    def __init__(self, title: str, sections, cell: float, stack: bool):
+    axes: list[Axes]
+    _dynamic: list[Artist]
+    _background: object | None  # the Agg renderer's saved region of the static artists
+    #: The input and output panels and (transposed conv) the largest count, set by the animation that draws.
+    ins: list[_Panel]
+    outs: list[_Panel]
+    peak: int
+
+    def __init__(self, title: str, sections: Sequence[tuple[str, Sequence[tuple[int, int]]]], cell: float,
+                 stack: bool) -> None:
         self.cell, self.axes, self._dynamic, self._background = cell, [], [], None
         size = lambda s: (max(s[1] * cell, 0.2), max(s[0] * cell, 0.2))  # noqa: E731  (w, h) inches
         rows = []
@@ -45,7 +62,7 @@ class _Board:
             w = size(shapes[0])[0]
             per = 1 if stack else max(1, min(len(shapes), int((_MAX_W + _GAP) // (w + _GAP))))
             rows.append((label, [size(s) for s in shapes], per, w))
-        self.width = max(max(per * w + (per - 1) * _GAP for *_, per, w in rows) + 2 * _MARGIN, 9.0)
+        self.width = max(max(per * (w + _GAP) - _GAP for *_, per, w in rows) + 2 * _MARGIN, 9.0)
         title = _wrap(title, self.width - 0.2, 10)
         y, labels, boxes = 0.25 + 0.2 * (title.count("\n") + 1), [], []
         for label, sizes, per, w in rows:
@@ -68,7 +85,12 @@ class _Board:
         self.caption = self.dynamic(self.fig.text(0.5, 0.68 / self.height, "", ha="center", va="top",
                                                   fontsize=9))
 
-    def dynamic(self, *artists):
+    @overload
+    def dynamic(self, first: _ArtistT, /, *rest: Artist) -> _ArtistT: ...
+    @overload
+    def dynamic(self) -> None: ...
+
+    def dynamic(self, *artists: Artist) -> Artist | None:
         """Mark artists as redrawn every frame; returns the first."""
         for a in artists:
             a.set_animated(True)
@@ -80,7 +102,7 @@ class _Board:
 
     def grab(self) -> Image.Image:
         """Render one frame: the static background once, then the dynamic artists over it."""
-        canvas = self.fig.canvas
+        canvas = cast(FigureCanvasAgg, self.fig.canvas)  # attached in __init__
         if self._background is None:
             canvas.draw()
             self._background = canvas.copy_from_bbox(self.fig.bbox)
@@ -94,8 +116,11 @@ class _Board:
 class _Panel:
     """One channel's grid of cells: image, cell labels, highlight pools and a shade that dims it."""
 
-    def __init__(self, board: _Board, ax, title: str, group: int, level, names, *, marks: int,
-                 live: bool, extras=()):
+    state: np.ndarray
+    upto: int
+
+    def __init__(self, board: _Board, ax: Axes, title: str, group: int, level: np.ndarray, names: np.ndarray | None,
+                 *, marks: int, live: bool, extras: Sequence[Callable[[Axes], Sequence[Artist]]] = ()) -> None:
         self.group, self.hue, cell = group, PALETTE[group % len(PALETTE)], board.cell
         rgba = _tint(self.hue, level)
         h, w = rgba.shape[:2]
@@ -116,7 +141,7 @@ class _Panel:
         board.dynamic(*self.marks, *self.window, self.shade)
         self.state, self.upto = np.zeros((h, w), int), -1
 
-    def paint(self, level, texts=None) -> None:
+    def paint(self, level: np.ndarray, texts: np.ndarray | None = None) -> None:
         rgba = _tint(self.hue, level)
         self.image.set_data(rgba)
         for (r, c), label in self.labels.items():
@@ -124,13 +149,14 @@ class _Panel:
             if texts is not None:
                 label.set_text(texts[r, c])
 
-    def focus(self, active: bool, cells, window=None, span=(1, 1)) -> None:
+    def focus(self, active: bool, cells: Sequence[Sequence[int]], window: Sequence[int] | None = None,
+              span: Sequence[int] = (1, 1)) -> None:
         _show(self.marks, cells if active else [])
         _show(self.window, [window] if active and window is not None else [], span)
         self.shade.set_visible(not active)
 
 
-def _labels(ax, names: np.ndarray, cell: float, rgba: np.ndarray) -> dict:
+def _labels(ax: Axes, names: np.ndarray | None, cell: float, rgba: np.ndarray) -> dict[tuple[int, int], Text]:
     """One centred label per cell, when cells are large enough to read; keyed by (row, col)."""
     if cell < _TEXT_CELL or names is None:
         return {}
@@ -140,27 +166,27 @@ def _labels(ax, names: np.ndarray, cell: float, rgba: np.ndarray) -> dict:
             for r, c in np.ndindex(*names.shape)}
 
 
-def _ink(rgba) -> str:
+def _ink(rgba: np.ndarray) -> str:
     return "#111111" if 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] > 0.5 else "#f4f4f4"
 
 
-def _marks(ax, n: int, cell: float, *, dashed: bool = False) -> list[Rectangle]:
+def _marks(ax: Axes, n: int, cell: float, *, dashed: bool = False) -> list[Rectangle]:
     """A pool of ``n`` hidden highlight rectangles, positioned per frame by :func:`_show`."""
     lw = float(np.clip(cell * 8, 1.0, 2.4)) * (0.7 if dashed else 1)
     face = mcolors.to_rgba(HIGHLIGHT, 0 if dashed else 0.28)
-    return [ax.add_patch(Rectangle((0, 0), 1, 1, facecolor=face, edgecolor=HIGHLIGHT, linewidth=lw,
-                                   zorder=5, linestyle="--" if dashed else "-", visible=False))
+    return [cast(Rectangle, ax.add_patch(Rectangle((0, 0), 1, 1, facecolor=face, edgecolor=HIGHLIGHT, linewidth=lw,
+                                                   zorder=5, linestyle="--" if dashed else "-", visible=False)))
             for _ in range(n)]
 
 
-def _show(pool: list[Rectangle], cells, size=(1, 1)) -> None:
+def _show(pool: list[Rectangle], cells: Sequence[Sequence[int]], size: Sequence[int] = (1, 1)) -> None:
     for i, rect in enumerate(pool):
         rect.set_visible(i < len(cells))
         if i < len(cells):
             rect.set_bounds(cells[i][1], cells[i][0], size[1], size[0])
 
 
-def _bands(ax, h: int, w: int, pads, *, frame: bool = False, **style) -> list[Rectangle]:
+def _bands(ax: Axes, h: int, w: int, pads: tuple[Pair, Pair], *, frame: bool = False, **style: Any) -> list[Patch]:
     """Rectangles over the border cells ``pads = ((top, bottom), (left, right))``, or (``frame``)
     one outline around the cells inside them (the real input, or the kept output)."""
     (t, b), (lft, rgt) = pads
@@ -171,15 +197,16 @@ def _bands(ax, h: int, w: int, pads, *, frame: bool = False, **style) -> list[Re
             if bw > 0 and bh > 0]
 
 
-def _tint(hue: str, level) -> np.ndarray:
+def _tint(hue: str, level: np.ndarray) -> np.ndarray:
     """RGBA of ``hue`` scaled towards black by ``level`` (array in [0, 1])."""
     level = np.asarray(level, float)[..., None]
     return np.concatenate([np.asarray(mcolors.to_rgb(hue)) * level, np.ones(level.shape)], axis=-1)
 
 
-def _names(idx, one_d: bool) -> np.ndarray:
+def _names(idx: np.ndarray | tuple[int, ...], one_d: bool) -> np.ndarray:
     """'h,w' (or 'w' in 1-d) labels of an (h, w, 2) index grid (or of a grid shape); negative -> ''."""
-    idx = np.stack(np.indices(idx), axis=-1) if isinstance(idx, tuple) else idx
+    # numpy's stub wants a Sequence of arrays; np.stack iterates an ndarray (the index planes) all the same
+    idx = np.stack(np.indices(idx), axis=-1) if isinstance(idx, tuple) else idx  # type: ignore[call-overload]
     out = np.empty(idx.shape[:2], dtype=object)
     for r, c in np.ndindex(*out.shape):
         a, b = idx[r, c]

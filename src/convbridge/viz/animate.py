@@ -13,15 +13,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias, cast
 
 import numpy as np
 from matplotlib.style import context as style_context
 from PIL import Image
 
-from convbridge._args import as_int, per_dim
-from convbridge.errors import ArgumentError, PaddingError, ShapeError
-from convbridge.padding import gather_indices, parse_padding
-from convbridge.spec import ConvSpec
+from convbridge._args import as_int
+from convbridge._types import Pair
+from convbridge.errors import ArgumentError, ShapeError
+from convbridge.spec import ConvAxis, ConvSpec, ConvTransposeSpec, TransposeAxis, gather_indices
 from convbridge.viz._cells import _bands, _Board, _names, _Panel, _write_gif
 from convbridge.viz.figures import STYLE
 
@@ -32,10 +33,17 @@ MAX_CHANNELS = 8
 #: One hue per group (cycled); the highlight is white so it never clashes with a group.
 _LIVE_LABELS = 600  # cell labels redrawn every frame, per section, beyond which they are left out
 
+#: One value per dim of the problem promoted to 2-d: (rows, cols).
+_Grid: TypeAlias = tuple[int, int]
+#: The (lo, hi) padding of the rows, then of the columns.
+_Pads: TypeAlias = tuple[Pair, Pair]
+#: (group, flat output (conv) or input (transposed conv) position) per frame.
+_Plan: TypeAlias = list[tuple[int, int]]
+
 
 # --- public --------------------------------------------------------------------------------------
 
-def animate_conv(spec: ConvSpec, path, *, max_frames: int = 60, fps: float = 3) -> Path:
+def animate_conv(spec: ConvSpec, path: str | Path, *, max_frames: int = 60, fps: float = 3) -> Path:
     """A GIF of the dilated kernel window sliding over the padded, strided input of ``spec``.
 
     Every input channel is a grid of cells, labelled with their index when large
@@ -75,7 +83,7 @@ def animate_conv(spec: ConvSpec, path, *, max_frames: int = 60, fps: float = 3) 
                             f"got {type(spec).__name__}")
     _check_rank(spec.nsp, "animate_conv")
     max_frames, delay = _frame_args(max_frames, fps)
-    g = _Geo(spec.in_spatial, spec.kernel_spatial, spec.stride, spec.dilation, spec.padding)
+    g = _Geo(spec.axes)
     chans = _Channels(spec.in_channels, spec.out_channels, spec.groups)
     plan, note = _plan(chans.swept, g.out, max_frames)
     with style_context(STYLE):
@@ -84,8 +92,7 @@ def animate_conv(spec: ConvSpec, path, *, max_frames: int = 60, fps: float = 3) 
     return _write_gif(frames, Path(path), delay)
 
 
-def animate_conv_transpose(in_spatial, kernel_spatial, stride, padding, dilation, output_padding,
-                           in_channels, out_channels, groups, path, *, max_frames: int = 60,
+def animate_conv_transpose(spec: ConvTransposeSpec, path: str | Path, *, max_frames: int = 60,
                            fps: float = 3) -> Path:
     """A GIF of a transposed convolution (PyTorch semantics: the gradient of conv) as a scatter.
 
@@ -98,12 +105,8 @@ def animate_conv_transpose(in_spatial, kernel_spatial, stride, padding, dilation
     are capped as in :func:`animate_conv` (skipped pixels still add their counts).
 
     Args:
-        in_spatial: input spatial sizes (1 or 2 dims).
-        kernel_spatial: kernel spatial sizes, one per dim.
-        stride, dilation: an int or one per dim (>= 1).
-        padding: an int, one int per dim, or ``(lo, hi)`` pairs per dim (cropped from the canvas).
-        output_padding: an int or one per dim, each < max(stride, dilation) (PyTorch's rule).
-        in_channels, out_channels, groups: channel arithmetic; groups divides both.
+        spec: a ConvTransposeSpec (``cb.ConvTransposeSpec``, e.g. from
+            :func:`convbridge.spec.make_conv_transpose_spec` or ``ConvSpec.adjoint()``), 1 or 2 spatial dims.
         path: where to write the GIF.
         max_frames: the most frames to write (>= 1).
         fps: frames per second, in (0, 50].
@@ -112,24 +115,32 @@ def animate_conv_transpose(in_spatial, kernel_spatial, stride, padding, dilation
         ``path`` as a Path.
 
     Raises:
-        ShapeError: more than 2 spatial dims, or kernel_spatial of another rank.
-        ArgumentError: bad channels / groups, output_padding too large, max_frames / fps out of range.
-        PaddingError: bad padding, or padding that crops the whole output.
+        ShapeError: more than 2 spatial dims.
+        ArgumentError: not a ConvTransposeSpec, a padding that adds rows (only lax's convention can), or
+            max_frames / fps out of range.
 
     Shape:
         canvas = (n - 1) * stride + dilation * (k - 1) + 1 + output_padding; out = canvas - lo - hi.
 
     >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "t.gif")
-    >>> animate_conv_transpose((3,), (3,), 2, 1, 1, 1, 1, 1, 1, p, max_frames=2).name
+    >>> from convbridge.spec import make_conv_transpose_spec
+    >>> spec = make_conv_transpose_spec((1, 3), (1, 1, 3), stride=2, padding=1, output_padding=1)
+    >>> animate_conv_transpose(spec, os.path.join(tempfile.mkdtemp(), "t.gif"), max_frames=2).name
     't.gif'
     """
-    g, op = _transpose_geo(in_spatial, kernel_spatial, stride, padding, dilation, output_padding)
-    chans = _Channels(in_channels, out_channels, groups)
+    if not isinstance(spec, ConvTransposeSpec):
+        raise ArgumentError(f"animate_conv_transpose needs a ConvTransposeSpec (from "
+                            f"convbridge.spec.make_conv_transpose_spec), got {type(spec).__name__}")
+    _check_rank(spec.nsp, "animate_conv_transpose")
+    if any(lo < 0 or hi < 0 for lo, hi in spec.padding):
+        raise ArgumentError(f"animate_conv_transpose draws crops of the full output, but padding {spec.padding} "
+                            "adds rows (lax's convention); state the call in torch's with jax_to_torch first")
     max_frames, delay = _frame_args(max_frames, fps)
+    g = _Geo(spec.axes)
+    chans = _Channels(spec.in_channels, spec.out_channels, spec.groups)
     plan, note = _plan(chans.swept, g.n, max_frames)
     with style_context(STYLE):
-        board = _transpose_board(g, op, chans, _transpose_title(g, op, chans, note))
+        board = _transpose_board(g, g.op, chans, _transpose_title(g, g.op, chans, note))
         frames = [_transpose_frame(board, g, chans, step, plan) for step in range(len(plan))]
     return _write_gif(frames, Path(path), delay)
 
@@ -137,25 +148,33 @@ def animate_conv_transpose(in_spatial, kernel_spatial, stride, padding, dilation
 # --- arguments -----------------------------------------------------------------------------------
 
 class _Geo:
-    """Geometry promoted to 2-d (a 1-d problem becomes one row): sizes, taps and the output grid."""
+    """The spec's axes promoted to 2-d (a 1-d problem becomes one row): sizes, taps and the output grid."""
 
-    def __init__(self, n, k, s, d, pads, op=(0,)):
-        lift = lambda seq, fill: tuple(seq) if len(seq) == 2 else (fill, *seq)  # noqa: E731
-        self.n, self.k, self.s, self.d, self.op = (lift(v, 1) for v in (n, k, s, d, op))
-        self.pads, self.nsp, self.one_d = lift(pads, (0, 0)), len(n), len(n) == 1
-        self.op = (0, self.op[-1]) if self.one_d else self.op
-        self.padded = tuple(m + lo + hi for m, (lo, hi) in zip(self.n, self.pads))
-        self.span = tuple(d * (k - 1) + 1 for k, d in zip(self.k, self.d))
-        self.out = tuple((p - sp) // s + 1 for p, sp, s in zip(self.padded, self.span, self.s))
-        self.canvas = tuple((m - 1) * s + sp + o for m, s, sp, o in zip(self.n, self.s, self.span, self.op))
+    def __init__(self, axes: Sequence[ConvAxis] | Sequence[TransposeAxis]) -> None:
+        self.nsp, self.one_d = len(axes), len(axes) == 1
+        trivial: ConvAxis | TransposeAxis = ConvAxis(1, 1) if isinstance(axes[0], ConvAxis) else TransposeAxis(1, 1)
+        self.axes: tuple[ConvAxis | TransposeAxis, ...] = tuple(axes) if len(axes) == 2 else (trivial, *axes)
+        # two axes from here on, so every per-dim tuple is a pair
+        self.n = cast(_Grid, tuple(a.size for a in self.axes))
+        self.k = cast(_Grid, tuple(a.kernel for a in self.axes))
+        self.s = cast(_Grid, tuple(a.stride for a in self.axes))
+        self.d = cast(_Grid, tuple(a.dilation for a in self.axes))
+        self.pads = cast(_Pads, tuple(a.padding for a in self.axes))
+        self.span = cast(_Grid, tuple(a.span for a in self.axes))
+        if isinstance(self.axes[0], TransposeAxis):
+            self.op = cast(_Grid, tuple(a.output_padding for a in self.axes))  # type: ignore[union-attr]
+            self.canvas = cast(_Grid, tuple(a.full + a.output_padding for a in self.axes))  # type: ignore[union-attr]
+            self.final = cast(_Grid, tuple(a.out for a in self.axes))
+        else:
+            self.padded = cast(_Grid, tuple(a.padded for a in self.axes))  # type: ignore[union-attr]
+            self.out = cast(_Grid, tuple(a.out for a in self.axes))
 
-    def taps(self, pos: tuple[int, int]) -> list[tuple[int, int]]:
+    def taps(self, pos: Sequence[int]) -> list[tuple[int, int]]:
         """Cells (row, col) under the kernel taps when the window starts at ``pos * stride``."""
-        rows = [pos[0] * self.s[0] + a * self.d[0] for a in range(self.k[0])]
-        cols = [pos[1] * self.s[1] + b * self.d[1] for b in range(self.k[1])]
+        rows, cols = (a.taps(p) for a, p in zip(self.axes, pos))
         return [(r, c) for r in rows for c in cols]
 
-    def user(self, dims) -> str:
+    def user(self, dims: Sequence[int] | Sequence[tuple[int, int]]) -> str:
         """Per-dim values as the caller gave them (an int in 1-d, a tuple in 2-d)."""
         return str(dims[-1]) if self.one_d else str(tuple(dims))
 
@@ -163,12 +182,7 @@ class _Geo:
 class _Channels:
     """Which channels are drawn, each channel's group, and which groups are swept."""
 
-    def __init__(self, c_in, c_out, groups):
-        c_in, c_out, groups = (as_int(v, n) for v, n in ((c_in, "in_channels"), (c_out, "out_channels"),
-                                                           (groups, "groups")))
-        if min(c_in, c_out, groups) < 1 or c_in % groups or c_out % groups:
-            raise ArgumentError(f"in_channels ({c_in}) and out_channels ({c_out}) must be >= 1 and divisible "
-                                f"by groups ({groups}); choose groups dividing both")
+    def __init__(self, c_in: int, c_out: int, groups: int) -> None:
         self.c_in, self.c_out, self.groups = c_in, c_out, groups
         self.ins, self.outs = list(range(min(c_in, MAX_CHANNELS))), list(range(min(c_out, MAX_CHANNELS)))
         self.in_group = [c // (c_in // groups) for c in self.ins]
@@ -193,7 +207,8 @@ def _check_rank(nsp: int, who: str) -> None:
                          "animate a 2-d slice of it, or draw its matrix with draw_conv_matrix")
 
 
-def _frame_args(max_frames, fps) -> tuple[int, int]:
+def _frame_args(max_frames: int, fps: float) -> tuple[int, int]:
+    """The drawing options (not the convolution's arguments): a frame count and a frame rate."""
     m = as_int(max_frames, "max_frames")
     if m < 1:
         raise ArgumentError(f"max_frames must be >= 1, got {m}; a GIF needs at least one frame")
@@ -202,32 +217,7 @@ def _frame_args(max_frames, fps) -> tuple[int, int]:
     return m, max(20, round(1000 / fps))
 
 
-def _transpose_geo(n, k, stride, padding, dilation, output_padding) -> tuple[_Geo, tuple[int, ...]]:
-    for name, v in (("in_spatial", n), ("kernel_spatial", k)):
-        if not isinstance(v, Sequence) or isinstance(v, str) or not v or min(as_int(i, name) for i in v) < 1:
-            raise ShapeError(f"{name} must be a non-empty sequence of ints >= 1 (one per spatial dim), got {v!r}")
-    _check_rank(len(n), "animate_conv_transpose")
-    if len(k) != len(n):
-        raise ShapeError(f"kernel_spatial {tuple(k)} has {len(k)} dims but in_spatial {tuple(n)} has "
-                         f"{len(n)}; give one kernel size per spatial dim")
-    s, d = per_dim(stride, "stride", len(n), minimum=1), per_dim(dilation, "dilation", len(n), minimum=1)
-    op = per_dim(output_padding, "output_padding", len(n), minimum=0)
-    pads = parse_padding(padding, len(n))
-    if isinstance(pads, str):
-        raise PaddingError(f"padding {padding!r} is not supported here; give ints or (lo, hi) pairs to crop")
-    for i, (o, si, di) in enumerate(zip(op, s, d)):
-        if o >= max(si, di):
-            raise ArgumentError(f"output_padding {o} on dim {i} must be smaller than stride ({si}) or "
-                                f"dilation ({di}); use 0..{max(si, di) - 1}")
-    g = _Geo(tuple(n), tuple(k), s, d, pads, op)
-    for i, (c, (lo, hi)) in enumerate(zip(g.canvas[2 - len(n):], pads)):
-        if c - lo - hi < 1:
-            raise PaddingError(f"padding ({lo}, {hi}) on dim {i} crops the whole output canvas of size {c}; "
-                               f"the two crops must total at most {c - 1}")
-    return g, g.op
-
-
-def _plan(groups: list[int], shape: tuple[int, int], max_frames: int):
+def _plan(groups: list[int], shape: _Grid, max_frames: int) -> tuple[_Plan, str]:
     """(group, flat position) per frame, and a note: every position, or an even grid of them per group."""
     total = len(groups) * math.prod(shape)
     if len(groups) > max_frames:
@@ -261,8 +251,8 @@ def _conv_title(spec: ConvSpec, ch: _Channels, note: str) -> str:
             f"dilation={user(spec.dilation)}, groups={spec.groups}\n{note.format(unit='output position')}{ch.note()}")
 
 
-def _transpose_title(g: _Geo, op, ch: _Channels, note: str) -> str:
-    final = tuple(c - lo - hi for c, (lo, hi) in zip(g.canvas, g.pads))
+def _transpose_title(g: _Geo, op: _Grid, ch: _Channels, note: str) -> str:
+    final = g.final
     shape = lambda c, dims: str((c, *dims[2 - g.nsp:]))  # noqa: E731
     return (f"conv_transpose{g.nsp}d (PyTorch semantics, the gradient of conv): x (C, spatial) = "
             f"{shape(ch.c_in, g.n)} \u2192 y {shape(ch.c_out, final)}\n"
@@ -278,7 +268,7 @@ def _seq(start: int, k: int, step: int) -> str:
     return f"{start}, {start + step}, ..., {start + (k - 1) * step}"
 
 
-def _cell_size(g: _Geo, *shapes) -> float:
+def _cell_size(g: _Geo, *shapes: _Grid) -> float:
     biggest = max(max(s) for s in shapes)
     return min(0.45, 10.0 / biggest) if g.one_d else min(0.42, 2.7 / biggest)
 
@@ -293,6 +283,7 @@ def _conv_board(spec: ConvSpec, g: _Geo, ch: _Channels, title: str) -> _Board:
                 ("output y, one grid per output channel \u2014 filled = computed so far, white = this step",
                  [g.out] * len(ch.outs))]
     board = _Board(title, sections, _cell_size(g, g.padded, g.out), g.one_d)
+    names: np.ndarray | None
     level, names = _input_cells(g, mode)
     extras = [lambda ax: _bands(ax, *g.padded, g.pads, fill=False, hatch="///", edgecolor="#8c8c8c",
                                 linewidth=0) if mode == "zeros" else [],
@@ -326,7 +317,7 @@ def _sources(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
     return gather_indices(n, lo, hi, mode)
 
 
-def _conv_frame(board: _Board, g: _Geo, ch: _Channels, step: int, plan) -> Image.Image:
+def _conv_frame(board: _Board, g: _Geo, ch: _Channels, step: int, plan: _Plan) -> Image.Image:
     group, flat = plan[step]
     pos = tuple(int(v) for v in np.unravel_index(flat, g.out))
     taps = g.taps(pos)
@@ -349,7 +340,7 @@ def _conv_frame(board: _Board, g: _Geo, ch: _Channels, step: int, plan) -> Image
 
 # --- conv_transpose --------------------------------------------------------------------------------
 
-def _transpose_board(g: _Geo, op, ch: _Channels, title: str) -> _Board:
+def _transpose_board(g: _Geo, op: _Grid, ch: _Channels, title: str) -> _Board:
     canvas = g.canvas
     sections = [("input x \u2014 one frame per input pixel; filled = already scattered, white = this step",
                  [g.n] * len(ch.ins)),
@@ -373,7 +364,7 @@ def _transpose_board(g: _Geo, op, ch: _Channels, title: str) -> _Board:
     return board
 
 
-def _scatter_counts(g: _Geo, canvas) -> np.ndarray:
+def _scatter_counts(g: _Geo, canvas: _Grid) -> np.ndarray:
     """How many (input pixel, tap) products land on each canvas cell over the whole scatter."""
     counts = np.zeros(canvas, int)
     for pos in np.ndindex(*g.n):
@@ -382,7 +373,7 @@ def _scatter_counts(g: _Geo, canvas) -> np.ndarray:
     return counts
 
 
-def _transpose_frame(board: _Board, g: _Geo, ch: _Channels, step: int, plan) -> Image.Image:
+def _transpose_frame(board: _Board, g: _Geo, ch: _Channels, step: int, plan: _Plan) -> Image.Image:
     group, flat = plan[step]
     pos = tuple(int(v) for v in np.unravel_index(flat, g.n))
     taps = g.taps(pos)
@@ -393,7 +384,7 @@ def _transpose_frame(board: _Board, g: _Geo, ch: _Channels, step: int, plan) -> 
         panel.focus(panel.group == group, [pos])
     for panel in board.outs:
         for done in range(panel.upto + 1, flat + 1) if panel.group == group else ():
-            for cell in g.taps(np.unravel_index(done, g.n)):
+            for cell in g.taps(cast("tuple[int, ...]", np.unravel_index(done, g.n))):  # np.intp works as int
                 panel.state[cell] += 1
         panel.upto = flat if panel.group == group else panel.upto
         cnt = panel.state

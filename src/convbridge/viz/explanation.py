@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from convbridge.errors import ConvBridgeError
-from convbridge.spec import ConvSpec, make_conv_spec
+from convbridge.spec import ConvSpec
+
+if TYPE_CHECKING:
+    from convbridge.explain import Explanation
 
 __all__ = ["draw_explanation", "reduced_geometry"]
 
@@ -24,30 +28,30 @@ _MAX_ANIMATED_SIDE = 12
 
 def reduced_geometry(spec: ConvSpec, max_side: int | None = None, max_entries: int | None = None) -> ConvSpec:
     """One image of ``spec`` (channels-first), shrunk to at most ``max_side`` output pixels per side
-    and at most ``max_entries`` Toeplitz-matrix entries; stride, dilation, padding and groups kept."""
+    and at most ``max_entries`` Toeplitz-matrix entries; stride, dilation, padding and groups kept.
+
+    >>> from convbridge.spec import make_conv_spec
+    >>> reduced_geometry(make_conv_spec((8, 3, 224, 224), (64, 3, 7, 7), stride=2), max_side=12).out_spatial
+    (12, 12)
+    """
     sizes = list(spec.in_spatial)
     g, cg, og = spec.groups, spec.in_channels // spec.groups, spec.out_channels // spec.groups
-    channels = (g * cg, g * og)
+    small = spec.resized(sizes)
 
-    def build(sizes, channels, groups):
-        return make_conv_spec((channels[0], *sizes), (channels[1], channels[0] // groups, *spec.kernel_spatial),
-                              stride=spec.stride, padding=spec.padding, dilation=spec.dilation, groups=groups,
-                              padding_mode=spec.padding_mode)
+    def entries(s: ConvSpec) -> int:
+        return math.prod(s.canonical_out_shape) * s.in_channels * math.prod(s.in_spatial)
 
-    small = build(sizes, channels, g)
-    if max_entries and math.prod(small.canonical_out_shape) * channels[0] * math.prod(sizes) > max_entries:
+    if max_entries and entries(small) > max_entries:
         g = min(g, 4)
-        channels, small = (g * min(cg, 2), g * min(og, 2)), build(sizes, (g * min(cg, 2), g * min(og, 2)), g)
-    while max_side and max(small.out_spatial) > max_side or max_entries and \
-            math.prod(small.canonical_out_shape) * channels[0] * math.prod(sizes) > max_entries:
+        small = spec.resized(sizes, g * min(cg, 2), g * min(og, 2), g)
+    while max_side and max(small.out_spatial) > max_side or max_entries and entries(small) > max_entries:
         i = int(np.argmax(small.out_spatial))
         if small.out_spatial[i] <= 1:
             break
         sizes[i] -= spec.stride[i]
         try:
-            small = build(sizes, channels, g)
+            small = small.resized(sizes)
         except ConvBridgeError:  # e.g. reflect padding wider than the shrunk input
-            sizes[i] += spec.stride[i]
             break
     return small
 
@@ -60,56 +64,44 @@ def _note(spec: ConvSpec, small: ConvSpec) -> str:
 
 
 def _example(spec: ConvSpec, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """A random input (unbatched, channels-first, as ``spec``) and kernel of the spec's shapes."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((1, spec.in_channels, *spec.in_spatial)).astype(np.float32)
+    x = rng.standard_normal((spec.in_channels, *spec.in_spatial)).astype(np.float32)
     w = rng.standard_normal((spec.out_channels, spec.in_channels // spec.groups, *spec.kernel_spatial))
     return x, w.astype(np.float32)
 
 
-def draw_explanation(explanation, folder) -> list[Path]:
+def draw_explanation(explanation: Explanation, folder: str | Path, *, max_frames: int = 60) -> list[Path]:
     """Write ``matmul.png``, ``conv_matrix.png``, ``conv.gif`` and ``conv_transpose.gif`` into ``folder``.
+
+    Args:
+        explanation: what :func:`convbridge.explain` returned.
+        folder: created if missing.
+        max_frames: the most frames per GIF.
 
     Returns:
         The paths written (the GIFs only for 1-d and 2-d convolutions).
     """
-    from convbridge.lowering import as_matmul, conv_matrix
+    from convbridge.lowering.im2col import lower
+    from convbridge.plan import Plan
     from convbridge.viz.lowering import animate_conv, animate_conv_transpose, draw_conv_matrix, draw_matmul
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    spec = explanation.spec
-    paths = []
+    spec: ConvSpec = explanation.spec
+    paths: list[Path] = []
     small = reduced_geometry(spec, max_entries=None) if math.prod(spec.out_spatial) <= _MAX_MATMUL_ROWS else \
         reduced_geometry(spec, max_side=int(_MAX_MATMUL_ROWS ** (1 / spec.nsp)))
     x, w = _example(small)
-    view = as_matmul(x, w, **_kwargs(small))
-    prod = view.product()
-    groups = [(view.lhs[i], view.rhs[i], prod[i]) for i in range(small.groups)]
-    cols, kern, out = ([t[j] for t in groups] for j in range(3)) if small.groups > 1 else groups[0]
+    view = lower(small, Plan("numpy"), x[None], w, None)
     title = (f"{explanation.summary_line()}: {view.lhs.shape[1]} x {view.lhs.shape[2]} @ "
              f"{view.rhs.shape[1]} x {view.rhs.shape[2]} per group\n{_note(spec, small).strip(' ()')}").strip()
-    paths.append(draw_matmul(cols, kern, out, folder / "matmul.png", title=title,
-                             highlight_row=view.lhs.shape[1] // 2))
+    paths.append(draw_matmul(view, folder / "matmul.png", title=title, highlight_row=view.lhs.shape[1] // 2))
     small = reduced_geometry(spec, max_entries=_MAX_MATRIX)
-    x, w = _example(small)
-    C = conv_matrix(x.shape, w, **_kwargs(small))
-    paths.append(draw_conv_matrix(C, x.shape, (1, small.out_channels, *small.out_spatial), folder / "conv_matrix.png",
-                                  title=f"Toeplitz matrix C: vec(conv(x)) = C @ vec(x)\n{_note(spec, small).strip(' ()')}".strip()))
+    title = f"Toeplitz matrix C: vec(conv(x)) = C @ vec(x)\n{_note(spec, small).strip(' ()')}".strip()
+    paths.append(draw_conv_matrix(small, _example(small)[1], folder / "conv_matrix.png", title=title))
     if spec.nsp <= 2:
         small = reduced_geometry(spec, max_side=_MAX_ANIMATED_SIDE)
-        paths.append(animate_conv(small, folder / "conv.gif"))
-        paths.append(_animate_adjoint(small, folder / "conv_transpose.gif", animate_conv_transpose))
+        paths.append(animate_conv(small, folder / "conv.gif", max_frames=max_frames))
+        paths.append(animate_conv_transpose(small.adjoint(), folder / "conv_transpose.gif", max_frames=max_frames))
     return paths
-
-
-def _kwargs(spec: ConvSpec) -> dict:
-    return dict(stride=spec.stride, padding=spec.padding, dilation=spec.dilation, groups=spec.groups,
-                padding_mode=spec.padding_mode)
-
-
-def _animate_adjoint(spec: ConvSpec, path: Path, animate) -> Path:
-    """The transposed convolution that maps the conv's output back to its input's size."""
-    op = tuple(n + lo + hi - ((o - 1) * s + d * (k - 1) + 1) for n, (lo, hi), o, s, d, k in zip(
-        spec.in_spatial, spec.padding, spec.out_spatial, spec.stride, spec.dilation, spec.kernel_spatial))
-    return animate(spec.out_spatial, spec.kernel_spatial, spec.stride, spec.padding, spec.dilation, op,
-                   spec.out_channels, spec.in_channels, spec.groups, path)

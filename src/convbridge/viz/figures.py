@@ -68,6 +68,7 @@ def heatmap(values: np.ndarray, title: str, path: Path, *, label: str, log: bool
         ax = fig.subplots()
         data = np.asarray(values, dtype=np.float64)
         top = float(np.nanmax(data)) if data.size else 0.0
+        norm: colors.Normalize
         if log:
             positive = data[data > 0]
             floor = float(positive.min()) if positive.size else 1e-3

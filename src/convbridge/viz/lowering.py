@@ -13,19 +13,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps, colors
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 from matplotlib.style import context as style_context
 from matplotlib.ticker import MaxNLocator
 
 from convbridge._args import as_int
-from convbridge.errors import ArgumentError, ShapeError
-from convbridge.layout import default_spatial_letters
+from convbridge._types import ArrayLike
+from convbridge.arrays import to_numpy
+from convbridge.errors import ArgumentError
+from convbridge.lowering.im2col import MatmulView
+from convbridge.spec import ConvSpec, default_spatial_letters
 from convbridge.viz.animate import animate_conv, animate_conv_transpose
 from convbridge.viz.figures import STYLE
 
@@ -40,57 +47,54 @@ _MAX_PX = 900  # draw_conv_matrix pools larger matrices to about this many pixel
 
 # --- draw_matmul -----------------------------------------------------------------------------------
 
-def draw_matmul(cols, kernel_matrix, out_matrix, path, *, title: str | None = None,
-                row_label: str = "output pixel", col_label: str = "(channel, tap)",
-                out_label: str = "filter", highlight_row: int | None = None,
+def draw_matmul(view: MatmulView, path: str | Path, *, title: str | None = None, highlight_row: int | None = None,
                 annotate: bool | None = None) -> Path:
-    """Draw ``cols @ kernel_matrix = out_matrix`` as three value-coloured matrices.
+    """Draw a convolution's matrix view ``lhs @ rhs = product`` (one image's worth) as three value-coloured
+    matrices.
 
-    Each matrix is labelled with its dimensions and drawn to one scale (cells are
-    square), so a tall-skinny product looks tall-skinny; a side of fewer cells than
-    ``0.3 in`` would hold is widened to stay visible (the footnote says so). Values
-    are written in the cells when they are large enough (``annotate=None``: auto).
-
-    Groups: pass each of the three arguments as a sequence of per-group 2-d arrays
-    (``cols[g]`` P x K_g, ``kernel_matrix[g]`` K_g x O_g, ``out_matrix[g]`` P x O_g).
-    They are drawn as the one product they form: the groups' columns side by
-    side, the kernel block-diagonal (entries outside the blocks grey: no weight
+    For a convolution (im2col) the rows are output pixels, the inner axis (channel, tap) pairs and the
+    columns filters; for a transposed convolution (col2im) the rows are input pixels, the inner axis input
+    channels and the columns (filter, tap) pairs. Each matrix is labelled with its dimensions and drawn to
+    one scale (cells are square), so a tall-skinny product looks tall-skinny; a side of fewer cells than
+    ``0.3 in`` would hold is widened to stay visible (the footnote says so). Values are written in the cells
+    when they are large enough (``annotate=None``: auto). Groups are drawn as the one product they form: the
+    groups' columns side by side, the kernel block-diagonal (entries outside the blocks grey: no weight
     connects those channels), group boundaries as white lines.
 
     Args:
-        cols: the im2col matrix, P x K (one row per output pixel), or per-group blocks.
-        kernel_matrix: K x O (one column per filter), or per-group blocks.
-        out_matrix: P x O, or per-group blocks.
+        view: a :class:`convbridge.MatmulView` from ``cb.as_matmul`` (its spec and its matrices).
         path: where to write the PNG.
         title: a first title line, e.g. the convolution's arguments.
-        row_label, col_label, out_label: names of the P, K and O axes.
-        highlight_row: a row r in [0, P) to outline in ``cols`` and ``out_matrix``
-            (output pixel r = row r of cols times the whole kernel matrix).
+        highlight_row: a row r of ``lhs`` to outline in ``lhs`` and the product
+            (row r of lhs times the whole kernel matrix).
         annotate: write values in the cells; None decides by cell size.
 
     Returns:
         ``path`` as a Path.
 
     Raises:
-        ShapeError: a matrix is not 2-d or the shapes do not chain (P x K, K x O, P x O).
-        ArgumentError: highlight_row out of range, or group lists of different lengths.
+        ArgumentError: highlight_row out of range.
 
     Shape:
-        cols (P, K) @ kernel (K, O) = out (P, O); with groups K = sum K_g and O = sum O_g.
+        lhs (P, K) @ rhs (K, O) = product (P, O) per group; drawn with K = sum K_g and O = sum O_g.
 
-    >>> import numpy as np, tempfile, os
-    >>> a, b = np.ones((4, 6)), np.ones((6, 2))
-    >>> draw_matmul(a, b, a @ b, os.path.join(tempfile.mkdtemp(), "m.png")).suffix
+    >>> import numpy as np, tempfile, os, convbridge as cb
+    >>> view = cb.as_matmul(np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3)))
+    >>> draw_matmul(view, os.path.join(tempfile.mkdtemp(), "m.png")).suffix
     '.png'
     """
-    mats, k_cuts, o_cuts = _assemble(cols, kernel_matrix, out_matrix)
+    lhs, rhs, product = (to_numpy(a).astype(np.float64) for a in (view.lhs, view.rhs, view.product()))
+    groups = [(lhs[g], rhs[g], product[g]) for g in range(view.spec.groups)]
+    row_label, col_label, out_label = _LABELS[view.op]
+    mats, k_cuts, o_cuts = _assemble(groups)
     p, k, o = mats[0].shape[0], mats[0].shape[1], mats[1].shape[1]
     row = _row(highlight_row, p)
     geo = _MatmulGeometry(p, k, o, grouped=len(k_cuts) > 0)
     with style_context(STYLE):
         fig = Figure(figsize=geo.figsize)
         axes = [fig.add_axes(r) for r in geo.rects]
-        names = ("im2col matrix (cols)", "kernel matrix", "output")
+        names = ("im2col matrix (cols)", "kernel matrix", "output") if view.op == "conv" else \
+            ("input", "kernel matrix", "columns (before col2im)")
         show_values = geo.cell >= 0.24 and p * k <= 4000 if annotate is None else bool(annotate)
         for ax, m, name, size in zip(axes, mats, names, geo.sizes):
             _matrix(ax, m, f"{name}\n{m.shape[0]} x {m.shape[1]}", show_values, size)
@@ -108,7 +112,7 @@ def draw_matmul(cols, kernel_matrix, out_matrix, path, *, title: str | None = No
 class _MatmulGeometry:
     """Where the three matrices go, in inches: one cell size for all, small sides widened."""
 
-    def __init__(self, p: int, k: int, o: int, *, grouped: bool):
+    def __init__(self, p: int, k: int, o: int, *, grouped: bool) -> None:
         self.cell = min(_MAX_H / max(p, k), _MAX_W / (k + 2 * o), _MAX_CELL)
         side = lambda n: max(n * self.cell, _MIN_SIDE)  # noqa: E731
         self.widened = min(k, o) * self.cell < _MIN_SIDE
@@ -134,53 +138,25 @@ class _MatmulGeometry:
         self.top = 1 - 0.15 / self.height
 
 
-def _assemble(cols, kernel, out):
-    """The three 2-d float matrices (blocks assembled) and the group boundaries along K and O."""
-    blocks = [isinstance(m, (list, tuple)) for m in (cols, kernel, out)]
-    if any(blocks) and not all(blocks):
-        raise ArgumentError("pass cols, kernel_matrix and out_matrix either all as 2-d arrays or all as "
-                            "sequences of per-group 2-d arrays")
-    if not any(blocks):
-        return _chain(*(_matrix2d(m, n) for m, n in zip((cols, kernel, out), _NAMES))), [], []
-    if not len(cols) == len(kernel) == len(out) >= 1:
-        raise ArgumentError(f"got {len(cols)} cols blocks, {len(kernel)} kernel blocks and {len(out)} out "
-                            "blocks; give one (cols, kernel, out) block per group")
-    triples = [_chain(*(_matrix2d(m, f"{n}[{g}]") for m, n in zip(t, _NAMES)))
-               for g, t in enumerate(zip(cols, kernel, out))]
-    heights = {t[0].shape[0] for t in triples}
-    if len(heights) > 1:
-        raise ShapeError(f"per-group cols have different row counts {sorted(heights)}; every group "
-                         "computes the same output pixels, so all need the same P")
-    ks, os_ = [t[1].shape[0] for t in triples], [t[1].shape[1] for t in triples]
+_LABELS = {"conv": ("output pixel", "(channel, tap)", "filter"),
+           "conv_transpose": ("input pixel", "input channel", "(filter, tap)")}
+
+
+def _assemble(groups: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) \
+        -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[int], list[int]]:
+    """The three 2-d matrices (groups side by side, the kernel block-diagonal) and the group boundaries
+    along K and O."""
+    ks, os_ = [t[1].shape[0] for t in groups], [t[1].shape[1] for t in groups]
     kernel_full = np.full((sum(ks), sum(os_)), np.nan)
-    for g, t in enumerate(triples):
+    for g, t in enumerate(groups):
         kernel_full[sum(ks[:g]):sum(ks[:g + 1]), sum(os_[:g]):sum(os_[:g + 1])] = t[1]
-    full = (np.hstack([t[0] for t in triples]), kernel_full, np.hstack([t[2] for t in triples]))
-    return full, list(np.cumsum(ks)[:-1]), list(np.cumsum(os_)[:-1])
+    if len(groups) == 1:
+        kernel_full = groups[0][1]
+    full = (np.hstack([t[0] for t in groups]), kernel_full, np.hstack([t[2] for t in groups]))
+    return full, [int(c) for c in np.cumsum(ks)[:-1]], [int(c) for c in np.cumsum(os_)[:-1]]
 
 
-_NAMES = ("cols", "kernel_matrix", "out_matrix")
-
-
-def _matrix2d(m, name: str) -> np.ndarray:
-    a = np.asarray(m.toarray() if hasattr(m, "toarray") else m, dtype=np.float64)
-    if a.ndim != 2 or 0 in a.shape:
-        raise ShapeError(f"{name} must be a non-empty 2-d matrix, got shape {a.shape}; "
-                         "reshape it, e.g. im2col as (output pixels, channels x taps)")
-    return a
-
-
-def _chain(c: np.ndarray, k: np.ndarray, o: np.ndarray):
-    if c.shape[1] != k.shape[0]:
-        raise ShapeError(f"cols is {c.shape[0]} x {c.shape[1]} but kernel_matrix is {k.shape[0]} x {k.shape[1]}; "
-                         f"cols' columns ({c.shape[1]}) must equal the kernel's rows ({k.shape[0]})")
-    if o.shape != (c.shape[0], k.shape[1]):
-        raise ShapeError(f"out_matrix is {o.shape[0]} x {o.shape[1]} but cols @ kernel_matrix is "
-                         f"{c.shape[0]} x {k.shape[1]}; pass the product's output")
-    return c, k, o
-
-
-def _row(row, p: int) -> int | None:
+def _row(row: int | None, p: int) -> int | None:
     if row is None:
         return None
     r = as_int(row, "highlight_row")
@@ -189,7 +165,7 @@ def _row(row, p: int) -> int | None:
     return r
 
 
-def _matrix(ax, m: np.ndarray, name: str, show_values: bool, size: tuple[float, float]) -> None:
+def _matrix(ax: Axes, m: np.ndarray, name: str, show_values: bool, size: tuple[float, float]) -> None:
     lim = float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 0.0
     cmap = CMAP.with_extremes(bad="#3c3c3c")
     im = ax.imshow(m, cmap=cmap, norm=colors.Normalize(-(lim or 1.0), lim or 1.0), aspect="auto",
@@ -206,7 +182,7 @@ def _matrix(ax, m: np.ndarray, name: str, show_values: bool, size: tuple[float, 
         _values(ax, m, im, cell)
 
 
-def _values(ax, m: np.ndarray, im, cell: float) -> None:
+def _values(ax: Axes, m: np.ndarray, im: AxesImage, cell: float) -> None:
     finite = m[np.isfinite(m)]
     integral = finite.size and np.all(finite == np.round(finite)) and np.abs(finite).max() < 1000
     one_decimal = finite.size and np.allclose(finite, np.round(finite, 1), rtol=0, atol=1e-9)
@@ -221,7 +197,7 @@ def _values(ax, m: np.ndarray, im, cell: float) -> None:
                     color=ink)
 
 
-def _axis_labels(axes, row_label: str, col_label: str, out_label: str) -> None:
+def _axis_labels(axes: Sequence[Axes], row_label: str, col_label: str, out_label: str) -> None:
     a, b, c = axes
     a.set_ylabel(row_label, fontsize=9)
     a.set_xlabel(col_label, fontsize=9)
@@ -233,7 +209,7 @@ def _axis_labels(axes, row_label: str, col_label: str, out_label: str) -> None:
     c.set_ylabel(row_label, fontsize=9)
 
 
-def _group_lines(axes, k_cuts, o_cuts) -> None:
+def _group_lines(axes: Sequence[Axes], k_cuts: Sequence[int], o_cuts: Sequence[int]) -> None:
     a, b, c = axes
     for cut in k_cuts:
         a.axvline(cut - 0.5, color="white", linewidth=1.5)
@@ -250,7 +226,7 @@ def _group_lines(axes, k_cuts, o_cuts) -> None:
             top.tick_params(length=0)
 
 
-def _highlight(axes, row: int, k: int, o: int) -> None:
+def _highlight(axes: Sequence[Axes], row: int, k: int, o: int) -> None:
     a, b, c = axes
     for ax, width in ((a, k), (c, o)):
         ax.add_patch(Rectangle((-0.5, row - 0.5), width, 1, facecolor=(1, 0.88, 0.3, 0.25),
@@ -259,7 +235,7 @@ def _highlight(axes, row: int, k: int, o: int) -> None:
                           clip_on=False, zorder=4))
 
 
-def _matmul_notes(p: int, k: int, o: int, row, geo: _MatmulGeometry, grouped: bool) -> list[str]:
+def _matmul_notes(p: int, k: int, o: int, row: int | None, geo: _MatmulGeometry, grouped: bool) -> list[str]:
     notes = ["colour = value (blue < 0 < red), each matrix on its own symmetric scale"
              + ("; grey = no weight (outside the group's block)" if grouped else "")]
     if row is not None:
@@ -271,7 +247,7 @@ def _matmul_notes(p: int, k: int, o: int, row, geo: _MatmulGeometry, grouped: bo
     return notes
 
 
-def _titles(fig: Figure, geo, title: str | None, product: str, notes: Sequence[str]) -> None:
+def _titles(fig: Figure, geo: _MatmulGeometry, title: str | None, product: str, notes: Sequence[str]) -> None:
     head = f"{title}\n{product}" if title else product
     fig.text(0.5, geo.top, head, ha="center", va="top", fontsize=11)
     fig.text(0.5, 0.12 / geo.height, "\n".join(notes), ha="center", va="bottom", fontsize=8,
@@ -286,21 +262,20 @@ def _save(fig: Figure, path: Path) -> Path:
 
 # --- draw_conv_matrix ------------------------------------------------------------------------------
 
-def draw_conv_matrix(C, x_shape, y_shape, path, *, title: str | None = None) -> Path:
-    """Draw the explicit convolution matrix C, with vec(y) = C @ vec(x), coloured by value.
+def draw_conv_matrix(spec: ConvSpec, kernel: ArrayLike, path: str | Path, *, title: str | None = None) -> Path:
+    """Draw the explicit convolution matrix C of ``spec`` with ``kernel``, vec(y) = C @ vec(x), coloured by value.
 
-    Nonzero entries use a diverging colour map (blue < 0 < red; a tiny value is
-    light grey); exact zeros are black, so the (doubly-)block-Toeplitz structure
-    shows. White lines separate batch blocks, grey lines channel blocks, and
-    dotted lines the rows of the outer spatial axes when there is room. Matrices
-    larger than about 900 x 900 are pooled: each pixel shows the entry of largest
-    magnitude in its block (the title says so), so no nonzero disappears.
+    C is built for the channels-first arrays (x ``(N, C, *spatial)``, y ``(N, O, *spatial)``), so its
+    blocks read as channels whatever the spec's layout. Nonzero entries use a diverging colour map
+    (blue < 0 < red; a tiny value is light grey); exact zeros are black, so the (doubly-)block-Toeplitz
+    structure shows. White lines separate batch blocks, grey lines channel blocks, and dotted lines the
+    rows of the outer spatial axes when there is room. Matrices larger than about 900 x 900 are pooled:
+    each pixel shows the entry of largest magnitude in its block (the title says so), so no nonzero
+    disappears.
 
     Args:
-        C: a scipy.sparse matrix (anything with ``tocoo()``) or a dense array of shape
-            ``(prod(y_shape), prod(x_shape))``.
-        x_shape: the input's canonical shape ``(N, C, *spatial)``.
-        y_shape: the output's canonical shape ``(N, O, *spatial)``.
+        spec: the convolution (a :class:`convbridge.ConvSpec`).
+        kernel: its kernel (any framework), in the spec's kernel layout.
         path: where to write the PNG.
         title: a first title line, e.g. the convolution's arguments.
 
@@ -308,22 +283,23 @@ def draw_conv_matrix(C, x_shape, y_shape, path, *, title: str | None = None) -> 
         ``path`` as a Path.
 
     Raises:
-        ShapeError: C is not 2-d, its shape is not ``(prod(y_shape), prod(x_shape))``, or a
-            shape has fewer than 3 axes.
+        ConvBridgeError: the matrix would be too large to build (see :func:`convbridge.conv_matrix`).
 
     Shape:
         C: (N * O * prod(out_spatial), N * C * prod(in_spatial)).
 
     >>> import numpy as np, tempfile, os
-    >>> draw_conv_matrix(np.eye(4), (1, 1, 4), (1, 1, 4), os.path.join(tempfile.mkdtemp(), "c.png")).name
+    >>> from convbridge.spec import make_conv_spec
+    >>> spec = make_conv_spec((1, 1, 4), (1, 1, 1))
+    >>> draw_conv_matrix(spec, np.ones((1, 1, 1)), os.path.join(tempfile.mkdtemp(), "c.png")).name
     'c.png'
     """
-    x_shape, y_shape = _canonical(x_shape, "x_shape"), _canonical(y_shape, "y_shape")
+    from convbridge.lowering.toeplitz import conv_matrix_of
+
+    canonical = replace(spec, layout=spec.layout.canonical_layout())
+    C = conv_matrix_of(canonical, to_numpy(kernel).transpose(spec.layout.rhs_perm))
+    x_shape, y_shape = (spec.batch, spec.in_channels, *spec.in_spatial), spec.canonical_out_shape
     rows, cols, vals, shape = _entries(C)
-    want = (math.prod(y_shape), math.prod(x_shape))
-    if shape != want:
-        raise ShapeError(f"C has shape {shape} but vec(y) = C @ vec(x) with y {y_shape} and x {x_shape} needs "
-                         f"{want[0]} x {want[1]}; check that the shapes are canonical (N, C, *spatial)")
     raster, factor = _raster(rows, cols, vals, shape)
     side = min(8.5 / max(shape), 0.4)
     w, h = max(shape[1] * side, 2.5), max(shape[0] * side, 2.5)
@@ -345,35 +321,16 @@ def draw_conv_matrix(C, x_shape, y_shape, path, *, title: str | None = None) -> 
         return _save(fig, Path(path))
 
 
-def _canonical(shape, name: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(as_int(s, name) for s in shape)
-    except TypeError:
-        raise ShapeError(f"{name} must be a sequence of ints (N, C, *spatial), got {shape!r}") from None
-    if len(dims) < 3 or min(dims) < 1:
-        raise ShapeError(f"{name} {dims} must be a canonical shape (N, C, *spatial) with sizes >= 1, "
-                         "e.g. (1, 3, 32, 32)")
-    return dims
-
-
-def _entries(C):
-    """Row, column and value of every nonzero of C (summing duplicates of a sparse matrix), and its shape."""
-    if hasattr(C, "tocoo"):
-        coo = C.tocoo()
-        if hasattr(coo, "sum_duplicates"):
-            coo.sum_duplicates()
-        rows, cols, vals, shape = np.asarray(coo.row), np.asarray(coo.col), np.asarray(coo.data), coo.shape
-    else:
-        dense = np.asarray(C, dtype=np.float64)
-        if dense.ndim != 2:
-            raise ShapeError(f"C must be a 2-d matrix, got shape {dense.shape}")
-        rows, cols = np.nonzero(dense)
-        vals, shape = dense[rows, cols], dense.shape
+def _entries(C: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Row, column and value of every nonzero of a sparse C (duplicates summed), and its shape."""
+    coo = C.tocoo()
+    coo.sum_duplicates()
+    rows, cols, vals, shape = np.asarray(coo.row), np.asarray(coo.col), np.asarray(coo.data), coo.shape
     keep = vals != 0
     return rows[keep], cols[keep], vals[keep].astype(np.float64), tuple(int(s) for s in shape)
 
 
-def _raster(rows, cols, vals, shape) -> tuple[np.ndarray, int]:
+def _raster(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
     """An image of C: NaN for zero; pooled by ``factor`` keeping the largest-magnitude entry per block."""
     factor = max(1, -(-max(shape) // _MAX_PX))
     out = np.full((-(-shape[0] // factor), -(-shape[1] // factor)), np.nan)
@@ -386,12 +343,12 @@ def _raster(rows, cols, vals, shape) -> tuple[np.ndarray, int]:
     return out, factor
 
 
-def _letters(shape, channel: str) -> str:
+def _letters(shape: Sequence[int], channel: str) -> str:
     names = ([] if shape[0] == 1 else ["n"]) + [channel] + list(default_spatial_letters(len(shape) - 2).lower())
     return f"({', '.join(names)})"
 
 
-def _blocks(ax, axis: str, dims, px_per_element: float) -> None:
+def _blocks(ax: Axes, axis: str, dims: Sequence[int], px_per_element: float) -> None:
     """Batch / channel / outer-spatial boundaries as lines, channel blocks as tick labels."""
     n, c, spatial = dims[0], dims[1], dims[2:]
     chan, inner = math.prod(spatial), math.prod(spatial[1:])
@@ -413,7 +370,8 @@ def _blocks(ax, axis: str, dims, px_per_element: float) -> None:
                                                          rotation=90 if axis == "x" and n * c > 8 else 0)
 
 
-def _conv_matrix_title(fig, ax, title, shape, nnz: int, factor: int, x_shape, y_shape) -> None:
+def _conv_matrix_title(fig: Figure, ax: Axes, title: str | None, shape: tuple[int, ...], nnz: int, factor: int,
+                       x_shape: Sequence[int], y_shape: Sequence[int]) -> None:
     density = nnz / max(1, shape[0] * shape[1])
     lines = [title] if title else []
     lines.append(f"vec(y) = C @ vec(x):  C is {shape[0]} x {shape[1]}, {nnz} nonzeros "

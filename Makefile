@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test install bench clean
+.PHONY: demo test typecheck sweep install clean
 
 install: $(STAMP)
 
@@ -20,8 +20,16 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/convbridge compare
 
-test: $(STAMP)
+# The type checker on src/ (zero errors), then the tests and every module's doctests (pyproject's addopts).
+test: $(STAMP) typecheck
 	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+# Release checks: every test, the slow ones included, with 1500 Hypothesis examples per property.
+sweep: $(STAMP)
+	HYPOTHESIS_PROFILE=sweep $(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) convbridge-report .pytest_cache .hypothesis
+	rm -rf $(VENV) convbridge-report .pytest_cache .hypothesis .mypy_cache

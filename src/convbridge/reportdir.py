@@ -12,11 +12,16 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from convbridge.errors import ConvBridgeError
+
+if TYPE_CHECKING:
+    from convbridge.experiment import ExperimentResult
 
 __all__ = ["OutputError", "check_out_dir", "write_report", "FIGURES"]
 
@@ -49,7 +54,8 @@ def check_out_dir(out: str | Path) -> Path:
     return path
 
 
-def write_report(result, out: str | Path, *, plots: bool = True, extra: dict | None = None) -> list[Path]:
+def write_report(result: ExperimentResult, out: str | Path, *, plots: bool = True,
+                 extra: Mapping[str, Any] | None = None) -> list[Path]:
     """Write figures, ``report.json`` and ``index.html`` for ``result`` into ``out``; return the final paths."""
     target = check_out_dir(out)
     try:
@@ -83,7 +89,7 @@ def _replace(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _json_default(o):
+def _json_default(o: object) -> object:
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -91,7 +97,7 @@ def _json_default(o):
     return str(o)
 
 
-def _figures(result, folder: Path) -> dict[str, str]:
+def _figures(result: ExperimentResult, folder: Path) -> dict[str, str]:
     from convbridge.viz import figures as fig
 
     cfg = result.config
@@ -126,13 +132,13 @@ th{background:#222}.identical,.equivalent{color:#6d6}.mismatch{color:#f66}.incon
 img{max-width:100%;background:#000}figure{margin:1.5em 0}code,pre{background:#1b1b1b;padding:2px 4px}"""
 
 
-def _table(rows: list[tuple], header: tuple) -> str:
+def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _html(result, figures: dict[str, str], summary: dict, folder: Path) -> str:
+def _html(result: ExperimentResult, figures: Mapping[str, str], summary: Mapping[str, Any], folder: Path) -> str:
     rep = result.report
     facts = [(k, v) for k, v in summary.get("facts", {}).items()]
     pairs = [(f"{p.a} vs {p.b}", f"{p.max_abs:.3g}", f"{p.max_rel:.3g}", p.array_equiv, f"{p.max_ratio:.3g}",

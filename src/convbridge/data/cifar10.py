@@ -24,9 +24,10 @@ import os
 import pickle
 import tarfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import cast
 
 import numpy as np
 
@@ -221,7 +222,9 @@ def _read_archive(path: Path, names: tuple[str, ...]) -> dict[str, bytes]:
             for member in tar:
                 name = wanted.get(member.name.removeprefix("./"))
                 if name is not None and member.isfile():
-                    blobs[name] = tar.extractfile(member).read()
+                    file = tar.extractfile(member)
+                    assert file is not None  # a regular file member always has one
+                    blobs[name] = file.read()
                     if len(blobs) == len(wanted):
                         break
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
@@ -279,7 +282,7 @@ def _field(obj: dict, key: bytes, where: str) -> object:
 
 
 def _parse_meta(blob: bytes, where: str) -> tuple[str, ...]:
-    names = _field(_unpickle(blob, where), b"label_names", where)
+    names = cast("Iterable[object]", _field(_unpickle(blob, where), b"label_names", where))
     return tuple(n.decode("ascii") if isinstance(n, bytes) else str(n) for n in names)
 
 

@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from convbridge.data.cifar10 import ARCHIVE_NAME, CIFAR10_URL, file_md5, merge_md5
 from convbridge.data.dataset import DataError
@@ -101,7 +101,7 @@ def _connect(opener: Callable[..., Any], url: str, timeout: float) -> Any:
         ) from None
 
 
-def _copy(response: Any, out: Any, url: str, progress: bool) -> str:
+def _copy(response: Any, out: BinaryIO, url: str, progress: bool) -> str:
     """Stream ``response`` into ``out``; return the MD5 of what was written."""
     digest = hashlib.md5(usedforsecurity=False)
     total = _content_length(response)

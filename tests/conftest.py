@@ -13,13 +13,14 @@ from hypothesis import HealthCheck, settings
 
 import convbridge as cb
 
-settings.register_profile(
-    "ci", deadline=None, derandomize=True, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
-settings.register_profile(
-    "dev", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+# Example counts live here, never in decorators. Each example of a differential test compiles a new
+# XLA program (~0.15 s on these CPUs), so CI draws few but wide ones (every rank, layout, padding form
+# and mode in one test per op); `make sweep` runs the 'sweep' profile on the same tests and the slow ones.
+_QUIET = [HealthCheck.too_slow, HealthCheck.filter_too_much]
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, print_blob=True,
+                          suppress_health_check=_QUIET)
+settings.register_profile("dev", max_examples=100, deadline=None, suppress_health_check=_QUIET)
+settings.register_profile("sweep", max_examples=1500, deadline=None, print_blob=True, suppress_health_check=_QUIET)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 BACKENDS = cb.available_backends()

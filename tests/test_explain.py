@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import convbridge as cb
-from convbridge.errors import ArgumentError, ConvBridgeError
+from convbridge.errors import ConvBridgeError
 
+from cases import CONV, Case
 from conftest import BACKENDS
 
 torch = pytest.importorskip("torch")
@@ -19,59 +20,49 @@ equinox = pytest.importorskip("equinox")
 import flax.linen  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-# (input shape, kernel shape, bias, conv kwargs)
-CASES = {
-    "tutorial": ((32, 3, 32, 32), (4, 3, 5, 5), False, {}),
-    "strided_same_odd": ((2, 3, 15, 14), (4, 3, 7, 4), True, dict(stride=2, padding="same")),
-    "same_lower": ((1, 2, 10, 11), (3, 2, 4, 3), False, dict(stride=3, padding="same_lower")),
-    "dilation": ((2, 2, 13, 11), (3, 2, 3, 3), True, dict(dilation=(2, 3), padding=2)),
-    "asymmetric": ((2, 2, 8, 9), (3, 2, 3, 3), True, dict(padding=((0, 2), (3, 1)))),
-    "groups": ((2, 6, 8, 8), (4, 3, 3, 3), True, dict(groups=2, padding=1, stride=(1, 2))),
-    "depthwise": ((2, 4, 9, 9), (8, 1, 3, 3), False, dict(groups=4, padding="same")),
-    "reflect_asym": ((1, 2, 7, 8), (3, 2, 3, 3), True, dict(padding=((2, 1), (1, 2)), padding_mode="reflect")),
-    "replicate": ((1, 2, 5, 6), (3, 2, 3, 3), False, dict(padding=2, padding_mode="replicate")),
-    "circular": ((1, 2, 5, 6), (3, 2, 3, 3), False, dict(padding=(2, 1), padding_mode="circular")),
-    "nhwc": ((2, 9, 10, 3), (3, 3, 3, 4), True, dict(layout="NHWC", stride=2, padding="same")),
-    "odd_layouts": ((9, 2, 10, 3), (4, 3, 3, 2), False, dict(layout=("HNWC", "OHIW", "NCWH"), stride=(2, 1),
-                                                              padding=((1, 0), (0, 2)))),
-    "unbatched": ((3, 9, 9), (4, 3, 3, 3), True, dict(padding=1)),
-    "unbatched_nhwc_reflect": ((9, 8, 3), (3, 3, 3, 4), False, dict(layout="HWC", padding=1,
-                                                                     padding_mode="reflect")),
-    "conv1d": ((2, 3, 20), (4, 3, 5), True, dict(stride=2, padding="same", dilation=2)),
-    "conv3d": ((1, 2, 6, 7, 8), (3, 2, 3, 2, 3), True, dict(stride=(1, 2, 1), padding=((1, 0), (0, 1), (1, 1)))),
-}
+#: The convolutions explained: every padding form and mode, groups, layouts, ranks, unbatched input. CI runs
+#: the snippets of the widest ones (each combines several features); the rest run with `make sweep`.
+WIDE = ["tutorial", "strided_same_odd", "explain_odd_layouts", "reflect_asym_bias", "unbatched_hwc_reflect",
+        "conv1d", "conv3d_pairs", "groups_strided", "depthwise"]
+NAMES = WIDE + ["strided_same_lower", "dilation", "asymmetric_pairs", "replicate", "circular", "nhwc", "unbatched"]
+SNIPPET_CASES = WIDE + [pytest.param(n, marks=pytest.mark.slow) for n in NAMES if n not in WIDE]
+FRAMEWORK_NAMES = ["torch.nn.functional", "torch.nn", "jax.lax", "flax.linen", "equinox.nn"]
 
 
-def _arrays(x_shape, w_shape, bias, kw, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(w_shape).astype(np.float32)
-    e = cb.explain(x_shape, w_shape, bias=bias, **kw)
-    b = rng.standard_normal(e.spec.out_channels).astype(np.float32) if bias else None
-    return x, w, b, e
+def _arrays(case, seed=0):
+    x, w, b = case.arrays(seed=seed)
+    return x, w, b, cb.explain(case.x, case.w, bias=case.bias, **case.kwargs)
 
 
-def _run(snippet, x, w, b):
+def _namespace(x, w, b):
+    return {"torch": torch, "jax": jax, "jnp": jnp, "flax": flax, "equinox": equinox, "np": np, "x": x, "w": w,
+            "b": b}
+
+
+def _run(snippet, x, w, b, *, eager=False):
+    """Run a snippet as printed: torch ones eagerly, jax ones under jax.jit (one compile rather than one per
+    eager op; ``eager=True`` runs them op by op, exactly as a user pasting them would)."""
     if snippet.framework.startswith("torch"):
-        conv = torch.from_numpy
-    else:
-        conv = jnp.asarray
-    ns = {"torch": torch, "jax": jax, "jnp": jnp, "flax": flax, "equinox": equinox, "np": np,
-          "x": conv(x), "w": conv(w), "b": None if b is None else conv(b)}
-    exec(snippet.code, ns)  # noqa: S102 - the point is that the printed code runs as printed
-    y = ns["y"]
-    return y.detach().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+        ns = _namespace(torch.from_numpy(x), torch.from_numpy(w), None if b is None else torch.from_numpy(b))
+        exec(snippet.code, ns)  # noqa: S102 - the point is that the printed code runs as printed
+        return ns["y"].detach().numpy()
+
+    def run(x, w, b):
+        ns = _namespace(x, w, b)
+        exec(snippet.code, ns)  # noqa: S102
+        return ns["y"]
+
+    args = (jnp.asarray(x), jnp.asarray(w), None if b is None else jnp.asarray(b))
+    return np.asarray(run(*args) if eager else jax.jit(run)(*args))
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_arithmetic_matches_output_shape_and_backends(name):
-    x_shape, w_shape, bias, kw = CASES[name]
-    x, w, b, e = _arrays(x_shape, w_shape, bias, kw)
-    assert e.output_shape == cb.output_shape(x_shape, w_shape, **kw)
+@pytest.mark.parametrize("name", NAMES)
+def test_arithmetic_matches_torch_and_the_backends(name):
+    case = CONV[name]
+    x, w, b, e = _arrays(case)
+    assert e.output_shape == case.expected_shape
     for backend in BACKENDS:
-        if backend == "torch" and e.spec.nsp > 3:
-            continue
-        assert tuple(cb.conv(x, w, b, backend=backend, **kw).shape) == e.output_shape
+        assert tuple(cb.conv(x, w, b, backend=backend, **case.kwargs).shape) == e.output_shape
     for d in e.dims:
         assert int(re.search(r"\+ 1 = (\d+)", d.formula).group(1)) == d.out
     rows, inner, cols = e.matmul
@@ -79,17 +70,26 @@ def test_arithmetic_matches_output_shape_and_backends(name):
     assert e.spec.macs == e.spec.batch * rows * inner * cols * e.spec.groups
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", SNIPPET_CASES)
 def test_every_snippet_runs_and_matches(name):
-    x_shape, w_shape, bias, kw = CASES[name]
-    x, w, b, e = _arrays(x_shape, w_shape, bias, kw, seed=1)
-    frameworks = [s.framework for s in e.snippets]
-    assert frameworks == ["torch.nn.functional", "torch.nn", "jax.lax", "flax.linen", "equinox.nn"]
+    case = CONV[name]
+    x, w, b, e = _arrays(case, seed=1)
+    assert [s.framework for s in e.snippets] == FRAMEWORK_NAMES
     for snippet in e.snippets:
         y = _run(snippet, x, w, b)
-        assert y.shape == e.output_shape, (snippet.framework, y.shape)
-        verdict = cb.verify(y, x, w, b, name=snippet.framework, **kw).verdict
+        assert y.shape == case.expected_shape, (snippet.framework, y.shape)
+        verdict = cb.verify(y, x, w, b, name=snippet.framework, **case.kwargs).verdict
         assert verdict in ("identical", "equivalent"), f"{name} {snippet.framework}:\n{snippet.code}"
+
+
+@pytest.mark.parametrize("name", ["tutorial", pytest.param("unbatched_hwc_reflect", marks=pytest.mark.slow)])
+def test_snippets_run_eagerly_as_pasted(name):
+    """The JAX snippets op by op, as a user pasting them runs them (slow in Equinox: one compile per op)."""
+    case = CONV[name]
+    x, w, b, e = _arrays(case, seed=2)
+    for snippet in e.snippets[2:]:
+        y = _run(snippet, x, w, b, eager=True)
+        assert cb.verify(y, x, w, b, **case.kwargs).verdict in ("identical", "equivalent"), snippet.framework
 
 
 def test_tutorial_text():
@@ -122,9 +122,10 @@ def test_layer_descriptions(layer, kernel, kw):
     shape = (2, int(layer.split("(")[1].split(",")[0]), *([9] * (len(kernel) - 2)))
     e = cb.explain(shape, layer=layer)
     assert e.kernel_shape == kernel
-    assert e.output_shape == cb.output_shape(shape, kernel, **kw)
+    case = Case(layer, shape, kernel, e.spec.has_bias, kw)
+    assert e.output_shape == case.expected_shape
     assert e.spec.has_bias == ("bias=False" not in layer)
-    x, w, b, _ = _arrays(shape, kernel, e.spec.has_bias, kw)
+    x, w, b = case.arrays()
     for snippet in e.snippets:
         assert cb.verify(_run(snippet, x, w, b), x, w, b, **kw).verdict in ("identical", "equivalent")
 
@@ -142,4 +143,3 @@ def test_layer_descriptions(layer, kernel, kw):
 def test_explain_errors(call, pattern):
     with pytest.raises(ConvBridgeError, match=pattern):
         call()
-    assert issubclass(ArgumentError, ConvBridgeError)

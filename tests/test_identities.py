@@ -14,7 +14,7 @@ from conftest import record_report
 
 
 def _np(y):
-    return cb.backends.get("numpy").asarray(y) if not isinstance(y, np.ndarray) else y
+    return cb.arrays.to_numpy(y) if not isinstance(y, np.ndarray) else y
 
 
 @pytest.mark.parametrize("nsp", [1, 2, 3])
@@ -74,7 +74,7 @@ def _layout_sample(nsp: int, count: int, seed: int):
     return [(lhs[r.integers(len(lhs))], rhs[r.integers(len(rhs))], lhs[r.integers(len(lhs))]) for _ in range(count)]
 
 
-@pytest.mark.parametrize("nsp,count", [(1, 6), (2, 8), (3, 6)])
+@pytest.mark.parametrize("nsp,count", [(1, 4), (2, 6), (3, 4)])
 def test_layout_permutations_give_same_values(backend, nsp, count):
     """A seeded sample of (input, kernel, output) layout permutations: same values as channels-first."""
     rng = np.random.default_rng(nsp)

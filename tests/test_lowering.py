@@ -9,28 +9,21 @@ import convbridge as cb
 from convbridge.errors import ArgumentError
 from convbridge.lowering import conv_matrix
 
+from cases import CONV, TRANSPOSE
+
 pytest.importorskip("scipy")
 
-CASES = {
-    "tutorial_small": ((1, 3, 8, 8), (4, 3, 5, 5), {}),
-    "strided_asym_dilated_groups": ((2, 4, 7, 8), (6, 2, 3, 2), dict(stride=2, padding=((1, 2), (0, 1)),
-                                                                       dilation=(1, 2), groups=2)),
-    "same_stride2": ((1, 2, 9, 7), (3, 2, 3, 3), dict(stride=2, padding="same")),
-    "reflect": ((1, 2, 5, 6), (3, 2, 3, 3), dict(padding=2, padding_mode="reflect")),
-    "circular_nhwc": ((2, 5, 6, 2), (3, 3, 2, 4), dict(padding=(3, 1), padding_mode="circular", layout="NHWC")),
-    "replicate_1d": ((2, 3, 9), (2, 3, 4), dict(padding=((3, 0),), padding_mode="replicate")),
-    "unbatched": ((3, 9, 9), (4, 3, 3, 3), dict(padding=1)),
-    "depthwise_3d": ((1, 2, 5, 4, 6), (4, 1, 3, 2, 3), dict(stride=(1, 2, 1), padding="same", groups=2)),
-}
+MATRIX = ["tutorial_small", "groups_asym_dilated", "same_stride2", "reflect", "circular_nhwc", "replicate_1d",
+          "unbatched", "depthwise_3d"]
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", MATRIX)
 @pytest.mark.parametrize("dense", [False, True])
 def test_conv_matrix_reproduces_conv(name, dense):
-    x_shape, w_shape, kw = CASES[name]
-    rng = np.random.default_rng(3)
-    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    C = conv_matrix(x_shape, w, dense=dense, **kw)
+    case = CONV[name]
+    x, w, _ = case.arrays(seed=3, dtype="float64")
+    kw = case.kwargs
+    C = conv_matrix(case.x, w, dense=dense, **kw)
     y = cb.conv(x, w, **kw)
     assert C.shape == (y.size, x.size)
     got = (C @ x.ravel()).reshape(y.shape)
@@ -55,22 +48,6 @@ def test_conv_matrix_refuses_large_inputs():
 # ---- im2col / col2im through every backend
 
 
-MATMUL_CONV = {
-    "tutorial": ((2, 3, 32, 32), (4, 3, 5, 5), False, {}),
-    "groups_asym": ((2, 4, 7, 8), (6, 2, 3, 2), True, dict(stride=2, padding=((1, 2), (0, 1)), dilation=(1, 2),
-                                                             groups=2)),
-    "reflect_nhwc": ((2, 6, 7, 3), (3, 3, 3, 4), True, dict(layout="NHWC", padding=1, padding_mode="reflect")),
-    "depthwise_1d": ((2, 4, 17), (4, 1, 5), False, dict(groups=4, padding="same", stride=3)),
-    "unbatched_3d": ((2, 5, 4, 6), (3, 2, 2, 3, 2), True, dict(padding="same")),
-}
-MATMUL_TRANSPOSE = {
-    "k3s2p1op1": ((2, 4, 5, 6), (4, 3, 3, 3), True, dict(stride=2, padding=1, output_padding=1)),
-    "groups_dilated": ((1, 4, 5, 6), (4, 3, 3, 2), False, dict(stride=2, padding=(2, 1), groups=2,
-                                                                dilation=(1, 2))),
-    "nhwc_1d": ((2, 9, 3), (4, 3, 2), True, dict(layout="NWC", stride=3, padding=((1, 2),))),
-}
-
-
 def _to(backend, a):
     if a is None or backend == "numpy":
         return a
@@ -83,13 +60,12 @@ def _to(backend, a):
     return jnp.asarray(a)
 
 
-@pytest.mark.parametrize("name", sorted(MATMUL_CONV))
+@pytest.mark.parametrize("name", ["tutorial", "groups_asym_dilated", "reflect_nhwc", "depthwise_1d", "unbatched_3d"])
 def test_im2col_product_equals_conv(backend, name):
-    x_shape, w_shape, bias, kw = MATMUL_CONV[name]
-    rng = np.random.default_rng(5)
-    x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
-    spec = cb.explain(x_shape, w_shape, bias=bias, **kw).spec
-    b = rng.standard_normal(spec.out_channels).astype(np.float32) if bias else None
+    case = CONV[name]
+    x, w, b = case.arrays(seed=5)
+    kw = case.kwargs
+    spec = cb.explain(case.x, case.w, bias=case.bias, **kw).spec
     view = cb.as_matmul(_to(backend, x), w, b, **kw)
     g = spec.groups
     assert tuple(view.lhs.shape) == (g, spec.batch * int(np.prod(spec.out_spatial)),
@@ -108,28 +84,26 @@ def test_tutorial_is_one_product_per_image():
     np.testing.assert_allclose(view()[0].transpose(1, 2, 0).reshape(784, 4), view.product()[0], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", sorted(MATMUL_TRANSPOSE))
+@pytest.mark.parametrize("name", ["k3s2p1op1", "groups_dilated", "nwc_1d"])
 def test_col2im_product_equals_conv_transpose(backend, name):
-    x_shape, w_shape, bias, kw = MATMUL_TRANSPOSE[name]
-    rng = np.random.default_rng(6)
-    x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
-    out_c = cb.output_shape(x_shape, w_shape, op="conv_transpose", **kw)
-    out_channels = cb.as_matmul(x, w, op="conv_transpose", **kw).spec.out_channels
-    b = rng.standard_normal(out_channels).astype(np.float32) if bias else None
+    case = TRANSPOSE[name]
+    x, w, b = case.arrays(seed=6)
+    kw = case.kwargs
     view = cb.as_matmul(_to(backend, x), w, b, op="conv_transpose", **kw)
     y = view()
-    assert tuple(y.shape) == out_c
+    assert tuple(y.shape) == case.expected_shape
     assert cb.verify(y, x, w, b, op="conv_transpose", **kw).verdict in ("identical", "equivalent")
 
 
-@pytest.mark.parametrize("name", ["tutorial_small", "strided_asym_dilated_groups", "same_stride2", "unbatched",
+@pytest.mark.parametrize("name", ["tutorial_small", "groups_asym_dilated", "same_stride2", "unbatched",
                                   "depthwise_3d"])
 def test_conv_matrix_transpose_is_conv_transpose(name):
-    x_shape, w_shape, kw = CASES[name]
+    case = CONV[name]
+    kw = case.kwargs
+    _, w, _ = case.arrays(seed=8, dtype="float64")
+    C = conv_matrix(case.x, w, **kw)
     rng = np.random.default_rng(8)
-    w = rng.standard_normal(w_shape)
-    C = conv_matrix(x_shape, w, **kw)
-    spec = cb.explain(x_shape, w_shape, **kw).spec
+    spec = cb.explain(case.x, case.w, **kw).spec
     y = rng.standard_normal(spec.out_shape)
     spatial = spec.in_spatial
     kt = dict(stride=spec.stride, padding=spec.padding, dilation=spec.dilation, groups=spec.groups,

@@ -1,17 +1,22 @@
-"""Spec pieces on their own: padding forms, gather indices, layouts, output-size arithmetic."""
+"""Spec pieces on their own: padding forms, gather indices, layouts, and the geometry's formulas, each checked
+against an independent count, torch, or the convolution itself."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import convbridge as cb
-from convbridge.layout import resolve_layout
-from convbridge.padding import gather_indices, parse_padding, same_pairs
-from convbridge.spec import make_conv_spec
+from convbridge.spec import ConvAxis, TransposeAxis, gather_indices, make_conv_spec, permutation, resolve_layout
+from convbridge.spec.padding import parse_padding
+
+from oracle import scatter_extent, windows
 
 NP_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+AXES = dict(n=st.integers(1, 30), k=st.integers(1, 6), s=st.integers(1, 4), d=st.integers(1, 3),
+            lo=st.integers(0, 5), hi=st.integers(0, 5))
 
 
 @given(n=st.integers(1, 9), lo=st.integers(0, 9), hi=st.integers(0, 9),
@@ -34,14 +39,67 @@ def test_padding_forms():
     assert parse_padding("same", 1) == "same"
 
 
-@given(n=st.integers(1, 40), k=st.integers(1, 7), s=st.integers(1, 4), d=st.integers(1, 3))
-def test_same_gives_ceil_n_over_s(n, k, s, d):
-    (lo, hi), = same_pairs((n,), (k,), (s,), (d,))
-    assert hi - lo in (0, 1)
-    (lo2, hi2), = same_pairs((n,), (k,), (s,), (d,), lower=True)
-    assert (lo2, hi2) == (hi, lo)
-    if n + lo + hi >= d * (k - 1) + 1:
-        assert cb.output_shape((1, 1, n), (1, 1, k), stride=s, dilation=d, padding="same") == (1, 1, -(-n // s))
+@given(**AXES)
+def test_conv_axis_counts_windows(n, k, s, d, lo, hi):
+    """out, reach and unread against a count of the windows that fit the padded input."""
+    a = ConvAxis(n, k, s, d, lo, hi)
+    if not a.fits:
+        assert windows(n, k, s, d, lo, hi) == 0
+        return
+    assert a.out == windows(n, k, s, d, lo, hi)
+    assert a.reach == max(t for p in range(a.out) for t in a.taps(p)) + 1
+    assert 0 <= a.unread < s and a.padded == a.reach + a.unread
+    assert a.span == max(a.taps(0)) + 1
+
+
+@given(n=st.integers(1, 40), k=st.integers(1, 7), s=st.integers(1, 4), d=st.integers(1, 3),
+       lower=st.booleans())
+def test_same_gives_ceil_n_over_s(n, k, s, d, lower):
+    a = ConvAxis.same(n, k, s, d, lower=lower)
+    assert a.hi - a.lo == (-1 if lower else 1) * ((a.lo + a.hi) % 2)  # the odd pixel goes high (low with lower)
+    if a.fits:
+        assert a.out == -(-n // s)
+        assert cb.output_shape((1, 1, n), (1, 1, k), stride=s, dilation=d,
+                               padding="same_lower" if lower else "same") == (1, 1, -(-n // s))
+
+
+@given(**AXES, op=st.integers(0, 3))
+def test_transpose_axis_counts_the_scatter(n, k, s, d, lo, hi, op):
+    """full is one past the last row the scatter writes; out crops and adds output_padding; reachable sizes
+    are those output_padding < max(s, d) gives."""
+    t = TransposeAxis(n, k, s, d, lo, hi, op % max(s, d))
+    assert t.full == scatter_extent(n, k, s, d)
+    assert t.out == t.full - lo - hi + t.output_padding
+    assert list(t.reachable) == [t.base + e for e in range(max(s, d)) if t.base + e >= 1]
+    assert t.crops == (lo, hi - t.output_padding)
+
+
+@given(**AXES)
+def test_adjoints_round_trip(n, k, s, d, lo, hi):
+    """A conv axis' adjoint maps its output back to its input size, and the adjoint's adjoint is the conv."""
+    a = ConvAxis(n, k, s, d, lo, hi)
+    if not a.fits:
+        return
+    t = a.adjoint()
+    assert t.size == a.out and t.out == n and t.output_padding == a.unread
+    back = t.adjoint()  # over the transposed output, padded by its crops: the rows the windows read
+    assert back.size == n and back.padded == a.reach and back.out == a.out
+
+
+def test_halo_is_what_a_spatial_shard_reads():
+    """Convolving only the input rows halo(start, stop) names (zero padding where they fall outside) gives
+    exactly the output rows start..stop-1 of the whole convolution."""
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1, 2, 23)), rng.standard_normal((3, 2, 4))
+    spec = make_conv_spec(x.shape, w.shape, stride=2, dilation=2, padding=((3, 2),))
+    full = cb.conv(x, w, backend="numpy", stride=2, dilation=2, padding=((3, 2),))
+    a = spec.axes[0]
+    for start, stop in [(0, 3), (3, 7), (7, a.out), (0, a.out)]:
+        first, last = a.halo(start, stop)
+        shard = x[..., max(first, 0):min(last, a.size)]
+        pads = ((max(-first, 0), max(last - a.size, 0)),)
+        part = cb.conv(shard, w, backend="numpy", stride=2, dilation=2, padding=pads)
+        np.testing.assert_array_equal(part, full[..., start:stop])
 
 
 def test_layout_defaults_and_forms():
@@ -53,12 +111,31 @@ def test_layout_defaults_and_forms():
     assert resolve_layout("CHW", 3, 4).lhs == "NCHW"
     assert str(resolve_layout("HWC", 3, 4)) == "HWC,HWIO->HWC"
     assert resolve_layout(None, 6, 6).spatial == ("A", "B", "D", "E")
+    assert permutation("NHWC", "NCHW") == (0, 3, 1, 2)
+    with pytest.raises(cb.ConvBridgeError, match="name different axes"):
+        permutation("NHWC", "NCDW")
 
 
-def test_spec_arithmetic_matches_torch_formula():
-    spec = make_conv_spec((8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
-    assert spec.out_spatial == (112, 112)
-    assert spec.terms == 3 * 49 and spec.macs == 8 * 64 * 112 * 112 * 147
-    assert cb.output_shape((32, 3, 32, 32), (4, 3, 5, 5)) == (32, 4, 28, 28)
-    assert cb.output_shape((3, 32, 32), (4, 3, 5, 5)) == (4, 28, 28)
-    assert cb.output_shape((2, 32, 32, 3), (5, 5, 3, 4), layout="NHWC", padding="same") == (2, 32, 32, 4)
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3)),
+    ((2, 5, 17), (4, 5, 4), dict(stride=3, dilation=2, padding=2)),
+    ((1, 4, 6, 7, 8), (2, 2, 3, 2, 3), dict(groups=2, padding=(1, 0, 1), stride=(2, 1, 3))),
+])
+def test_spec_arithmetic_matches_torch(x_shape, w_shape, kw):
+    """Output shapes, K and MACs against torch's own shape function (meta tensors: no arithmetic)."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    nsp = len(w_shape) - 2
+    spec = make_conv_spec(x_shape, w_shape, **kw)
+    y = getattr(F, f"conv{nsp}d")(torch.empty(x_shape, device="meta"), torch.empty(w_shape, device="meta"), **kw)
+    assert spec.out_shape == tuple(y.shape)
+    g = kw.get("groups", 1)
+    assert spec.terms == x_shape[1] // g * int(np.prod(w_shape[2:]))
+    assert spec.macs == int(np.prod(y.shape)) * spec.terms
+    adj = spec.adjoint()  # torch's conv_transpose with output_padding = the unread rows maps back
+    back = getattr(F, f"conv_transpose{nsp}d")(torch.empty(y.shape, device="meta"), torch.empty(w_shape, device="meta"),
+                                               stride=kw.get("stride", 1), padding=kw.get("padding", 0),
+                                               output_padding=adj.output_padding, dilation=kw.get("dilation", 1),
+                                               groups=g)
+    assert tuple(back.shape) == x_shape == adj.out_shape

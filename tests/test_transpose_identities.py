@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import convbridge as cb
-from convbridge.spec_transpose import lax_padding, make_conv_transpose_spec
+from convbridge.spec import lax_transpose_padding as lax_padding, make_conv_transpose_spec
 from convbridge.transpose import jax_to_torch, torch_to_jax
 
 from conftest import BACKENDS, record, record_report
@@ -68,8 +68,8 @@ def _torch_vjp(x, w, spec):
 def test_conv_transpose_is_the_vjp_of_conv(cfg):
     x, w, kw, spec = _split(cfg)
     if kw["padding"] == "same":  # the gradient of conv's "same" on n * stride: the same widths
-        assert spec.padding == cb.padding.same_pairs(spec.out_spatial, spec.kernel_spatial, spec.stride,
-                                                     spec.dilation)
+        assert spec.padding == tuple(cb.spec.ConvAxis.same(n, k, s, d).padding for n, k, s, d in zip(
+            spec.out_spatial, spec.kernel_spatial, spec.stride, spec.dilation))
         assert spec.out_spatial == tuple(n * s for n, s in zip(spec.in_spatial, spec.stride))
     for name, grad in (("jax.vjp", _jax_vjp(x, w, spec)), ("torch.autograd", _torch_vjp(x, w, spec))):
         report = cb.verify(grad, x, w, op="conv_transpose", name=name, **kw)

@@ -6,44 +6,20 @@ overlapping blocks and is judged with K = the most blocks overlapping one elemen
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import given
 
 import convbridge as cb
-from convbridge.errors import ConvBridgeError
-from convbridge.spec_unfold import make_unfold_spec
+from convbridge.arrays import to_numpy
+from convbridge.spec import make_fold_spec, make_unfold_spec
 
+from cases import UNFOLD
 from conftest import BACKENDS, FRAMEWORKS, record, record_report
+from oracle import expected_shape
+from strategies import build_unfold, unfold_configs
 
 AGREE = ("identical", "equivalent")
-
-
-@dataclass(frozen=True)
-class UCase:
-    name: str
-    x: tuple[int, ...]
-    kernel_size: object
-    kwargs: dict = field(default_factory=dict)
-
-
-CASES = [
-    UCase("plain_2d", (2, 3, 6, 7), (2, 3)),
-    UCase("stride_pad_dilation_2d", (2, 2, 9, 8), (3, 2), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 3))),
-    UCase("pairs_2d", (1, 2, 6, 6), (3, 3), dict(padding=((0, 2), (1, 0)), stride=2)),
-    UCase("same_2d", (2, 3, 7, 5), (4, 3), dict(padding="same", stride=2)),
-    UCase("nhwc", (2, 6, 5, 3), (2, 2), dict(layout="NHWC", stride=2)),
-    UCase("unbatched", (3, 6, 6), (3, 3), dict(padding=1)),
-    UCase("unbatched_chw_int_kernel", (3, 6, 6), 3, dict(layout="CHW")),
-    UCase("empty_batch", (0, 3, 5, 5), (2, 2)),
-    UCase("u1d", (2, 3, 11), (4,), dict(stride=3, dilation=2, padding=1)),
-    UCase("u1d_nwc", (2, 11, 3), (3,), dict(layout="NWC", padding="same")),
-    UCase("u3d", (1, 2, 5, 6, 4), (2, 3, 2), dict(stride=(1, 2, 1), padding=(1, 0, 1))),
-    UCase("u3d_dilated_int_kernel", (2, 1, 6, 5, 7), 2, dict(dilation=(2, 1, 3))),
-]
 
 
 def _fold_kwargs(spec, kwargs):
@@ -51,23 +27,23 @@ def _fold_kwargs(spec, kwargs):
     return dict({k: v for k, v in kwargs.items() if k != "layout"}, output_size=spec.in_spatial)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", UNFOLD.values(), ids=lambda c: c.name)
 def test_case_table_unfold_identical_and_fold_agrees(case):
     rng = np.random.default_rng(3)
     x = rng.standard_normal(case.x).astype(np.float32)
-    report = cb.compare(x, case.kernel_size, op="unfold", backends=BACKENDS, **case.kwargs)
+    report = cb.compare(x, case.w, op="unfold", backends=BACKENDS, **case.kwargs)
     record("config", backends=len(BACKENDS), source="unfold-table")
     record_report(report, f"unfold-table:{case.name}")
     assert report.terms == 0 and all(p.allowed_ratio == 0 for p in report.pairs)
     assert all(p.verdict == "identical" for p in report.pairs), str(report)
-    spec = make_unfold_spec(x.shape, case.kernel_size, **case.kwargs)
-    assert report.shape == spec.out_shape == cb.output_shape(x.shape, case.kernel_size, op="unfold", **case.kwargs)
-    cols = rng.standard_normal(spec.out_shape).astype(np.float32)
+    assert report.shape == case.expected_shape
+    spec = make_unfold_spec(x.shape, case.w, **case.kwargs)
+    cols = rng.standard_normal(report.shape).astype(np.float32)
     fkw = _fold_kwargs(spec, case.kwargs)
-    report = cb.compare(cols, case.kernel_size, op="fold", backends=BACKENDS, **fkw)
+    report = cb.compare(cols, case.w, op="fold", backends=BACKENDS, **fkw)
     record("config", backends=len(BACKENDS), source="fold-table")
     record_report(report, f"fold-table:{case.name}")
-    assert report.shape == cb.output_shape(cols.shape, case.kernel_size, op="fold", **fkw)
+    assert report.shape == expected_shape("fold", cols.shape, case.w, fkw)
     assert all(p.verdict in AGREE for p in report.pairs), str(report)
 
 
@@ -84,61 +60,19 @@ def test_fold_k_and_gauge():
 # ---- Hypothesis --------------------------------------------------------------------------------------------
 
 
-@st.composite
-def configs(draw, nsp: int):
-    kernel = draw(st.lists(st.integers(1, 4), min_size=nsp, max_size=nsp))
-    stride = draw(st.lists(st.integers(1, 3), min_size=nsp, max_size=nsp))
-    dilation = draw(st.lists(st.integers(1, 3), min_size=nsp, max_size=nsp))
-    p = st.integers(0, 2)
-    padding = draw(st.sampled_from([
-        draw(p), [draw(p) for _ in range(nsp)], [tuple(draw(st.lists(p, min_size=2, max_size=2))) for _ in range(nsp)],
-        "valid", "same", "same_lower"]))
-    sizes = [d * (k - 1) + 1 + draw(st.integers(0, 5 if nsp < 3 else 3)) for k, d in zip(kernel, dilation)]
-    return dict(kernel=kernel, sizes=sizes, channels=draw(st.integers(1, 3)),
-                batch=draw(st.sampled_from([0, 1, 2, None])),
-                channels_last=draw(st.booleans()), seed=draw(st.integers(0, 2**16)),
-                kwargs=dict(stride=stride, dilation=dilation, padding=padding))
-
-
-def _check_config(cfg, nsp: int):
-    rng = np.random.default_rng(cfg["seed"])
-    shape = (cfg["channels"], *cfg["sizes"]) if cfg["batch"] is None else (cfg["batch"], cfg["channels"], *cfg["sizes"])
-    x = rng.standard_normal(shape).astype(np.float32)
-    kwargs = dict(cfg["kwargs"])
-    if cfg["channels_last"]:
-        x = np.moveaxis(x, -nsp - 1, -1)
-        kwargs["layout"] = ("" if cfg["batch"] is None else "N") + "DHW"[3 - nsp:] + "C"
-    try:
-        spec = make_unfold_spec(x.shape, cfg["kernel"], **kwargs)
-    except ConvBridgeError:
-        assume(False)
+@given(unfold_configs())
+def test_hypothesis_all_ranks(cfg):
+    x, kwargs, spec = build_unfold(cfg)
     report = cb.compare(x, cfg["kernel"], op="unfold", backends=BACKENDS, **kwargs)
-    record("config", backends=len(BACKENDS), source=f"unfold-hypothesis-{nsp}d")
-    record_report(report, f"unfold-hypothesis-{nsp}d")
+    record("config", backends=len(BACKENDS), source=f"unfold-hypothesis-{cfg['nsp']}d")
+    record_report(report, f"unfold-hypothesis-{cfg['nsp']}d")
+    assert report.shape == expected_shape("unfold", x.shape, cfg["kernel"], kwargs)
     assert all(p.verdict == "identical" for p in report.pairs), str(report)
-    cols = rng.standard_normal(spec.out_shape).astype(np.float32)
+    cols = np.random.default_rng(cfg["seed"]).standard_normal(report.shape).astype(np.float32)
     report = cb.compare(cols, cfg["kernel"], op="fold", backends=BACKENDS, **_fold_kwargs(spec, kwargs))
-    record("config", backends=len(BACKENDS), source=f"fold-hypothesis-{nsp}d")
-    record_report(report, f"fold-hypothesis-{nsp}d")
+    record("config", backends=len(BACKENDS), source=f"fold-hypothesis-{cfg['nsp']}d")
+    record_report(report, f"fold-hypothesis-{cfg['nsp']}d")
     assert all(p.verdict in AGREE for p in report.pairs), str(report)
-
-
-@settings(max_examples=30)
-@given(configs(1))
-def test_hypothesis_1d(cfg):
-    _check_config(cfg, 1)
-
-
-@settings(max_examples=30)
-@given(configs(2))
-def test_hypothesis_2d(cfg):
-    _check_config(cfg, 2)
-
-
-@settings(max_examples=20)
-@given(configs(3))
-def test_hypothesis_3d(cfg):
-    _check_config(cfg, 3)
 
 
 # ---- identities --------------------------------------------------------------------------------------------
@@ -165,9 +99,8 @@ def test_fold_is_the_adjoint_of_unfold_in_float64(backend, shape, kernel, kw):
     y = rng.standard_normal(spec.out_shape)
     ctx = pytest.importorskip("jax").enable_x64(True) if backend == "jax" else _null()
     with ctx:
-        be = cb.backends.get(backend)
-        u = be.to_numpy(cb.unfold(_native(backend, x), kernel, backend=backend, **kw))
-        f = be.to_numpy(cb.fold(_native(backend, y), spec.in_spatial, kernel, backend=backend, **kw))
+        u = to_numpy(cb.unfold(_native(backend, x), kernel, backend=backend, **kw))
+        f = to_numpy(cb.fold(_native(backend, y), spec.in_spatial, kernel, backend=backend, **kw))
     assert u.dtype == f.dtype == np.float64
     assert np.vdot(u, y) == pytest.approx(np.vdot(x, f), rel=1e-12)
 
@@ -210,15 +143,14 @@ def test_torch_unfold_and_fold_order_bitwise(backend, shape, kw):
     x = rng.standard_normal(shape).astype(np.float32)
     ks = kw["kernel_size"] if isinstance(kw["kernel_size"], tuple) else (kw["kernel_size"],) * 2
     rest = {k: v for k, v in kw.items() if k != "kernel_size"}
-    be = cb.backends.get(backend)
     expected = F.unfold(torch.from_numpy(x), **kw).numpy()
-    got = be.to_numpy(cb.unfold(_native(backend, x), ks, backend=backend, **rest))
+    got = to_numpy(cb.unfold(_native(backend, x), ks, backend=backend, **rest))
     assert got.dtype == expected.dtype and got.shape == expected.shape
     np.testing.assert_array_equal(got, expected)
     cols = rng.integers(-8, 9, expected.shape).astype(np.float32)
     out = shape[-2:]
     expected = F.fold(torch.from_numpy(cols), out, **kw).numpy()
-    got = be.to_numpy(cb.fold(_native(backend, cols), out, ks, backend=backend, **rest))
+    got = to_numpy(cb.fold(_native(backend, cols), out, ks, backend=backend, **rest))
     np.testing.assert_array_equal(got, expected)
 
 
@@ -237,14 +169,12 @@ def test_torch_rank_generic_path_equals_torch_2d():
     expected = F.unfold(xt, (3, 2), dilation=(1, 3), stride=(2, 1))
     assert torch.equal(torch_backend.unfold_generic(xt, spec), expected)
     cols = torch.from_numpy(rng.integers(-8, 9, tuple(expected.shape)).astype(np.float32))
-    from convbridge.spec_unfold import make_fold_spec
-
     fspec = make_fold_spec(cols.shape, (8, 7), (3, 2), stride=(2, 1), dilation=(1, 3))
-    assert torch.equal(torch_backend.fold_generic(cols, fspec, [8, 7]),
+    assert torch.equal(torch_backend.fold_generic(cols, fspec),
                        F.fold(cols, (8, 7), (3, 2), dilation=(1, 3), stride=(2, 1)))
     x1 = rng.standard_normal((2, 3, 11)).astype(np.float32)
     for backend in BACKENDS:
-        got = cb.backends.get(backend).to_numpy(cb.unfold(_native(backend, x1), (3,), stride=2, dilation=2,
+        got = to_numpy(cb.unfold(_native(backend, x1), (3,), stride=2, dilation=2,
                                                           padding=1, backend=backend))
         ref = F.unfold(torch.from_numpy(x1)[:, :, None], (1, 3), dilation=(1, 2), padding=(0, 1), stride=(1, 2))
         np.testing.assert_array_equal(got, ref.numpy())

@@ -11,8 +11,9 @@ import pytest
 pytest.importorskip("matplotlib")
 Image = pytest.importorskip("PIL.Image")
 
+import convbridge as cb  # noqa: E402
 from convbridge.errors import ConvBridgeError  # noqa: E402
-from convbridge.spec import make_conv_spec  # noqa: E402
+from convbridge.spec import make_conv_spec, make_conv_transpose_spec  # noqa: E402
 from convbridge.viz.lowering import (  # noqa: E402
     animate_conv,
     animate_conv_transpose,
@@ -52,8 +53,9 @@ def gif_info(path) -> tuple[int, tuple[int, int]]:
         return im.n_frames, im.size
 
 
-def test_conv_matrix_by_definition_is_the_convolution(rng):
-    # the helper the picture test relies on: C @ vec(x) equals a direct loop over the definition
+def test_conv_matrix_is_the_definition(rng):
+    """cb.conv_matrix (the matrix the picture draws) equals C built entry by entry from the definition, which
+    itself reproduces a direct loop over the convolution."""
     x, w = rng.normal(size=(1, 2, 5, 5)), rng.normal(size=(3, 2, 3, 3))
     C, y_shape = conv_matrix_by_definition(x.shape, w, 1)
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
@@ -61,58 +63,53 @@ def test_conv_matrix_by_definition_is_the_convolution(rng):
                   for o in range(3)])
     np.testing.assert_allclose(C @ x.ravel(), y.ravel())
     assert y_shape == (1, 3, 5, 5)
+    np.testing.assert_array_equal(cb.conv_matrix(x.shape, w, padding=1, dense=True), C)
 
 
 # --- draw_matmul -----------------------------------------------------------------------------------
 
 def test_matmul_small_is_wide_and_tutorial_is_tall(tmp_path, rng):
-    cols, kern = rng.normal(size=(16, 27)), rng.normal(size=(27, 2))
-    small = draw_matmul(cols, kern, cols @ kern, tmp_path / "small.png", highlight_row=3, title="small")
-    cols, kern = rng.random((784, 75)), rng.normal(size=(75, 4))
-    big = draw_matmul(cols, kern, cols @ kern, tmp_path / "big.png", highlight_row=100)
-    (sw, sh), (bw, bh) = png_size(small), png_size(big)
+    small = cb.as_matmul(rng.normal(size=(1, 3, 6, 6)), rng.normal(size=(2, 3, 3, 3)))  # 16 x 27 @ 27 x 2
+    small_png = draw_matmul(small, tmp_path / "small.png", highlight_row=3, title="small")
+    big = cb.as_matmul(rng.random((1, 3, 32, 32)), rng.normal(size=(4, 3, 5, 5)))  # 784 x 75 @ 75 x 4
+    big_png = draw_matmul(big, tmp_path / "big.png", highlight_row=100)
+    (sw, sh), (bw, bh) = png_size(small_png), png_size(big_png)
     assert sw > sh  # 16 x 27 next to 27 x 2: wider than tall
     assert bh > 1.3 * bw  # 784 rows: tall-skinny
     assert max(sw, sh, bw, bh) < 3000
 
 
-def test_matmul_groups_as_blocks(tmp_path, rng):
-    cols = [rng.normal(size=(9, 8)), rng.normal(size=(9, 8))]
-    kern = [rng.normal(size=(8, 1)), rng.normal(size=(8, 1))]
-    out = [c @ k for c, k in zip(cols, kern)]
-    png_size(draw_matmul(cols, kern, out, tmp_path / "g.png"))
+def test_matmul_groups_and_transposed_views(tmp_path, rng):
+    grouped = cb.as_matmul(rng.normal(size=(1, 4, 5, 5)), rng.normal(size=(2, 2, 3, 3)), groups=2)
+    assert grouped.lhs.shape == (2, 9, 18)
+    png_size(draw_matmul(grouped, tmp_path / "g.png"))
+    col2im = cb.as_matmul(rng.normal(size=(1, 2, 3, 3)), rng.normal(size=(2, 3, 2, 2)), op="conv_transpose", stride=2)
+    png_size(draw_matmul(col2im, tmp_path / "t.png", highlight_row=4))
 
 
-@pytest.mark.parametrize("shapes, match", [
-    (((4, 5), (6, 2), (4, 2)), r"cols' columns \(5\) must equal the kernel's rows \(6\)"),
-    (((4, 5), (5, 2), (4, 3)), r"out_matrix is 4 x 3 but cols @ kernel_matrix is 4 x 2"),
-    (((4, 5, 1), (5, 2), (4, 2)), r"cols must be a non-empty 2-d matrix, got shape \(4, 5, 1\)"),
-])
-def test_matmul_rejects_shapes_that_do_not_chain(tmp_path, shapes, match):
-    with pytest.raises(ConvBridgeError, match=match):
-        draw_matmul(*(np.ones(s) for s in shapes), tmp_path / "bad.png")
-    assert not (tmp_path / "bad.png").exists()
-
-
-def test_matmul_rejects_bad_row_and_mixed_groups(tmp_path):
-    a, b = np.ones((4, 3)), np.ones((3, 2))
-    with pytest.raises(ConvBridgeError, match=r"highlight_row 4 is out of range; .* use 0\.\.3"):
-        draw_matmul(a, b, a @ b, tmp_path / "r.png", highlight_row=4)
-    with pytest.raises(ConvBridgeError, match="all as 2-d arrays or all as sequences"):
-        draw_matmul([a], b, a @ b, tmp_path / "m.png")
-    with pytest.raises(ConvBridgeError, match="same P"):
-        draw_matmul([a, np.ones((5, 3))], [b, b], [a @ b, np.ones((5, 2))], tmp_path / "p.png")
+def test_matmul_rejects_a_row_outside_the_view(tmp_path, rng):
+    view = cb.as_matmul(rng.normal(size=(1, 1, 4, 3)), rng.normal(size=(2, 1, 3, 3)))  # 2 x 1 output pixels
+    with pytest.raises(ConvBridgeError, match=r"highlight_row 2 is out of range; .* use 0\.\.1"):
+        draw_matmul(view, tmp_path / "r.png", highlight_row=2)
+    assert not (tmp_path / "r.png").exists()
 
 
 # --- draw_conv_matrix ------------------------------------------------------------------------------
 
-def test_conv_matrix_dense_and_sparse(tmp_path, rng):
-    C, y_shape = conv_matrix_by_definition((1, 2, 5, 5), rng.normal(size=(3, 2, 3, 3)), 1)
-    assert C.shape == (75, 50)
-    w, h = png_size(draw_conv_matrix(C, (1, 2, 5, 5), y_shape, tmp_path / "c.png", title="pad 1"))
-    assert h > w  # 75 rows x 50 columns
-    sparse = pytest.importorskip("scipy.sparse")
-    png_size(draw_conv_matrix(sparse.csr_matrix(C), (1, 2, 5, 5), y_shape, tmp_path / "s.png"))
+def test_conv_matrix_is_drawn_from_the_spec(tmp_path, rng):
+    w = rng.normal(size=(3, 2, 3, 3))
+    spec = make_conv_spec((1, 2, 5, 5), w.shape, padding=1)  # C is 75 x 50
+    wd, h = png_size(draw_conv_matrix(spec, w, tmp_path / "c.png", title="pad 1"))
+    assert h > wd
+    last = make_conv_spec((1, 5, 5, 2), (3, 3, 2, 3), padding=1, layout="NHWC")  # drawn channels-first
+    png_size(draw_conv_matrix(last, np.moveaxis(w, (0, 1), (-1, -2)), tmp_path / "nhwc.png"))
+
+
+def test_conv_matrix_refuses_what_it_cannot_build(tmp_path):
+    spec = make_conv_spec((64, 64, 224, 224), (64, 64, 3, 3), padding=1)
+    with pytest.raises(ConvBridgeError, match="meant for small inputs"):
+        draw_conv_matrix(spec, np.ones((64, 64, 3, 3)), tmp_path / "c.png")
+    assert not (tmp_path / "c.png").exists()
 
 
 def test_conv_matrix_2000_square_pools_without_losing_nonzeros(tmp_path):
@@ -125,14 +122,8 @@ def test_conv_matrix_2000_square_pools_without_losing_nonzeros(tmp_path):
     assert np.all(np.isfinite(np.diag(raster)))  # every block on the diagonal keeps a nonzero
     assert np.diag(raster)[0] == -3.0  # the largest magnitude wins
     assert np.isnan(raster[0, 5])  # zeros stay zero (drawn black)
-    png_size(draw_conv_matrix(np.diag(vals), (1, 2, 1000), (1, 2, 1000), tmp_path / "big.png"))
-
-
-def test_conv_matrix_rejects_wrong_shape(tmp_path):
-    with pytest.raises(ConvBridgeError, match=r"C has shape \(10, 9\) but .* needs 9 x 9"):
-        draw_conv_matrix(np.ones((10, 9)), (1, 1, 9), (1, 1, 9), tmp_path / "c.png")
-    with pytest.raises(ConvBridgeError, match=r"canonical shape \(N, C, \*spatial\)"):
-        draw_conv_matrix(np.ones((9, 9)), (9,), (1, 1, 9), tmp_path / "c.png")
+    spec = make_conv_spec((1, 2, 1000), (2, 2, 1))  # C is 2000 x 2000: pooled 3 x 3
+    png_size(draw_conv_matrix(spec, np.arange(1.0, 5.0).reshape(2, 2, 1), tmp_path / "big.png"))
 
 
 # --- animations ------------------------------------------------------------------------------------
@@ -175,27 +166,32 @@ def test_animate_conv_rejects_bad_arguments(tmp_path):
 
 
 def test_animate_conv_transpose_2d(tmp_path):
-    path = animate_conv_transpose((3, 3), (3, 3), 2, 1, 1, 1, 2, 2, 1, tmp_path / "t.gif", max_frames=5)
-    n, (w, h) = gif_info(path)
+    spec = make_conv_transpose_spec((1, 2, 3, 3), (2, 2, 3, 3), stride=2, padding=1, output_padding=1)
+    n, (w, h) = gif_info(animate_conv_transpose(spec, tmp_path / "t.gif", max_frames=5))
     assert 1 < n <= 5 and 200 <= w <= 3000 and 200 <= h <= 3000
 
 
 def test_animate_conv_transpose_1d_groups_pairs(tmp_path):
-    path = animate_conv_transpose((4,), (3,), 2, ((1, 2),), 1, 1, 2, 4, 2, tmp_path / "t1.gif")
-    n, _ = gif_info(path)
+    spec = make_conv_transpose_spec((1, 2, 4), (2, 2, 3), stride=2, padding=((1, 2),), output_padding=1, groups=2)
+    n, _ = gif_info(animate_conv_transpose(spec, tmp_path / "t1.gif"))
     assert n == 2 * 4  # groups x input pixels
 
 
-@pytest.mark.parametrize("args, match", [
-    (((3, 3), (3, 3), 2, 1, 1, 2, 1, 1, 1), r"output_padding 2 on dim 0 must be smaller than stride \(2\)"),
-    (((3,), (3,), 1, 3, 1, 0, 1, 1, 1), r"padding \(3, 3\) on dim 0 crops the whole output canvas of size 5"),
-    (((3, 3), (3,), 1, 0, 1, 0, 1, 1, 1), "give one kernel size per spatial dim"),
-    (((2, 2, 2), (1, 1, 1), 1, 0, 1, 0, 1, 1, 1), "1-d and 2-d convolutions, but this one has 3"),
-    (((3,), (3,), 1, 0, 1, 0, 3, 2, 2), r"divisible by groups \(2\)"),
+def test_animate_the_adjoint_of_a_conv(tmp_path):
+    conv = make_conv_spec((1, 2, 7, 6), (3, 2, 3, 3), stride=2, padding=1)
+    n, _ = gif_info(animate_conv_transpose(conv.adjoint(), tmp_path / "adj.gif", max_frames=4))
+    assert n == 4 and conv.adjoint().out_spatial == (7, 6)
+
+
+@pytest.mark.parametrize("spec, match", [
+    (make_conv_spec((1, 1, 5), (1, 1, 3)), "needs a ConvTransposeSpec"),
+    (make_conv_transpose_spec((1, 1, 2, 2, 2), (1, 1, 1, 1, 1)), "1-d and 2-d convolutions, but this one has 3"),
+    (make_conv_transpose_spec((1, 7, 3), (3, 3, 2), convention="jax", stride=2, padding=((-1, 4),)),
+     "adds rows"),
 ])
-def test_animate_conv_transpose_rejects(tmp_path, args, match):
+def test_animate_conv_transpose_rejects(tmp_path, spec, match):
     with pytest.raises(ConvBridgeError, match=match):
-        animate_conv_transpose(*args, tmp_path / "t.gif")
+        animate_conv_transpose(spec, tmp_path / "t.gif")
 
 
 def test_import_loads_no_framework():

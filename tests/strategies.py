@@ -36,15 +36,18 @@ def _padding(draw, nsp, widths, forms=("int", "ints", "pairs", "valid", "same", 
     return form
 
 
-@st.composite
-def conv_configs(draw):
+def _geometry(draw):
+    """Rank, groups (depthwise sometimes), input channels per group, kernel, stride, dilation."""
     nsp = draw(RANKS)
     g = draw(st.sampled_from([1, 1, 2, 3]))
-    depthwise = draw(st.booleans()) and g > 1
-    cg_in = 1 if depthwise else draw(st.integers(1, 3))
-    kernel = _per_dim(draw, st.integers(1, 4), nsp)
-    stride = _per_dim(draw, st.integers(1, 3), nsp)
-    dilation = _per_dim(draw, st.integers(1, 3), nsp)
+    cg_in = 1 if draw(st.booleans()) and g > 1 else draw(st.integers(1, 3))
+    return (nsp, g, cg_in, _per_dim(draw, st.integers(1, 4), nsp), _per_dim(draw, st.integers(1, 3), nsp),
+            _per_dim(draw, st.integers(1, 3), nsp))
+
+
+@st.composite
+def conv_configs(draw):
+    nsp, g, cg_in, kernel, stride, dilation = _geometry(draw)
     mode = draw(st.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular"]))
     padding = _padding(draw, nsp, st.integers(0, 3))
     sizes = [d * (k - 1) + 1 + draw(st.integers(0, 6)) for k, d in zip(kernel, dilation)]
@@ -58,38 +61,39 @@ def conv_configs(draw):
     )
 
 
-def build_conv(cfg):
+def _arrays(cfg, w_shape, c_out, kernel_channels_to):
+    """Random x (channels-first, or channels-last with the layout saying so), w of ``w_shape`` (its two channel
+    axes moved to ``kernel_channels_to`` when channels-last) and an optional bias; and the keyword arguments."""
     nsp = cfg["nsp"]
     rng = np.random.default_rng(cfg["seed"])
-    x_shape = (cfg["c_in"], *cfg["sizes"])
-    if cfg["batch"] is not None:
-        x_shape = (cfg["batch"], *x_shape)
+    x_shape = (cfg["c_in"], *cfg["sizes"]) if cfg["batch"] is None else (cfg["batch"], cfg["c_in"], *cfg["sizes"])
     x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal((cfg["c_out"], cfg["c_in"] // cfg["g"], *cfg["kernel"])).astype(np.float32)
-    b = rng.standard_normal(cfg["c_out"]).astype(np.float32) if cfg["bias"] else None
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32) if cfg["bias"] else None
     kwargs = dict(cfg["kwargs"])
     if cfg["channels_last"]:
         x = np.moveaxis(x, -nsp - 1, -1)
-        w = np.moveaxis(w, (0, 1), (-1, -2))
+        w = np.moveaxis(w, (0, 1), kernel_channels_to)
         kwargs["layout"] = ("N" if cfg["batch"] is not None else "") + SPATIAL[nsp] + "C"
+    return x, w, b, kwargs
+
+
+def build_conv(cfg):
+    w_shape = (cfg["c_out"], cfg["c_in"] // cfg["g"], *cfg["kernel"])
+    x, w, b, kwargs = _arrays(cfg, w_shape, cfg["c_out"], (-1, -2))  # (O, I, *k) -> (*k, I, O)
     _valid(cb.spec.make_conv_spec, x.shape, w.shape, None if b is None else b.shape, kwargs)
     return x, w, b, kwargs
 
 
 @st.composite
 def transpose_configs(draw):
-    nsp = draw(RANKS)
-    g = draw(st.sampled_from([1, 1, 2, 3]))
-    depthwise = draw(st.booleans()) and g > 1
-    cg_in = 1 if depthwise else draw(st.integers(1, 3))
-    stride = _per_dim(draw, st.integers(1, 3), nsp)
-    dilation = _per_dim(draw, st.integers(1, 3), nsp)
+    nsp, g, cg_in, kernel, stride, dilation = _geometry(draw)
     padding = _padding(draw, nsp, st.integers(0, 3))
     kwargs = dict(stride=stride, dilation=dilation, padding=padding, groups=g)
     if not isinstance(padding, str) or padding == "valid":
         kwargs["output_padding"] = [draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation)]
     return dict(
-        nsp=nsp, g=g, c_in=g * cg_in, c_out_g=draw(st.integers(1, 3)), kernel=_per_dim(draw, st.integers(1, 4), nsp),
+        nsp=nsp, g=g, c_in=g * cg_in, c_out_g=draw(st.integers(1, 3)), kernel=kernel,
         batch=draw(st.sampled_from([1, 2, None])), sizes=_per_dim(draw, st.integers(1, 6 if nsp < 3 else 4), nsp),
         channels_last=draw(st.booleans()), bias=draw(st.booleans()), seed=draw(st.integers(0, 2**16)),
         by_size=draw(st.booleans()), kwargs=kwargs,
@@ -97,19 +101,8 @@ def transpose_configs(draw):
 
 
 def build_transpose(cfg):
-    nsp = cfg["nsp"]
-    rng = np.random.default_rng(cfg["seed"])
-    x_shape = (cfg["c_in"], *cfg["sizes"])
-    if cfg["batch"] is not None:
-        x_shape = (cfg["batch"], *x_shape)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal((cfg["c_in"], cfg["c_out_g"], *cfg["kernel"])).astype(np.float32)
-    b = rng.standard_normal(cfg["g"] * cfg["c_out_g"]).astype(np.float32) if cfg["bias"] else None
-    kwargs = dict(cfg["kwargs"])
-    if cfg["channels_last"]:
-        x = np.moveaxis(x, -nsp - 1, -1)
-        w = np.moveaxis(w, (0, 1), (-2, -1))  # (C_in, C_out/g, *k) -> (*k, I, O)
-        kwargs["layout"] = ("N" if cfg["batch"] is not None else "") + SPATIAL[nsp] + "C"
+    w_shape = (cfg["c_in"], cfg["c_out_g"], *cfg["kernel"])
+    x, w, b, kwargs = _arrays(cfg, w_shape, cfg["g"] * cfg["c_out_g"], (-2, -1))  # (C_in, C_out/g, *k) -> (*k, I, O)
     spec = _valid(cb.spec.make_conv_transpose_spec, x.shape, w.shape, None if b is None else b.shape, kwargs)
     if cfg["by_size"] and "output_padding" in kwargs:  # the same call, stated through output_size
         kwargs.pop("output_padding")

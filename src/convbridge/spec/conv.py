@@ -43,6 +43,16 @@ class SpatialSpec:
         return len(self.axes)
 
     @property
+    def in_spatial(self) -> Shape:
+        """The input's spatial sizes (the axes' sizes)."""
+        return tuple(a.size for a in self.axes)
+
+    @property
+    def out_spatial(self) -> Shape:
+        """The output's spatial sizes (the axes' window positions or outputs)."""
+        return tuple(a.out for a in self.axes)
+
+    @property
     def kernel_spatial(self) -> Shape:
         return tuple(a.kernel for a in self.axes)
 
@@ -82,14 +92,6 @@ class ChannelSpec(SpatialSpec):
     out_channels: int
     groups: int
     has_bias: bool
-
-    @property
-    def in_spatial(self) -> Shape:
-        return tuple(a.size for a in self.axes)
-
-    @property
-    def out_spatial(self) -> Shape:
-        return tuple(a.out for a in self.axes)
 
     @property
     def terms(self) -> int:

@@ -32,31 +32,28 @@ _EXACT = "exact: no arithmetic, so any difference is a mismatch (K = 0, allowed 
 
 
 @dataclass(frozen=True)
-class UnfoldSpec(SpatialSpec):
-    """A validated unfold (im2col).
+class _Blocks(SpatialSpec):
+    """What unfold and fold share: blocks of ``prod(kernel)`` taps over ``channels`` channels.
 
     Attributes:
-        layout: the input's resolved layout (``layout.batched`` False for an unbatched input).
+        layout: the resolved layout (``layout.batched`` False for an unbatched array).
         batch, channels: N (may be 0) and C.
         axes: one :class:`ConvAxis` per spatial dim; its window positions are the blocks (L is their product).
         dtype: the input's dtype name.
     """
 
-    op: ClassVar[str] = "unfold"
     layout: Layout
     batch: int
     channels: int
     axes: tuple[ConvAxis, ...]
     dtype: str | None = None
 
-    @property
-    def in_spatial(self) -> Shape:
-        return tuple(a.size for a in self.axes)
 
-    @property
-    def out_spatial(self) -> Shape:
-        """Blocks per spatial dim (conv's output size)."""
-        return tuple(a.out for a in self.axes)
+@dataclass(frozen=True)
+class UnfoldSpec(_Blocks):
+    """A validated unfold (im2col): the axes run over the input; ``out_spatial`` counts the blocks per dim."""
+
+    op: ClassVar[str] = "unfold"
 
     @property
     def terms(self) -> int:
@@ -76,22 +73,16 @@ class UnfoldSpec(SpatialSpec):
 
 
 @dataclass(frozen=True)
-class FoldSpec(SpatialSpec):
-    """A validated fold (col2im), the adjoint of :class:`UnfoldSpec`'s unfold.
-
-    Attributes:
-        layout: channels-first output layout (``layout.batched`` False for unbatched ``cols``).
-        batch, channels: N (may be 0) and C (``cols`` has ``C * prod(k)`` rows).
-        axes: one :class:`ConvAxis` per spatial dim over ``output_size``; its window positions are the blocks.
-        dtype: the input's dtype name.
-    """
+class FoldSpec(_Blocks):
+    """A validated fold (col2im), the adjoint of unfold: the axes run over ``output_size`` (channels-first),
+    and ``cols`` holds their blocks."""
 
     op: ClassVar[str] = "fold"
-    layout: Layout
-    batch: int
-    channels: int
-    axes: tuple[ConvAxis, ...]
-    dtype: str | None = None
+
+    @property
+    def in_spatial(self) -> Shape:
+        """The blocks per spatial dim: the grid ``cols``' last axis flattens."""
+        return tuple(a.out for a in self.axes)
 
     @property
     def out_spatial(self) -> Shape:
@@ -101,7 +92,7 @@ class FoldSpec(SpatialSpec):
     @property
     def blocks(self) -> Shape:
         """Blocks per spatial dim; ``cols`` has their product as its last axis."""
-        return tuple(a.out for a in self.axes)
+        return self.in_spatial
 
     @property
     def terms(self) -> int:

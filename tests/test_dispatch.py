@@ -13,13 +13,14 @@ from convbridge import dispatch, frameworks, precision
 from convbridge.errors import ArgumentError, ArgumentTypeError, DTypeError, ImplementationError
 from convbridge.plan import Plan, make_plan
 
-from cases import CONV
+from cases import CONV, TRANSPOSE
 from conftest import BACKENDS
 
 
 @pytest.fixture
 def registry():
     """The registry, restored after a test that registers its own implementations."""
+    cb.implementations()  # every installed backend registered first, so that restoring keeps them
     saved = dict(dispatch._REGISTRY)
     yield dispatch
     dispatch._REGISTRY.clear()
@@ -40,10 +41,12 @@ def test_an_unknown_algorithm_names_the_registered_ones():
     with pytest.raises(ArgumentError, match="no algorithm 'fft' for conv on the numpy backend; registered: "
                                             "'matmul', 'native'"):
         cb.conv(x, w, algorithm="fft", backend="numpy")
-    with pytest.raises(ArgumentError, match="no algorithm 'matmul' for conv_transpose"):
-        cb.conv_transpose(x, w.transpose(1, 0, 2, 3), algorithm="matmul", backend="numpy")
-    with pytest.raises(ArgumentTypeError, match="algorithm must be a name such as 'native'"):
-        cb.conv(x, w, algorithm=3)
+    with pytest.raises(ArgumentError, match="no algorithm 'winograd' for conv_transpose on the jax backend; "
+                                            "registered: 'matmul', 'native'"):
+        cb.conv_transpose(x, w.transpose(1, 0, 2, 3), algorithm="winograd", backend="jax")
+    for bad in (3, None, ""):
+        with pytest.raises(ArgumentTypeError, match="algorithm must be a name such as 'native'"):
+            cb.conv(x, w, algorithm=bad)
 
 
 def test_plans_are_frozen_and_hashable():
@@ -53,6 +56,12 @@ def test_plans_are_frozen_and_hashable():
         plan.algorithm = "native"  # type: ignore[misc]
     with pytest.raises(ArgumentError, match="no input to infer the backend from"):
         make_plan(None, None)
+    assert make_plan("TORCH", None, device=" CPU ").device == "cpu"
+    for bad, match in [(dict(backend="nope"), "unknown backend 'nope'"), (dict(algorithm="Matmul"), "lower case"),
+                       (dict(precision="ultra"), "unknown precision 'ultra'"), (dict(device=[1]), "device must be"),
+                       (dict(device=""), "device is an empty string")]:
+        with pytest.raises(cb.ConvBridgeError, match=match):
+            Plan(**{"backend": "numpy", **bad})
 
 
 def test_the_dispatcher_hands_implementations_a_batched_spec(registry):
@@ -73,9 +82,35 @@ def test_the_dispatcher_hands_implementations_a_batched_spec(registry):
 def test_a_broken_implementation_is_caught_not_returned(registry):
     registry.register(dispatch.Impl("conv", "numpy", "broken", lambda spec, plan, x, w, b: x))
     x, w, _ = CONV["bias"].arrays()
-    with pytest.raises(ImplementationError, match=r"'broken' conv of the numpy backend returned \(2, 3, 9, 9\) "
-                                                  r"float32 but the spec gives \(2, 5, 7, 7\) float32; this is a bug"):
+    with pytest.raises(ImplementationError, match=r"'broken' conv of the numpy backend returned a numpy array "
+                                                  r"\(2, 3, 9, 9\) float32 but the spec gives a numpy array \(2, 5, 7, 7\) "
+                                                  r"float32; the implementation .* breaks the dispatcher's contract"):
         cb.conv(x, w, algorithm="broken")
+    torch = pytest.importorskip("torch")
+    registry.register(dispatch.Impl("conv", "numpy", "alien", lambda spec, plan, x, w, b: torch.from_numpy(
+        cb.reference.conv(x, w, b, spec, dtype=x.dtype))))
+    with pytest.raises(ImplementationError, match="returned a torch array"):
+        cb.conv(x, w, algorithm="alien")
+    registry.register(dispatch.Impl("conv", "numpy", "vague", lambda *a: x, supports=lambda spec, plan: "nope"))
+    with pytest.raises(ImplementationError, match="supports returned 'nope'; it must return None or a ConvBridgeError"):
+        cb.conv(x, w, algorithm="vague")
+
+
+@pytest.mark.parametrize("impl, match", [
+    ("hello", "register takes a convbridge.dispatch.Impl"),
+    (dispatch.Impl("deconv", "numpy", "x", print), "unknown op 'deconv'"),
+    (dispatch.Impl("conv", "tensorflow", "x", print), "unknown backend 'tensorflow'"),
+    (dispatch.Impl("conv", "numpy", "Upper", print), "lower-case identifier such as 'fft', got 'Upper'"),
+    (dispatch.Impl("conv", "numpy", None, print), "lower-case identifier"),
+    (dispatch.Impl("conv", "numpy", "x", None), "Impl.run must be callable"),
+])
+def test_registration_is_checked_and_a_bad_one_breaks_nothing(registry, impl, match):
+    before = cb.implementations("conv")
+    with pytest.raises(cb.ConvBridgeError, match=match):
+        registry.register(impl)
+    assert cb.implementations("conv") == before
+    with pytest.raises(ArgumentError, match="unknown op 'deconv'"):
+        cb.implementations("deconv")
 
 
 def test_an_implementation_can_decline_a_spec(registry):
@@ -93,10 +128,21 @@ def test_device_slot(backend):
     y = cb.conv(x, w, b, backend=backend, device="cpu", padding=1)
     np.testing.assert_array_equal(cb.arrays.to_numpy(y), cb.arrays.to_numpy(cb.conv(x, w, b, backend=backend,
                                                                                      padding=1)))
-    bad = {"numpy": ("cuda", "device must be None or 'cpu'"), "jax": ("tpu:3", "no JAX device 'tpu:3'"),
-           "torch": ("warp drive", "is not a torch device")}[backend]
-    with pytest.raises(ArgumentError, match=bad[1]):
-        cb.conv(x, w, b, backend=backend, device=bad[0])
+    bad = {"numpy": [("cuda", "device must be None or 'cpu'")],
+           "jax": [("tpu:3", "no JAX device 'tpu:3'"), (0, "0 is not a JAX device")],
+           "torch": [("warp drive", "is not a torch device"), ("cuda:0", "torch has no device 'cuda:0' here")]}
+    for device, match in bad[backend]:
+        with pytest.raises(ArgumentError, match=match):
+            cb.conv(x, w, b, backend=backend, device=device)
+        with pytest.raises(ArgumentError, match=match):
+            cb.unfold(x, 3, backend=backend, device=device)
+
+
+def test_the_numpy_backend_takes_a_framework_cpu_device():
+    torch, jax = pytest.importorskip("torch"), pytest.importorskip("jax")
+    x, w, _ = CONV["bias"].arrays()
+    for device in (torch.device("cpu"), jax.devices("cpu")[0]):
+        assert cb.conv(x, w, backend="numpy", device=device).shape == (2, 5, 7, 7)
 
 
 def test_compare_applies_the_plan_to_every_backend():
@@ -126,6 +172,14 @@ def test_policies_map_to_each_frameworks_controls():
     assert precision.model("float32", "highest", "gpu").u_in == 0.0 == precision.model("float64", "default", "gpu").u_in
     with pytest.raises(ArgumentError, match="unknown precision 'ultra'; choose one of 'highest', 'high', 'default'"):
         precision.policy("ultra")
+    assert precision.model("float32", "default", "CUDA").u_in == 2.0**-11  # device-type names read as platforms
+    with pytest.raises(ArgumentError, match="unknown platform 'quantum'"):
+        precision.model("float32", "default", "quantum")
+    for bad in (dict(u=-1.0), dict(u=float("nan")), dict(u=2.0**-24, u_in=-1.0)):
+        with pytest.raises(ArgumentError, match="unit roundoff"):
+            precision.Precision(**bad)
+    with pytest.raises(ArgumentError, match="a float16 candidate is judged by its own dtype"):
+        precision.candidate("tf32", "float16")
 
 
 # ---- framework conventions as data ----------------------------------------------------------------------------
@@ -141,3 +195,47 @@ def test_conventions_are_what_the_snippets_and_mapping_use():
     assert frameworks.get("flax.nnx").name_of("out_channels") == "out_features"
     with pytest.raises(ArgumentError, match="unknown framework API 'keras'"):
         frameworks.get("keras")
+
+
+# ---- the matmul algorithm: transposed convolutions, empty batches, bfloat16 on NumPy ---------------------------
+
+@pytest.mark.parametrize("name", ["groups_dilated", "nwc_1d", "empty_batch"])
+def test_conv_transpose_matmul_algorithm(name, backend):
+    case = TRANSPOSE[name]
+    x, w, b = case.arrays(seed=7)
+    y = cb.conv_transpose(x, w, b, backend=backend, algorithm="matmul", **case.kwargs)
+    assert tuple(y.shape) == case.expected_shape
+    if case.x[0]:
+        assert cb.verify(y, x, w, b, op="conv_transpose", **case.kwargs).verdict in ("identical", "equivalent")
+
+
+def test_conv_transpose_matmul_refuses_what_col2im_cannot_state():
+    x, w, _ = TRANSPOSE["stride2_pad1_op1"].arrays()
+    with pytest.raises(ArgumentError, match="col2im cannot express output_padding .* use algorithm='native'"):
+        cb.conv_transpose(x, w, stride=2, output_padding=1, algorithm="matmul")
+    x, w, _ = TRANSPOSE["jax_same"].arrays()
+    with pytest.raises(ArgumentError, match="lowers the torch convention"):
+        cb.conv_transpose(x, w, algorithm="matmul", **TRANSPOSE["jax_same"].kwargs)
+    with pytest.raises(ArgumentTypeError, match="as_matmul is the matmul lowering itself"):
+        cb.as_matmul(x, w, algorithm="native")
+
+
+def test_empty_batches_through_the_matmul_algorithm(backend):
+    x, w, _ = CONV["groups"].arrays()
+    x0 = x[:0]
+    assert tuple(cb.conv(x0, w, backend=backend, algorithm="matmul", groups=2, padding=1).shape) == (0, 4, 8, 8)
+    assert tuple(cb.as_matmul(x0, w, backend=backend, groups=2, padding=1)().shape) == (0, 4, 8, 8)
+
+
+def test_bfloat16_on_numpy_computes_in_float32_and_keeps_its_dtype():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x, w, b = CONV["bias"].arrays()
+    xb, wb, bb = (a.astype(ml_dtypes.bfloat16) for a in (x, w, b))
+    y = cb.conv(xb, wb, bb, padding=1)
+    assert y.dtype == ml_dtypes.bfloat16
+    report = cb.compare(xb, wb, bb, backends=("numpy",), padding=1)
+    assert "computed in float32 and rounded to bfloat16" in report.precisions["numpy"]
+    # a float32 sum of 28 products, rounded once to bfloat16, is the correctly rounded value here
+    assert report.pairs[0].n_different == 0 and report.verdict == "identical"
+    with pytest.raises(DTypeError, match="NumPy has no bfloat16 arithmetic.*algorithm='native'"):
+        cb.conv(xb, wb, padding=1, algorithm="matmul")

@@ -153,6 +153,8 @@ def test_unknown_backend_and_compare_arguments():
         cb.conv(x, w, backend="tensorflow")
     with pytest.raises(ArgumentError, match="repeats a name"):
         cb.compare(x, w, backends=("numpy", "numpy"))
+    with pytest.raises(ArgumentError, match="backends must be a name or a sequence of names"):
+        cb.compare(x, w, backends=None)
     with pytest.raises(ArgumentError, match="unknown op 'deconv'"):
         cb.compare(x, w, op="deconv", backends=("numpy",))
     with pytest.raises(ShapeError, match=r"candidate has shape \(1, 2\) but this conv gives \(2, 6, 6, 6\)"):

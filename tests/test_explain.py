@@ -139,6 +139,8 @@ def test_layer_descriptions(layer, kernel, kw):
     (lambda: cb.explain((1, 3, 8, 8)), "needs a kernel_shape"),
     (lambda: cb.explain((1, 3, 8, 8), (4, 3, 3, 3), layer="Conv2d(3, 4, 3)"), "not both"),
     (lambda: cb.explain((1, 3, 8, 8), (4, 3, 9, 9)), "effective kernel size 9"),
+    (lambda: cb.explain((1, 3, 8, 8), (4, 3, 3, 3), algorithm="matmul"), "conv has no argument 'algorithm'"),
+    (lambda: cb.explain((1, 3, 8, 8), (4, 3, 3, 3), bias="yes"), "bias must be True or False"),
 ])
 def test_explain_errors(call, pattern):
     with pytest.raises(ConvBridgeError, match=pattern):

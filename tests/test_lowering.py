@@ -132,3 +132,14 @@ def test_as_matmul_errors():
         cb.as_matmul(x, w, op="fold")
     with pytest.raises(ArgumentError, match="col2im cannot express output_padding"):
         cb.as_matmul(x, w, op="conv_transpose", stride=2, output_padding=1)
+
+
+def test_conv_matrix_of_16_bit_kernels_and_its_arguments():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    w = np.array([[[0.1, -2.5]]])
+    for dtype in (np.float16, ml_dtypes.bfloat16):
+        C = conv_matrix((1, 1, 4), w.astype(dtype))
+        assert C.dtype == np.float32  # scipy.sparse has no 16-bit floats; float32 holds the values exactly
+        np.testing.assert_array_equal(C.toarray(), conv_matrix((1, 1, 4), w.astype(dtype), dense=True))
+    with pytest.raises(cb.ConvBridgeError, match="conv has no argument 'algorithm'"):
+        conv_matrix((1, 1, 4), w, algorithm="matmul")

@@ -139,3 +139,33 @@ def test_spec_arithmetic_matches_torch(x_shape, w_shape, kw):
                                                output_padding=adj.output_padding, dilation=kw.get("dilation", 1),
                                                groups=g)
     assert tuple(back.shape) == x_shape == adj.out_shape
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: ConvAxis(5, 3, stride=0), "ConvAxis.stride must be >= 1, got 0"),
+    (lambda: ConvAxis.same(5, 3, 0), "ConvAxis.stride must be >= 1, got 0"),
+    (lambda: ConvAxis(0, 3), "ConvAxis.size must be >= 1"),
+    (lambda: ConvAxis("5", 3), "ConvAxis.size must be an int"),
+    (lambda: ConvAxis(5, 3, lo=True), "ConvAxis.lo must be an int"),
+    (lambda: TransposeAxis(5, 3, stride=2, output_padding=2), r"output_padding 2 must be < max\(stride 2"),
+    (lambda: TransposeAxis(4, 3, 2).with_lax_padding((1,)), r"'SAME', 'VALID' or an \(a, b\) pair"),
+    (lambda: cb.output_shape((-2, 3, 8, 8), (4, 3, 3, 3)), r"input shape \(-2, 3, 8, 8\) has a negative size"),
+    (lambda: cb.output_shape((2, 3, 8, 8), (-4, 3, 3, 3)), "kernel shape .* has a negative size"),
+    (lambda: make_conv_spec((2, 3, 8, 8), (4, 3, 3, 3)).resized((9, 9, 9)), "resized takes 2 spatial sizes"),
+    (lambda: make_conv_spec((1, 2, 7), (3, 2, 3), padding=1, padding_mode="reflect").adjoint(),
+     "padding_mode='reflect' adds each padded row back"),
+    (lambda: cb.spec.make_conv_transpose_spec((1, 5, 6, 2), (3, 3, 2, 4), convention="jax", stride=2,
+                                              padding="SAME").adjoint(), "only an unflipped kernel"),
+])
+def test_geometry_and_specs_refuse_nonsense(make, match):
+    with pytest.raises(cb.ConvBridgeError, match=match):
+        make()
+
+
+def test_kernel_shapes_and_adjoints_of_both_specs():
+    conv = make_conv_spec((2, 9, 10, 4), (3, 3, 2, 6), layout="NHWC", groups=2, stride=2, padding=1)
+    assert conv.kernel_shape == (3, 3, 2, 6)
+    t = conv.adjoint()  # channels-first, torch's (C_in, C_out / g, *k) = the conv kernel's (O, I / g, *k)
+    assert (t.kernel_shape, t.in_channels, t.out_channels, t.out_spatial) == ((6, 2, 3, 3), 6, 4, (9, 10))
+    back = t.adjoint()
+    assert back.kernel_shape == (6, 2, 3, 3) and back.out_spatial == conv.out_spatial

@@ -161,8 +161,10 @@ def test_animate_conv_rejects_bad_arguments(tmp_path):
         animate_conv((1, 1, 5), tmp_path / "c.gif")
     with pytest.raises(ConvBridgeError, match="max_frames must be >= 1, got 0"):
         animate_conv(spec, tmp_path / "c.gif", max_frames=0)
-    with pytest.raises(ConvBridgeError, match=r"fps must be a number in \(0, 50\]"):
-        animate_conv(spec, tmp_path / "c.gif", fps=0)
+    for fps in (0, 0.001, 51):  # a GIF holds frame times up to 655 s
+        with pytest.raises(ConvBridgeError, match=r"fps must be a number in \[0.01, 50\]"):
+            animate_conv(spec, tmp_path / "c.gif", fps=fps)
+    assert not (tmp_path / "c.gif").exists()
 
 
 def test_animate_conv_transpose_2d(tmp_path):
@@ -199,3 +201,33 @@ def test_import_loads_no_framework():
             "bad = [m for m in ('torch', 'jax', 'matplotlib.pyplot') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- what the pictures refuse, and where they write ------------------------------------------------------------
+
+def test_pictures_take_only_what_they_draw(tmp_path, rng):
+    spec = make_conv_spec((1, 2, 5, 5), (3, 2, 3, 3), padding=1)
+    w = rng.normal(size=(3, 2, 3, 3))
+    with pytest.raises(ConvBridgeError, match="draw_matmul draws a MatmulView"):
+        draw_matmul(spec, tmp_path / "m.png")
+    with pytest.raises(ConvBridgeError, match="draw_conv_matrix draws a ConvSpec"):
+        draw_conv_matrix(spec.adjoint(), w, tmp_path / "c.png")
+    with pytest.raises(ConvBridgeError, match=r"kernel has shape \(3, 3, 2, 3\) but the spec's kernel is "
+                                              r"\(3, 2, 3, 3\) \(layout OIHW\)"):
+        draw_conv_matrix(spec, w.transpose(2, 3, 1, 0), tmp_path / "c.png")
+    with pytest.raises(ConvBridgeError, match="annotate must be None"):
+        draw_matmul(cb.as_matmul(rng.normal(size=(1, 2, 5, 5)), w), tmp_path / "m.png", annotate="x")
+    with pytest.raises(ConvBridgeError, match="nothing to draw"):
+        draw_matmul(cb.as_matmul(rng.normal(size=(0, 2, 5, 5)), w), tmp_path / "m.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pictures_write_exactly_the_path_given(tmp_path, rng):
+    view = cb.as_matmul(rng.normal(size=(1, 1, 4, 4)), rng.normal(size=(1, 1, 3, 3)))
+    png = draw_matmul(view, tmp_path / "new" / "folder" / "m_noext")
+    assert png == tmp_path / "new" / "folder" / "m_noext" and png_size(png)  # no suffix added, parents made
+    gif = animate_conv(make_conv_spec((1, 1, 5), (1, 1, 3)), tmp_path / "anim", max_frames=2)
+    assert gif_info(gif)[0] == 2
+    with pytest.raises(ConvBridgeError, match="is a folder"):
+        draw_matmul(view, tmp_path / "new")
+    assert sorted(p.name for p in (tmp_path / "new" / "folder").iterdir()) == ["m_noext"]  # no temporaries left

@@ -247,6 +247,8 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
 def _backend_names(names: str | Sequence[str]) -> tuple[str, ...]:
     if isinstance(names, str):
         names = (names,)
+    if not isinstance(names, Sequence):
+        raise ArgumentError(f"backends must be a name or a sequence of names such as ('torch', 'jax'), got {names!r}")
     names = tuple(_backends.validate(n) for n in names)
     if not names:
         raise ArgumentError("compare needs at least one backend, e.g. backends=('torch', 'jax')")

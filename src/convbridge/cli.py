@@ -275,7 +275,7 @@ def _shape(text: str, name: str) -> tuple[int, ...]:
 @click.option("--bias", is_flag=True, help="The convolution adds a bias.")
 @click.option("--draw", "draw", type=click.Path(), default=None,
               help="Folder to write the pictures into: im2col product, Toeplitz matrix, sliding-window GIF.")
-@click.option("--max-frames", type=int, default=60, show_default=True,
+@click.option("--max-frames", type=click.IntRange(min=1), default=60, show_default=True,
               help="The most frames per GIF (evenly spaced steps when there are more).")
 def explain(input_shape: str, kernel_shape: str | None, layer: str | None, stride: str, padding: str,
             dilation: str, groups: int, padding_mode: str, layout: str | None, bias: bool, draw: str | None,

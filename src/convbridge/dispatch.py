@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 from convbridge import backends
 from convbridge._types import Array, ArrayLike
-from convbridge.arrays import dtype_name, shape_of
-from convbridge.errors import ArgumentError, ConvBridgeError, ImplementationError
+from convbridge.arrays import dtype_name, framework_of, shape_of
+from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeError, ImplementationError
+from convbridge.ops import get_op
 from convbridge.plan import Plan
 from convbridge.spec import Spec
 
@@ -73,8 +74,25 @@ def register(impl: Impl) -> Impl:
 
     Returns:
         ``impl``, so that registration can decorate a module-level name.
+
+    Raises:
+        ConvBridgeError: not an :class:`Impl`, an unknown op or backend, an algorithm name that is not a
+            lower-case identifier, or a ``run``/``supports`` that is not callable.
     """
+    if not isinstance(impl, Impl):
+        raise ArgumentTypeError(f"register takes a convbridge.dispatch.Impl, got {type(impl).__name__}")
+    get_op(impl.op)
+    backends.validate(impl.backend)
+    if impl.backend != impl.backend.lower():
+        raise ArgumentError(f"backend names are lower case: {impl.backend!r}")
+    if not isinstance(impl.algorithm, str) or not impl.algorithm.isidentifier() or impl.algorithm.lower() != \
+            impl.algorithm:
+        raise ArgumentError(f"an algorithm name is a lower-case identifier such as 'fft', got {impl.algorithm!r}")
+    for name in ("run", "supports"):
+        if not callable(getattr(impl, name)):
+            raise ArgumentTypeError(f"Impl.{name} must be callable, got {getattr(impl, name)!r}")
     _REGISTRY[(impl.op, impl.backend, impl.algorithm)] = impl
+    _COMPILED.pop(impl, None)
     return impl
 
 
@@ -86,7 +104,11 @@ def _load(backend: str) -> backends.Backend:
 
 
 def implementations(op: str | None = None, backend: str | None = None) -> tuple[Impl, ...]:
-    """The registered implementations, optionally of one op and one installed backend, in registration order."""
+    """The registered implementations, optionally of one op and one installed backend: by op, then backend,
+    the native algorithm first."""
+    if op is not None:
+        get_op(op)
+    backend = None if backend is None else backends.validate(backend)
     for name in (backends.available() if backend is None else (backend,)):
         _load(name)
     found = [i for (o, b, _), i in _REGISTRY.items() if (op is None or o == op) and (backend is None or b == backend)]
@@ -109,6 +131,9 @@ def find(spec: Spec, plan: Plan) -> Impl:
                             f"registered: {', '.join(map(repr, known)) or 'none'}")
     problem = be.unsupported(spec, plan) or impl.supports(spec, plan)
     if problem is not None:
+        if not isinstance(problem, ConvBridgeError):
+            raise ImplementationError(f"{impl!r}.supports returned {problem!r}; it must return None or a "
+                                      "ConvBridgeError that says why the spec is not supported")
         raise problem
     return impl
 
@@ -125,11 +150,12 @@ def execute(impl: Impl, spec: Spec, plan: Plan, native: Sequence[Array]) -> Arra
     x = native[0] if batched else native[0][None]
     y = _runner(impl)(spec.as_batched(), plan, x, *native[1:])
     want = spec.batched_out_shape
-    if shape_of(y) != want or dtype_name(y) != dtype_name(x):
+    if framework_of(y) != impl.backend or shape_of(y) != want or dtype_name(y) != dtype_name(x):
         raise ImplementationError(
-            f"the {impl.algorithm!r} {spec.op} of the {impl.backend} backend returned {shape_of(y)} "
-            f"{dtype_name(y)} but the spec gives {want} {dtype_name(x)}; this is a bug in convbridge: please "
-            f"report it with the arguments ({spec.describe()})")
+            f"the {impl.algorithm!r} {spec.op} of the {impl.backend} backend returned a {framework_of(y)} array "
+            f"{shape_of(y)} {dtype_name(y)} but the spec gives a {impl.backend} array {want} {dtype_name(x)}; "
+            f"the implementation ({impl.summary or impl.run}) breaks the dispatcher's contract. If it is one of "
+            f"convbridge's own, please report it with the arguments ({spec.describe()})")
     return y if batched else y[0]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from convbridge._types import Shape
 from convbridge.errors import ArgumentError
+from convbridge.ops import get_op
 from convbridge.snippets import Snippet, snippets
 from convbridge.spec import ConvAxis, ConvSpec, make_conv_spec, resolve_layout
 
@@ -205,6 +206,9 @@ def explain(input_shape: Shape, kernel_shape: Shape | None = None, *, layer: str
     (784, 75, 4)
     """
     input_shape = tuple(input_shape)
+    if not isinstance(bias, bool):
+        raise ArgumentError(f"bias must be True or False (whether the convolution adds one), got {bias!r}")
+    get_op("conv").check_keywords(conv_kwargs)  # what is computed only: no plan keywords (algorithm, device)
     if layer is not None:
         if kernel_shape is not None:
             raise ArgumentError("give kernel_shape or layer, not both")

@@ -47,6 +47,16 @@ class Plan:
     precision: str = "highest"
     device: Hashable | None = None
 
+    def __post_init__(self) -> None:
+        backends.validate(self.backend)
+        if _algorithm(self.algorithm) != self.algorithm:
+            raise ArgumentError(f"algorithm names are lower case: {self.algorithm!r}; write "
+                                f"{self.algorithm.lower()!r}")
+        if policy(self.precision) != self.precision:
+            raise ArgumentError(f"precision policies are lower case: {self.precision!r}; write "
+                                f"{self.precision.lower()!r}")
+        _device(self.device)
+
     def describe(self) -> str:
         where = "" if self.device is None else f" on {self.device}"
         return f"{self.backend}, algorithm {self.algorithm}, precision {self.precision}{where}"
@@ -59,7 +69,11 @@ def _algorithm(value: object) -> str:
 
 
 def _device(value: object) -> Hashable | None:
-    if value is None or isinstance(value, str):
+    if isinstance(value, str):
+        if not value.strip():
+            raise ArgumentError("device is an empty string; pass None (where the input lives) or e.g. 'cpu'")
+        return value.strip().lower()
+    if value is None:
         return value
     if not isinstance(value, Hashable):
         raise ArgumentTypeError(f"device must be None, a string such as 'cpu', or a framework device; got "
@@ -69,7 +83,9 @@ def _device(value: object) -> Hashable | None:
 
 def check_plan_keywords(algorithm: object = DEFAULT_ALGORITHM, precision: object = "highest",
                         device: object = None) -> None:
-    """Validate plan keywords without choosing a backend (for calls that compute nothing)."""
+    """Check plan keywords for form without choosing a backend (for calls that compute nothing): an algorithm
+    name, a precision policy, a device value. Whether the algorithm is registered and the device exists is
+    the chosen backend's to say."""
     _algorithm(algorithm)
     policy(precision)
     _device(device)

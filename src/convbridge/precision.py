@@ -68,6 +68,13 @@ class Precision:
     u_in: float = 0.0
     label: str = ""
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.u, (int, float)) and 0 < self.u < 1):
+            raise ArgumentError(f"Precision.u is a unit roundoff in (0, 1), e.g. 2**-24, got {self.u!r}")
+        if not (isinstance(self.u_in, (int, float)) and 0 <= self.u_in < 1):
+            raise ArgumentError(f"Precision.u_in is a unit roundoff in [0, 1) (0: inputs not rounded), got "
+                                f"{self.u_in!r}")
+
     @classmethod
     def of(cls, dtype: str, label: str | None = None) -> Precision:
         """Full precision of ``dtype`` (no input rounding)."""
@@ -79,6 +86,8 @@ class Precision:
         >>> Precision.of("float32").bound(1) == 2.0**-24 / (1 - 2.0**-24)
         True
         """
+        if terms < 0:
+            raise ArgumentError(f"K, the number of terms, is >= 0, got {terms}")
         ku = terms * self.u
         return math.inf if ku >= 1 else 2 * self.u_in + ku / (1 - ku)
 
@@ -126,12 +135,24 @@ def model(dtype: str, policy_name: str, platform: str, where: str | None = None)
     >>> model("float32", "default", "cpu").label
     'float32 (IEEE), precision=default, cpu'
     """
+    platform = _platform(platform)
     fmt = _ACCELERATOR.get((platform, policy(policy_name))) if dtype == "float32" else None
     place = where or platform
     if fmt is None:
         return Precision(unit_roundoff(dtype), 0.0, f"{dtype} (IEEE), precision={policy_name}, {place}")
     return Precision(unit_roundoff(dtype), INPUT_FORMATS[fmt],
                      f"{_FORMAT_NAMES[fmt]}, float32 accumulation, precision={policy_name}, {place}")
+
+
+_PLATFORMS = MappingProxyType({"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"})
+
+
+def _platform(name: str) -> str:
+    """``cpu | gpu | tpu`` from a platform or device-type name (``"cuda"``, ``"GPU"``, ...)."""
+    key = str(name).lower()
+    if key not in _PLATFORMS:
+        raise ArgumentError(f"unknown platform {name!r}; convbridge models {', '.join(map(repr, _PLATFORMS))}")
+    return _PLATFORMS[key]
 
 
 def candidate(precision: object, dtype: str) -> Precision:
@@ -152,4 +173,7 @@ def candidate(precision: object, dtype: str) -> Precision:
         raise ArgumentError(f"unknown candidate precision {precision!r}; choose None, 'highest', "
                             f"{', '.join(map(repr, INPUT_FORMATS))} or a convbridge.Precision")
     fmt = precision.lower()
+    if dtype != "float32":
+        raise ArgumentError(f"precision={precision!r} rounds float32 inputs before a float32 accumulation; a "
+                            f"{dtype} candidate is judged by its own dtype: pass precision=None")
     return Precision(unit_roundoff(dtype), INPUT_FORMATS[fmt], f"{dtype}, inputs rounded ({fmt})")

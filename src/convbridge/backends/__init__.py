@@ -57,10 +57,14 @@ class Backend(Protocol):
 
 
 def validate(name: object) -> str:
-    """Return ``name`` if it names a backend, else raise listing the known ones."""
-    if not isinstance(name, str) or name not in NAMES:
+    """Return ``name`` (lower-cased) if it names a backend, else raise listing the known ones.
+
+    >>> validate("Torch")
+    'torch'
+    """
+    if not isinstance(name, str) or name.lower() not in NAMES:
         raise ArgumentError(f"unknown backend {name!r}; choose one of {', '.join(map(repr, NAMES))}")
-    return name
+    return name.lower()
 
 
 def get(name: str) -> Backend:

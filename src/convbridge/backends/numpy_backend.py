@@ -10,7 +10,7 @@ from convbridge import reference
 from convbridge._types import ArrayLike
 from convbridge.arrays import to_numpy
 from convbridge.dispatch import Impl, register
-from convbridge.errors import ArgumentError, ConvBridgeError
+from convbridge.errors import ArgumentError, ConvBridgeError, DTypeError
 from convbridge.plan import Plan
 from convbridge.precision import Precision
 from convbridge.spec import ConvSpec, ConvTransposeSpec, FoldSpec, Spec, UnfoldSpec
@@ -22,18 +22,31 @@ __all__ = ["NAME", "place", "to_numpy", "unsupported", "precision", "transpose",
 
 def place(arrays: Sequence[ArrayLike | None], device: object) -> tuple[np.ndarray | None, ...]:
     """Any arrays (numpy, jax, torch, lists) as NumPy arrays on the host, dtypes unchanged."""
-    if device not in (None, "cpu"):
+    on_host = device in (None, "cpu") or "cpu" in (getattr(device, "type", None), getattr(device, "platform", None))
+    if not on_host:
         raise ArgumentError(f"the numpy backend computes on the host; device must be None or 'cpu', got {device!r}")
     return tuple(None if a is None else to_numpy(a) for a in arrays)
 
 
 def unsupported(spec: Spec, plan: Plan) -> ConvBridgeError | None:
-    """NumPy computes every float dtype it has."""
+    """NumPy computes every float dtype it has natively; bfloat16 (ml_dtypes) only through the native algorithm,
+    which computes it in float32 and rounds the result."""
+    if spec.dtype == "bfloat16" and plan.algorithm != "native":
+        return DTypeError(f"NumPy has no bfloat16 arithmetic, so the {plan.algorithm!r} algorithm cannot run it on "
+                          "the numpy backend; use algorithm='native' (float32 arithmetic, rounded to bfloat16), "
+                          "backend='torch' or 'jax'")
     return None
+
+
+def _compute_dtype(a: np.ndarray) -> np.dtype:
+    """The dtype the reference computes in: the array's, or float32 for bfloat16 (NumPy has no bf16 arithmetic)."""
+    return np.dtype(np.float32) if a.dtype.name == "bfloat16" else a.dtype
 
 
 def precision(spec: Spec, plan: Plan, x: np.ndarray) -> Precision:
     how = "NumPy einsum" if spec.op in ("conv", "conv_transpose") else "NumPy"
+    if x.dtype.name == "bfloat16":
+        how += ", computed in float32 and rounded to bfloat16"
     return Precision.of(str(spec.dtype), f"{spec.dtype} (IEEE), {how}")
 
 
@@ -51,12 +64,12 @@ def compile(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
 
 
 def conv(spec: ConvSpec, plan: Plan, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-    return reference.conv(x, w, b, spec, dtype=x.dtype)
+    return reference.conv(x, w, b, spec, dtype=_compute_dtype(x)).astype(x.dtype, copy=False)
 
 
 def conv_transpose(spec: ConvTransposeSpec, plan: Plan, x: np.ndarray, w: np.ndarray,
                    b: np.ndarray | None) -> np.ndarray:
-    return reference.conv_transpose(x, w, b, spec, dtype=x.dtype)
+    return reference.conv_transpose(x, w, b, spec, dtype=_compute_dtype(x)).astype(x.dtype, copy=False)
 
 
 def unfold(spec: UnfoldSpec, plan: Plan, x: np.ndarray) -> np.ndarray:
@@ -64,7 +77,7 @@ def unfold(spec: UnfoldSpec, plan: Plan, x: np.ndarray) -> np.ndarray:
 
 
 def fold(spec: FoldSpec, plan: Plan, cols: np.ndarray) -> np.ndarray:
-    return reference.fold(cols, spec, dtype=cols.dtype)
+    return reference.fold(cols, spec, dtype=_compute_dtype(cols)).astype(cols.dtype, copy=False)
 
 
 for _fn in (conv, conv_transpose, unfold, fold):

@@ -41,12 +41,21 @@ def _tensor(a: ArrayLike) -> torch.Tensor:
 
 
 def _device(device: object) -> torch.device | None:
-    if device is None or isinstance(device, torch.device):
-        return device
+    """``device`` as a torch device this machine has (None stays None)."""
+    if device is None:
+        return None
     try:
-        return torch.device(device)  # type: ignore[call-overload]
+        dev = device if isinstance(device, torch.device) else torch.device(device)  # type: ignore[call-overload]
     except (RuntimeError, TypeError):
         raise ArgumentError(f"{device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:0'") from None
+    if dev.type != "meta":
+        try:
+            torch.empty(0, device=dev)
+        except (RuntimeError, AssertionError) as exc:
+            why = str(exc).split(".")[0].splitlines()[0][:100]
+            raise ArgumentError(f"torch has no device {str(dev)!r} here ({why}); use 'cpu', or None to compute "
+                                "where the input lives") from None
+    return dev
 
 
 def place(arrays: Sequence[ArrayLike | None], device: object) -> tuple[torch.Tensor | None, ...]:

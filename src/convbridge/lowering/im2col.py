@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from convbridge import backends, dispatch
 from convbridge._types import Array, ArrayLike
-from convbridge.errors import ArgumentError
+from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeError
 from convbridge.ops import build, split_plan_keywords
 from convbridge.plan import Plan, make_plan
 from convbridge.spec import ConvSpec, ConvTransposeSpec, Spec, col2im_spec, im2col_spec, inverse
@@ -59,14 +59,17 @@ class MatmulView:
         """Turn the product into the op's result in the user's output layout (bias added)."""
         s, be = self.spec, backends.get(self.plan.backend)
         n, g = s.batch, s.groups
-        rows = prod.shape[1] // max(n, 1)
-        grouped = be.transpose(prod.reshape(g, n, rows, -1), (1, 0, 3, 2))
+        if isinstance(s, ConvSpec):  # rows: (image, output pixel); columns: output channels of the group
+            rows, cols = math.prod(s.out_spatial), s.out_channels // g
+        else:  # rows: (image, input pixel); columns: (output channel of the group, tap)
+            rows, cols = math.prod(s.in_spatial), s.out_channels // g * math.prod(s.kernel_spatial)
+        grouped = be.transpose(prod.reshape(g, n, rows, cols), (1, 0, 3, 2))
         if isinstance(s, ConvSpec):
             y = grouped.reshape(n, s.out_channels, *s.out_spatial)
         else:
             fspec = col2im_spec(s)
             fold = dispatch.find(fspec, replace(self.plan, algorithm="native"))
-            y = dispatch.execute(fold, fspec, self.plan, (grouped.reshape(n, -1, rows),))
+            y = dispatch.execute(fold, fspec, self.plan, (grouped.reshape(n, g * cols, rows),))
         if self.bias is not None:
             y = y + self.bias.reshape(-1, *([1] * s.nsp))
         y = be.transpose(y, inverse(s.layout.out_perm))
@@ -91,16 +94,15 @@ def lower(spec: ConvSpec | ConvTransposeSpec, plan: Plan, x: Array, w: Array, b:
     if isinstance(spec, ConvSpec):
         wc = be.transpose(w, perm)
         return MatmulView("conv", _im2col(spec, plan, xc), _conv_kernel_matrix(spec, wc, be), spec, plan, b)
-    if spec.convention != "torch":
-        raise ArgumentError("as_matmul lowers the torch convention; map a jax-convention call with "
-                            "convbridge.transpose.jax_to_torch first")
-    if any(c < 0 for _, c in spec.crops):
-        raise ArgumentError(f"col2im cannot express output_padding {spec.output_padding} beyond the high-side "
-                            f"padding {tuple(hi for _, hi in spec.padding)}; use cb.conv_transpose")
+    problem = _col2im_supports(spec, plan)
+    if problem is not None:
+        raise problem
     wc = be.transpose(w, (perm[1], perm[0], *perm[2:]))
     g, n, cg = spec.groups, spec.batch, spec.in_channels // spec.groups
-    lhs = be.transpose(xc.reshape(n, g, cg, -1), (1, 0, 3, 2)).reshape(g, -1, cg)
-    return MatmulView("conv_transpose", lhs, wc.reshape(g, cg, -1), spec, plan, b)
+    pixels = math.prod(spec.in_spatial)
+    lhs = be.transpose(xc.reshape(n, g, cg, pixels), (1, 0, 3, 2)).reshape(g, n * pixels, cg)
+    rhs = wc.reshape(g, cg, spec.out_channels // g * math.prod(spec.kernel_spatial))
+    return MatmulView("conv_transpose", lhs, rhs, spec, plan, b)
 
 
 def _im2col(spec: ConvSpec, plan: Plan, xc: Array) -> Array:
@@ -115,14 +117,15 @@ def _im2col(spec: ConvSpec, plan: Plan, xc: Array) -> Array:
     unfold = dispatch.find(uspec, replace(plan, algorithm="native"))
     cols = dispatch.execute(unfold, uspec, plan, (xc,))
     g, n = spec.groups, spec.batch
-    taps = math.prod(spec.kernel_spatial)
-    cols = cols.reshape(n, g, spec.in_channels // g * taps, -1)
-    return be.transpose(cols, (1, 0, 3, 2)).reshape(g, -1, spec.in_channels // g * taps)
+    inner, blocks = spec.in_channels // g * math.prod(spec.kernel_spatial), math.prod(spec.out_spatial)
+    cols = cols.reshape(n, g, inner, blocks)
+    return be.transpose(cols, (1, 0, 3, 2)).reshape(g, n * blocks, inner)
 
 
 def _conv_kernel_matrix(spec: ConvSpec, wc: Array, be: Any) -> Array:
     g = spec.groups
-    return be.transpose(wc.reshape(g, spec.out_channels // g, -1), (0, 2, 1))
+    inner = spec.in_channels // g * math.prod(spec.kernel_spatial)
+    return be.transpose(wc.reshape(g, spec.out_channels // g, inner), (0, 2, 1))
 
 
 def as_matmul(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *, op: str = "conv",
@@ -154,6 +157,9 @@ def as_matmul(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *,
     if op not in ("conv", "conv_transpose"):
         raise ArgumentError(f"as_matmul lowers 'conv' or 'conv_transpose', not {op!r}")
     kwargs, plan_kwargs = split_plan_keywords(op_kwargs)
+    if "algorithm" in plan_kwargs:
+        raise ArgumentTypeError("as_matmul is the matmul lowering itself; it takes no algorithm= (for the result "
+                                "alone, use cb.conv(..., algorithm='matmul'))")
     if op == "conv_transpose" and kwargs.get("convention", "torch") != "torch":
         raise ArgumentError("as_matmul lowers the torch convention; map a jax-convention call with "
                             "convbridge.transpose.jax_to_torch first")
@@ -167,10 +173,24 @@ def as_matmul(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *,
 
 
 def _matmul(spec: Spec, plan: Plan, x: Array, w: Array, b: Array | None) -> Array:
-    """im2col and one matrix product per group (the backend's unfold, reshapes and ``@``)."""
-    return lower(cast(ConvSpec, spec), plan, x, w, b)()
+    """im2col (col2im) and one matrix product per group: the backend's unfold (fold), reshapes and ``@``."""
+    return lower(cast(ConvSpec | ConvTransposeSpec, spec), plan, x, w, b)()
+
+
+def _col2im_supports(spec: Spec, plan: Plan) -> ConvBridgeError | None:
+    """col2im states torch-convention transposed convolutions whose output_padding adds no untouched rows."""
+    s = cast(ConvTransposeSpec, spec)
+    if s.convention != "torch":
+        return ArgumentError("algorithm='matmul' lowers the torch convention; state a jax-convention call in torch's "
+                             "with convbridge.transpose.jax_to_torch, or use algorithm='native'")
+    if any(c < 0 for pair in s.crops for c in pair):
+        return ArgumentError(f"col2im cannot express output_padding {s.output_padding} beyond the high-side padding "
+                             f"{tuple(hi for _, hi in s.padding)}: no block touches those rows; use algorithm='native'")
+    return None
 
 
 for _name in backends.NAMES:
     dispatch.register(dispatch.Impl("conv", _name, "matmul", _matmul, composite=True,
                                     summary="im2col (the backend's unfold) and one matrix product per group"))
+    dispatch.register(dispatch.Impl("conv_transpose", _name, "matmul", _matmul, _col2im_supports, composite=True,
+                                    summary="one matrix product per group, then col2im (the backend's fold)"))

@@ -16,6 +16,7 @@ import numpy as np
 from convbridge._types import ArrayLike, Shape
 from convbridge.arrays import dtype_name, to_numpy
 from convbridge.errors import ArgumentError
+from convbridge.ops import get_op
 from convbridge.spec import ConvSpec, gather_indices, make_conv_spec
 
 __all__ = ["conv_matrix", "conv_matrix_of", "MAX_DENSE_ELEMENTS"]
@@ -35,7 +36,9 @@ def conv_matrix(x_shape: Shape, kernel: ArrayLike, *, dense: bool = False, **con
 
     Returns:
         C of shape ``(prod(out_shape), prod(x_shape))``, in the kernel's dtype; rows follow
-        ``conv(x).ravel()`` and columns ``x.ravel()``.
+        ``conv(x).ravel()`` and columns ``x.ravel()``. scipy.sparse has no 16-bit floats, so a sparse C of a
+        float16 or bfloat16 kernel is float32 (the same values: entries are kernel values, or sums of them where
+        a padding mode reads one input twice).
 
     Raises:
         ConvBridgeError: invalid arguments, or a matrix too large to build (> 2**28 entries).
@@ -48,6 +51,7 @@ def conv_matrix(x_shape: Shape, kernel: ArrayLike, *, dense: bool = False, **con
     >>> C.tolist()
     [[1.0, 2.0, 0.0, 0.0], [0.0, 1.0, 2.0, 0.0], [0.0, 0.0, 1.0, 2.0]]
     """
+    get_op("conv").check_keywords(conv_kwargs)  # the convolution's arguments only (no bias, no plan keywords)
     w = to_numpy(kernel)
     spec = make_conv_spec(tuple(x_shape), w.shape, dtypes=(dtype_name(w), dtype_name(w)), **conv_kwargs)
     return conv_matrix_of(spec, w, dense=dense)
@@ -70,6 +74,8 @@ def conv_matrix_of(spec: ConvSpec, w: np.ndarray, *, dense: bool = False) -> Any
         return out
     from scipy import sparse
 
+    if vals.dtype.itemsize < 4:  # float16 / bfloat16: float32 holds them exactly
+        vals = vals.astype(np.float32)
     return sparse.csr_array(sparse.coo_array((vals, (rows, cols)), shape=(n_rows, n_cols)))
 
 

@@ -18,9 +18,12 @@ __all__ = ["as_shape", "canonical_input", "canonical", "check_nonempty", "check_
 def as_shape(shape: object, what: str) -> Shape:
     """A shape as a tuple of ints, or a ShapeError naming ``what``."""
     try:
-        return tuple(as_int(s, f"{what} shape") for s in shape)  # type: ignore[attr-defined]
+        dims = tuple(as_int(s, f"{what} shape") for s in shape)  # type: ignore[attr-defined]
     except TypeError:
         raise ShapeError(f"{what} shape must be a sequence of ints, got {shape!r}") from None
+    if any(d < 0 for d in dims):
+        raise ShapeError(f"{what} shape {dims} has a negative size; sizes are >= 0")
+    return dims
 
 
 def canonical_input(x_shape: Shape, lay: Layout) -> Shape:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from convbridge._args import choice
+from convbridge._args import choice, is_seq
 from convbridge._types import DTypes, IntOrInts, LayoutLike, PaddingLike, Pairs, Shape
 from convbridge.errors import ArgumentError, ShapeError
 from convbridge.spec import _parse
@@ -158,20 +158,39 @@ class ConvSpec(ChannelSpec):
         >>> make_conv_spec((8, 3, 32, 32), (4, 3, 5, 5), padding=2).resized((9, 9)).out_shape
         (4, 9, 9)
         """
+        if not is_seq(in_spatial) or len(in_spatial) != self.nsp:
+            raise ArgumentError(f"resized takes {self.nsp} spatial sizes (one per spatial dim of this "
+                                f"{self.nsp}-d convolution), got {in_spatial!r}")
         g = self.groups if groups is None else groups
         c_in = self.in_channels if in_channels is None else in_channels
         c_out = self.out_channels if out_channels is None else out_channels
         return make_conv_spec((c_in, *in_spatial), (c_out, c_in // g, *self.kernel_spatial), stride=self.stride,
                               padding=self.padding, dilation=self.dilation, groups=g, padding_mode=self.padding_mode)
 
+    @property
+    def kernel_shape(self) -> Shape:
+        """The kernel's shape in the spec's kernel layout."""
+        sizes = dict(zip(("O", "I", *self.layout.spatial),
+                         (self.out_channels, self.in_channels // self.groups, *self.kernel_spatial)))
+        return tuple(sizes[c] for c in self.layout.rhs)
+
     def adjoint(self) -> ConvTransposeSpec:
         """The transposed convolution (torch convention, channels-first) that maps this conv's output back to
         its input's size with the same kernel array: its gradient with respect to the input.
+
+        Raises:
+            ArgumentError: a padding mode other than ``"zeros"``: that gradient also adds each padded row back
+                onto the row it copies, which no transposed convolution states.
 
         >>> make_conv_spec((1, 2, 7), (3, 2, 3), stride=2).adjoint().out_shape
         (1, 2, 7)
         """
         from convbridge.spec.transpose import ConvTransposeSpec
+
+        if self.padding_mode != "zeros":
+            raise ArgumentError(f"the gradient of a conv with padding_mode={self.padding_mode!r} adds each padded row "
+                                "back onto the row it copies; no transposed convolution states it (use "
+                                "dataclasses.replace(spec, padding_mode='zeros') for the zero-padded adjoint)")
 
         sp = "".join(self.layout.spatial)
         lay = Layout("NC" + sp, default_kernel_layout(sp, "conv_transpose"), "NC" + sp, self.layout.batched)

@@ -22,13 +22,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from convbridge.errors import PaddingError
+import numpy as np
+
+from convbridge.errors import ArgumentError, ArgumentTypeError, PaddingError
 
 __all__ = ["ConvAxis", "TransposeAxis", "lax_transpose_padding"]
 
 
 def _span(kernel: int, dilation: int) -> int:
     return dilation * (kernel - 1) + 1
+
+
+def _at_least(axis: object, name: str, minimum: int | None) -> None:
+    """An int field (bools refused), at least ``minimum`` when one is given."""
+    value = getattr(axis, name)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ArgumentTypeError(f"{type(axis).__name__}.{name} must be an int, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ArgumentError(f"{type(axis).__name__}.{name} must be >= {minimum}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,10 @@ class _Taps:
     kernel: int
     stride: int = 1
     dilation: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("size", "kernel", "stride", "dilation"):
+            _at_least(self, name, 1)
 
     @property
     def span(self) -> int:
@@ -71,6 +86,11 @@ class ConvAxis(_Taps):
     lo: int = 0
     hi: int = 0
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least(self, "lo", None)
+        _at_least(self, "hi", None)
+
     @classmethod
     def same(cls, size: int, kernel: int, stride: int = 1, dilation: int = 1, *, lower: bool = False) -> ConvAxis:
         """XLA/TF 'SAME': output ``ceil(n / s)``; the odd pixel of the padding goes high (low with ``lower``).
@@ -78,8 +98,9 @@ class ConvAxis(_Taps):
         >>> ConvAxis.same(224, 7, 2).padding, ConvAxis.same(224, 7, 2, lower=True).padding
         ((2, 3), (3, 2))
         """
+        span = cls(size, kernel, stride, dilation).span  # validates the arguments
         out = -(-size // stride)
-        total = max((out - 1) * stride + _span(kernel, dilation) - size, 0)
+        total = max((out - 1) * stride + span - size, 0)
         small, big = total // 2, total - total // 2
         lo, hi = (big, small) if lower else (small, big)
         return cls(size, kernel, stride, dilation, lo, hi)
@@ -152,6 +173,15 @@ class TransposeAxis(_Taps):
     hi: int = 0
     output_padding: int = 0
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least(self, "lo", None)
+        _at_least(self, "hi", None)
+        _at_least(self, "output_padding", 0)
+        if self.output_padding >= self.room:
+            raise ArgumentError(f"output_padding {self.output_padding} must be < max(stride {self.stride}, dilation "
+                                f"{self.dilation}) = {self.room} (ATen's rule)")
+
     @classmethod
     def same(cls, size: int, kernel: int, stride: int = 1, dilation: int = 1, *,
              lower: bool = False) -> TransposeAxis:
@@ -161,7 +191,7 @@ class TransposeAxis(_Taps):
         >>> TransposeAxis.same(4, 3, 2).crops, TransposeAxis.same(4, 1, 3).output_padding
         ((0, 1), 2)
         """
-        total = _span(kernel, dilation) - stride
+        total = cls(size, kernel, stride, dilation).span - stride  # validates the arguments
         small, big = max(total, 0) // 2, max(total, 0) - max(total, 0) // 2
         lo, hi = (big, small) if lower else (small, big)
         return cls(size, kernel, stride, dilation, lo, hi, max(-total, 0))
@@ -220,6 +250,8 @@ class TransposeAxis(_Taps):
         >>> TransposeAxis(4, 3, 2).with_lax_padding("SAME").crops
         (0, 1)
         """
+        if not isinstance(padding, str) and len(padding) != 2:
+            raise PaddingError(f"lax's padding of one dim is 'SAME', 'VALID' or an (a, b) pair, got {padding!r}")
         a, b = lax_transpose_padding(self.span, self.stride, padding) if isinstance(padding, str) else padding
         d_k = self.span - 1
         return TransposeAxis(self.size, self.kernel, self.stride, self.dilation, d_k - a, d_k - b)

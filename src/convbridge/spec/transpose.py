@@ -36,9 +36,9 @@ from convbridge._args import as_int, choice, is_seq, per_dim
 from convbridge._types import DTypes, IntOrInts, LayoutLike, PaddingLike, Pairs, Shape
 from convbridge.errors import ArgumentError, PaddingError, ShapeError
 from convbridge.spec import _parse
-from convbridge.spec.conv import ChannelSpec
+from convbridge.spec.conv import ChannelSpec, ConvSpec
 from convbridge.spec.geometry import TransposeAxis
-from convbridge.spec.layout import Layout, default_spatial_letters, resolve_layout
+from convbridge.spec.layout import Layout, default_kernel_layout, default_spatial_letters, resolve_layout
 from convbridge.spec.padding import parse_padding
 
 __all__ = ["ConvTransposeSpec", "make_conv_transpose_spec", "CONVENTIONS", "resolve_transpose_layout",
@@ -108,6 +108,32 @@ class ConvTransposeSpec(ChannelSpec):
         return (f"{self.nsp}-d {how}, layout {self.layout}, stride {self.stride}, crops [{pads}], "
                 f"output_padding {self.output_padding}, dilation {self.dilation}, groups {self.groups}, "
                 f"kernel flipped {self.kernel_flipped}, bias {self.has_bias}")
+
+    @property
+    def kernel_shape(self) -> Shape:
+        """The kernel's shape in the spec's kernel layout (``I`` = x's channels, ``O`` = the result's per group)."""
+        sizes = dict(zip(("I", "O", *self.layout.spatial),
+                         (self.in_channels, self.out_channels // self.groups, *self.kernel_spatial)))
+        return tuple(sizes[c] for c in self.layout.rhs)
+
+    def adjoint(self) -> ConvSpec:
+        """The convolution this transposed convolution is the gradient of (channels-first, zero padding by its
+        crops), on the same kernel array: torch's ``(C_in, C_out / groups, *k)`` read as conv's ``OI...``.
+
+        Raises:
+            ArgumentError: the jax convention's flipped kernel, or crops that add rows (no conv pads negatively).
+
+        >>> make_conv_transpose_spec((1, 3, 7), (3, 2, 3), stride=2, padding=1).adjoint().out_shape
+        (1, 3, 7)
+        """
+        if self.kernel_flipped or any(c < 0 for pair in self.crops for c in pair):
+            raise ArgumentError(f"{self.describe()}: only an unflipped kernel with crops >= 0 is the gradient of a "
+                                "conv on the same kernel array; state it in torch's convention first "
+                                "(convbridge.transpose.jax_to_torch)")
+        sp = "".join(self.layout.spatial)
+        lay = Layout("NC" + sp, default_kernel_layout(sp), "NC" + sp, self.layout.batched)
+        return ConvSpec(layout=lay, batch=self.batch, in_channels=self.out_channels, out_channels=self.in_channels,
+                        groups=self.groups, axes=tuple(a.adjoint() for a in self.axes), dtype=self.dtype)
 
 
 def make_conv_transpose_spec(

@@ -23,6 +23,7 @@ from matplotlib.text import Text
 from PIL import Image
 
 from convbridge._types import Pair
+from convbridge.viz._files import save
 
 PALETTE = ("#4e9bff", "#ff8c42", "#3ccf7a", "#e056fd", "#f9d423", "#00d2d3", "#ff6b6b", "#a3cb38")
 HIGHLIGHT = "#ffffff"
@@ -214,7 +215,7 @@ def _names(idx: np.ndarray | tuple[int, ...], one_d: bool) -> np.ndarray:
     return out
 
 
-def _write_gif(frames: list[Image.Image], path: Path, delay: int) -> Path:
+def _write_gif(frames: list[Image.Image], path: str | Path, delay: int) -> Path:
     """One shared palette (from the first, middle and last frames), so frames differ only where drawn."""
     picks = {0, len(frames) // 2, len(frames) - 1}
     sample = Image.new("RGB", (frames[0].width, frames[0].height * len(picks)))
@@ -223,8 +224,8 @@ def _write_gif(frames: list[Image.Image], path: Path, delay: int) -> Path:
     palette = sample.quantize(colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     paletted = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
     durations = [delay] * (len(frames) - 1) + [delay * 3]
-    paletted[0].save(path, save_all=True, append_images=paletted[1:], duration=durations, loop=0)
-    return path
+    return save(path, lambda tmp: paletted[0].save(tmp, format="GIF", save_all=True, append_images=paletted[1:],
+                                                   duration=durations, loop=0))
 
 
 # --- conv ------------------------------------------------------------------------------------------

@@ -70,7 +70,8 @@ def animate_conv(spec: ConvSpec, path: str | Path, *, max_frames: int = 60, fps:
         ArgumentError: ``spec`` is not a ConvSpec, or max_frames / fps is out of range.
 
     Shape:
-        frames = min(max_frames, groups drawn x prod(out_spatial)), one per (group, output position).
+        frames = groups drawn x prod(out_spatial), one per (group, output position); with more than
+        ``max_frames``, an evenly spaced grid of positions per group that fits in ``max_frames``.
 
     >>> import tempfile, os
     >>> from convbridge.spec import make_conv_spec
@@ -89,7 +90,7 @@ def animate_conv(spec: ConvSpec, path: str | Path, *, max_frames: int = 60, fps:
     with style_context(STYLE):
         board = _conv_board(spec, g, chans, _conv_title(spec, chans, note))
         frames = [_conv_frame(board, g, chans, step, plan) for step in range(len(plan))]
-    return _write_gif(frames, Path(path), delay)
+    return _write_gif(frames, path, delay)
 
 
 def animate_conv_transpose(spec: ConvTransposeSpec, path: str | Path, *, max_frames: int = 60,
@@ -142,7 +143,7 @@ def animate_conv_transpose(spec: ConvTransposeSpec, path: str | Path, *, max_fra
     with style_context(STYLE):
         board = _transpose_board(g, g.op, chans, _transpose_title(g, g.op, chans, note))
         frames = [_transpose_frame(board, g, chans, step, plan) for step in range(len(plan))]
-    return _write_gif(frames, Path(path), delay)
+    return _write_gif(frames, path, delay)
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -212,8 +213,9 @@ def _frame_args(max_frames: int, fps: float) -> tuple[int, int]:
     m = as_int(max_frames, "max_frames")
     if m < 1:
         raise ArgumentError(f"max_frames must be >= 1, got {m}; a GIF needs at least one frame")
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 50:
-        raise ArgumentError(f"fps must be a number in (0, 50], got {fps!r}; e.g. fps=3")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0.01 <= fps <= 50:
+        raise ArgumentError(f"fps must be a number in [0.01, 50] (a GIF holds frame times up to 655 s), got "
+                            f"{fps!r}; e.g. fps=3")
     return m, max(20, round(1000 / fps))
 
 

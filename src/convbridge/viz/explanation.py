@@ -8,6 +8,7 @@ and the file's title says so; strides, dilations, paddings and groups are kept.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,9 @@ def _example(spec: ConvSpec, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
 def draw_explanation(explanation: Explanation, folder: str | Path, *, max_frames: int = 60) -> list[Path]:
     """Write ``matmul.png``, ``conv_matrix.png``, ``conv.gif`` and ``conv_transpose.gif`` into ``folder``.
 
+    ``conv_transpose.gif`` scatters the transposed convolution of the same geometry with zero padding (with a
+    padding mode, the gradient also adds each padded row back onto the row it copies, which it does not draw).
+
     Args:
         explanation: what :func:`convbridge.explain` returned.
         folder: created if missing.
@@ -103,5 +107,7 @@ def draw_explanation(explanation: Explanation, folder: str | Path, *, max_frames
     if spec.nsp <= 2:
         small = reduced_geometry(spec, max_side=_MAX_ANIMATED_SIDE)
         paths.append(animate_conv(small, folder / "conv.gif", max_frames=max_frames))
-        paths.append(animate_conv_transpose(small.adjoint(), folder / "conv_transpose.gif", max_frames=max_frames))
+        zero_padded = replace(small, padding_mode="zeros")  # the scatter; a mode's fold-back is not drawn
+        paths.append(animate_conv_transpose(zero_padded.adjoint(), folder / "conv_transpose.gif",
+                                            max_frames=max_frames))
     return paths

@@ -15,6 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.style import context as style_context
 
+from convbridge.viz._files import save
+
 __all__ = ["side_by_side", "rows", "heatmap", "input_grid", "filters", "STYLE"]
 
 #: The original tutorial plotted on a dark background.
@@ -23,8 +25,7 @@ STYLE = "dark_background"
 
 def _save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    return save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
 def side_by_side(maps: Mapping[str, np.ndarray], title: str, path: Path) -> Path:

@@ -30,10 +30,11 @@ from matplotlib.ticker import MaxNLocator
 from convbridge._args import as_int
 from convbridge._types import ArrayLike
 from convbridge.arrays import to_numpy
-from convbridge.errors import ArgumentError
+from convbridge.errors import ArgumentError, ShapeError
 from convbridge.lowering.im2col import MatmulView
 from convbridge.spec import ConvSpec, default_spatial_letters
 from convbridge.viz.animate import animate_conv, animate_conv_transpose
+from convbridge.viz._files import save
 from convbridge.viz.figures import STYLE
 
 __all__ = ["draw_matmul", "draw_conv_matrix", "animate_conv", "animate_conv_transpose"]
@@ -49,10 +50,10 @@ _MAX_PX = 900  # draw_conv_matrix pools larger matrices to about this many pixel
 
 def draw_matmul(view: MatmulView, path: str | Path, *, title: str | None = None, highlight_row: int | None = None,
                 annotate: bool | None = None) -> Path:
-    """Draw a convolution's matrix view ``lhs @ rhs = product`` (one image's worth) as three value-coloured
-    matrices.
+    """Draw a convolution's matrix view ``lhs @ rhs = product`` as three value-coloured matrices.
 
-    For a convolution (im2col) the rows are output pixels, the inner axis (channel, tap) pairs and the
+    Rows run over the whole batch, image by image (draw a view of one image for a legible picture). For a
+    convolution (im2col) the rows are output pixels, the inner axis (channel, tap) pairs and the
     columns filters; for a transposed convolution (col2im) the rows are input pixels, the inner axis input
     channels and the columns (filter, tap) pairs. Each matrix is labelled with its dimensions and drawn to
     one scale (cells are square), so a tall-skinny product looks tall-skinny; a side of fewer cells than
@@ -73,16 +74,25 @@ def draw_matmul(view: MatmulView, path: str | Path, *, title: str | None = None,
         ``path`` as a Path.
 
     Raises:
-        ArgumentError: highlight_row out of range.
+        ArgumentError: not a MatmulView, an empty one (no rows), highlight_row out of range, or annotate
+            neither None nor a bool.
 
     Shape:
-        lhs (P, K) @ rhs (K, O) = product (P, O) per group; drawn with K = sum K_g and O = sum O_g.
+        lhs (P, K) @ rhs (K, O) = product (P, O) per group, P = N x pixels (the whole batch, image-major);
+        drawn with K = sum K_g and O = sum O_g.
 
     >>> import numpy as np, tempfile, os, convbridge as cb
     >>> view = cb.as_matmul(np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3)))
     >>> draw_matmul(view, os.path.join(tempfile.mkdtemp(), "m.png")).suffix
     '.png'
     """
+    if not isinstance(view, MatmulView):
+        raise ArgumentError(f"draw_matmul draws a MatmulView (from convbridge.as_matmul), got {type(view).__name__}")
+    if annotate is not None and not isinstance(annotate, bool):
+        raise ArgumentError(f"annotate must be None (decide by cell size), True or False, got {annotate!r}")
+    if 0 in view.lhs.shape or 0 in view.rhs.shape:
+        raise ArgumentError(f"nothing to draw: the matrices are {tuple(view.lhs.shape)} @ {tuple(view.rhs.shape)} "
+                            "(an empty batch?)")
     lhs, rhs, product = (to_numpy(a).astype(np.float64) for a in (view.lhs, view.rhs, view.product()))
     groups = [(lhs[g], rhs[g], product[g]) for g in range(view.spec.groups)]
     row_label, col_label, out_label = _LABELS[view.op]
@@ -102,11 +112,11 @@ def draw_matmul(view: MatmulView, path: str | Path, *, title: str | None = None,
         _group_lines(axes, k_cuts, o_cuts)
         for x, symbol in geo.operators:
             fig.text(x, geo.mid, symbol, ha="center", va="center", fontsize=22)
-        notes = _matmul_notes(p, k, o, row, geo, bool(k_cuts))
+        notes = _matmul_notes(p, k, o, row, geo, bool(k_cuts), max(view.spec.batch, 1))
         if row is not None:
             _highlight(axes, row, k, o)
         _titles(fig, geo, title, f"{p} x {k} @ {k} x {o} = {p} x {o}", notes)
-        return _save(fig, Path(path))
+        return _save(fig, path)
 
 
 class _MatmulGeometry:
@@ -235,11 +245,14 @@ def _highlight(axes: Sequence[Axes], row: int, k: int, o: int) -> None:
                           clip_on=False, zorder=4))
 
 
-def _matmul_notes(p: int, k: int, o: int, row: int | None, geo: _MatmulGeometry, grouped: bool) -> list[str]:
+def _matmul_notes(p: int, k: int, o: int, row: int | None, geo: _MatmulGeometry, grouped: bool,
+                  images: int = 1) -> list[str]:
     notes = ["colour = value (blue < 0 < red), each matrix on its own symmetric scale"
              + ("; grey = no weight (outside the group's block)" if grouped else "")]
     if row is not None:
-        notes.append(f"yellow: row {row} of cols (the {k} input values under output pixel {row}'s window) "
+        pixel = f"output pixel {row}" if images == 1 else f"image {row // (p // images)}, output pixel " \
+            f"{row % (p // images)}"
+        notes.append(f"yellow: row {row} of cols (the {k} input values under {pixel}'s window) "
                      f"@ the whole kernel matrix = row {row} of the output ({o} values, one per filter)")
     if geo.widened:
         notes.append(f"drawn to scale (one cell = {geo.cell * 72:.2g} pt), except sides under "
@@ -254,10 +267,9 @@ def _titles(fig: Figure, geo: _MatmulGeometry, title: str | None, product: str, 
              color="#cfcfcf", wrap=True)
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.15)
-    return path
+    return save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", pad_inches=0.15))
 
 
 # --- draw_conv_matrix ------------------------------------------------------------------------------
@@ -283,7 +295,8 @@ def draw_conv_matrix(spec: ConvSpec, kernel: ArrayLike, path: str | Path, *, tit
         ``path`` as a Path.
 
     Raises:
-        ConvBridgeError: the matrix would be too large to build (see :func:`convbridge.conv_matrix`).
+        ConvBridgeError: not a ConvSpec, a kernel of another shape, an empty batch, or a matrix too large to
+            build (see :func:`convbridge.conv_matrix`).
 
     Shape:
         C: (N * O * prod(out_spatial), N * C * prod(in_spatial)).
@@ -296,8 +309,17 @@ def draw_conv_matrix(spec: ConvSpec, kernel: ArrayLike, path: str | Path, *, tit
     """
     from convbridge.lowering.toeplitz import conv_matrix_of
 
+    if not isinstance(spec, ConvSpec):
+        raise ArgumentError(f"draw_conv_matrix draws a ConvSpec (from convbridge.spec.make_conv_spec), got "
+                            f"{type(spec).__name__}")
+    weights = to_numpy(kernel)
+    if tuple(weights.shape) != spec.kernel_shape:
+        raise ShapeError(f"kernel has shape {tuple(weights.shape)} but the spec's kernel is {spec.kernel_shape} "
+                         f"(layout {spec.layout.rhs}); pass the kernel the spec describes")
+    if spec.batch == 0:
+        raise ArgumentError("nothing to draw: the spec's batch is empty (N = 0); draw one example")
     canonical = replace(spec, layout=spec.layout.canonical_layout())
-    C = conv_matrix_of(canonical, to_numpy(kernel).transpose(spec.layout.rhs_perm))
+    C = conv_matrix_of(canonical, weights.transpose(spec.layout.rhs_perm))
     x_shape, y_shape = (spec.batch, spec.in_channels, *spec.in_spatial), spec.canonical_out_shape
     rows, cols, vals, shape = _entries(C)
     raster, factor = _raster(rows, cols, vals, shape)
@@ -318,7 +340,7 @@ def draw_conv_matrix(spec: ConvSpec, kernel: ArrayLike, path: str | Path, *, tit
         bar = fig.colorbar(im, ax=ax, shrink=min(0.8, 4.0 / h + 0.3), pad=0.03)
         bar.set_label("value of C (black: exactly 0)")
         _conv_matrix_title(fig, ax, title, shape, vals.size, factor, x_shape, y_shape)
-        return _save(fig, Path(path))
+        return _save(fig, path)
 
 
 def _entries(C: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:

@@ -41,8 +41,11 @@ def test_conv_matrix_structure_and_sparsity():
 
 
 def test_conv_matrix_refuses_large_inputs():
-    with pytest.raises(ArgumentError, match="meant for small inputs"):
+    with pytest.raises(cb.memory.MemoryLimitError, match=r"conv_matrix \(205520896 x 205520896, sparse\) needs "
+                                                         r"about 7.75 TiB.*meant for small inputs"):
         conv_matrix((64, 64, 224, 224), np.ones((64, 64, 3, 3)), padding=1)
+    C = conv_matrix((1, 16, 64, 64), np.ones((16, 16, 3, 3), "float32"), padding=1)  # counted by nonzeros, not
+    assert C.shape == (65536, 65536) and C.nnz == 9_241_600  # by its 4.3e9 dense entries
 
 
 # ---- im2col / col2im through every backend

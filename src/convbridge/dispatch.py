@@ -21,6 +21,7 @@ from convbridge import backends
 from convbridge._types import Array, ArrayLike
 from convbridge.arrays import dtype_name, framework_of, shape_of
 from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeError, ImplementationError
+from convbridge.memory import check, native_bytes
 from convbridge.ops import get_op
 from convbridge.plan import Plan
 from convbridge.spec import Spec
@@ -51,6 +52,8 @@ class Impl:
         summary: one line for listings.
         composite: ``run`` is framework-free code over the backend's ops (such as the im2col lowering); the
             backend may compile it as a whole (JAX: one XLA program per spec and plan).
+        memory: ``memory(spec)`` -> the bytes it needs at its peak (an estimate), checked against the memory
+            limit before it runs (:mod:`convbridge.memory`).
     """
 
     op: str
@@ -60,6 +63,7 @@ class Impl:
     supports: Supports = _everything
     summary: str = ""
     composite: bool = False
+    memory: Callable[[Spec], int] = native_bytes
 
     def __repr__(self) -> str:
         return f"Impl({self.op}, {self.backend}, {self.algorithm}: {self.summary or self.run.__name__})"
@@ -88,7 +92,7 @@ def register(impl: Impl) -> Impl:
     if not isinstance(impl.algorithm, str) or not impl.algorithm.isidentifier() or impl.algorithm.lower() != \
             impl.algorithm:
         raise ArgumentError(f"an algorithm name is a lower-case identifier such as 'fft', got {impl.algorithm!r}")
-    for name in ("run", "supports"):
+    for name in ("run", "supports", "memory"):
         if not callable(getattr(impl, name)):
             raise ArgumentTypeError(f"Impl.{name} must be callable, got {getattr(impl, name)!r}")
     _REGISTRY[(impl.op, impl.backend, impl.algorithm)] = impl
@@ -146,6 +150,8 @@ def place(plan: Plan, arrays: Sequence[ArrayLike | None]) -> tuple[Array, ...]:
 def execute(impl: Impl, spec: Spec, plan: Plan, native: Sequence[Array]) -> Array:
     """Run ``impl`` on the backend's arrays: add the batch axis when the user's arrays have none, check the
     result's shape and dtype against the spec, and drop the batch axis again."""
+    check(impl.memory(spec), f"{spec.op} with the {impl.algorithm!r} algorithm on the {impl.backend} backend",
+          "use a smaller batch (run it in chunks), a smaller geometry, or another algorithm or backend")
     batched = spec.layout.batched
     x = native[0] if batched else native[0][None]
     y = _runner(impl)(spec.as_batched(), plan, x, *native[1:])

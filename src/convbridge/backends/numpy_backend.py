@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -11,6 +13,7 @@ from convbridge._types import ArrayLike
 from convbridge.arrays import to_numpy
 from convbridge.dispatch import Impl, register
 from convbridge.errors import ArgumentError, ConvBridgeError, DTypeError
+from convbridge.memory import reference_bytes
 from convbridge.plan import Plan
 from convbridge.precision import Precision
 from convbridge.spec import ConvSpec, ConvTransposeSpec, FoldSpec, Spec, UnfoldSpec
@@ -80,5 +83,16 @@ def fold(spec: FoldSpec, plan: Plan, cols: np.ndarray) -> np.ndarray:
     return reference.fold(cols, spec, dtype=_compute_dtype(cols)).astype(cols.dtype, copy=False)
 
 
+def _as_a_framework(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """Overflow in the input's dtype gives infinities silently, as in torch and JAX (the verdict judges them)."""
+    @functools.wraps(fn)
+    def run(*args: Any) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return fn(*args)
+
+    return run
+
+
 for _fn in (conv, conv_transpose, unfold, fold):
-    register(Impl(_fn.__name__, NAME, "native", _fn, summary="the NumPy reference definition, in the input dtype"))
+    register(Impl(_fn.__name__, NAME, "native", _as_a_framework(_fn), memory=reference_bytes,
+                  summary="the NumPy reference definition, in the input dtype"))

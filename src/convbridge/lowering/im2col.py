@@ -19,7 +19,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from convbridge import backends, dispatch
+from convbridge import backends, dispatch, memory
+from convbridge.memory import matmul_bytes
 from convbridge._types import Array, ArrayLike
 from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeError
 from convbridge.ops import build, split_plan_keywords
@@ -50,6 +51,13 @@ class MatmulView:
     spec: ConvSpec | ConvTransposeSpec
     plan: Plan
     bias: Array | None = None
+
+    def __repr__(self) -> str:
+        def arr(a: Array) -> str:
+            return "None" if a is None else f"<{type(a).__module__.partition('.')[0]} {tuple(a.shape)} {a.dtype}>"
+
+        return (f"MatmulView(op={self.op!r}, lhs={arr(self.lhs)}, rhs={arr(self.rhs)}, bias={arr(self.bias)}, "
+                f"spec={self.spec.describe()!r}, plan={self.plan.describe()!r})")
 
     def product(self) -> Array:
         """``lhs @ rhs`` for every group: ``(groups, rows, cols)``."""
@@ -164,10 +172,11 @@ def as_matmul(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *,
         raise ArgumentError("as_matmul lowers the torch convention; map a jax-convention call with "
                             "convbridge.transpose.jax_to_torch first")
     spec = cast(ConvSpec | ConvTransposeSpec, build(op, x, kernel, bias, kwargs))
-    plan = make_plan(backend, x, **plan_kwargs)
+    plan = make_plan(backend, x, algorithm="matmul", **plan_kwargs)
     problem = backends.get(plan.backend).unsupported(spec, plan)
     if problem is not None:
         raise problem
+    memory.check(matmul_bytes(spec), "as_matmul", "use a smaller batch or geometry")
     xb, wb, bb = dispatch.place(plan, (x, kernel, bias))
     return lower(spec, plan, xb if spec.layout.batched else xb[None], wb, bb)
 
@@ -190,7 +199,8 @@ def _col2im_supports(spec: Spec, plan: Plan) -> ConvBridgeError | None:
 
 
 for _name in backends.NAMES:
-    dispatch.register(dispatch.Impl("conv", _name, "matmul", _matmul, composite=True,
+    dispatch.register(dispatch.Impl("conv", _name, "matmul", _matmul, composite=True, memory=matmul_bytes,
                                     summary="im2col (the backend's unfold) and one matrix product per group"))
     dispatch.register(dispatch.Impl("conv_transpose", _name, "matmul", _matmul, _col2im_supports, composite=True,
+                                    memory=matmul_bytes,
                                     summary="one matrix product per group, then col2im (the backend's fold)"))

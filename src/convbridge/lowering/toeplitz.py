@@ -15,14 +15,20 @@ import numpy as np
 
 from convbridge._types import ArrayLike, Shape
 from convbridge.arrays import dtype_name, to_numpy
-from convbridge.errors import ArgumentError
+from convbridge import memory
+from convbridge.memory import footprint
 from convbridge.ops import get_op
 from convbridge.spec import ConvSpec, gather_indices, make_conv_spec
 
-__all__ = ["conv_matrix", "conv_matrix_of", "MAX_DENSE_ELEMENTS"]
+__all__ = ["conv_matrix", "conv_matrix_of", "matrix_bytes"]
 
-#: conv_matrix refuses inputs whose matrix would have more rows x columns than this.
-MAX_DENSE_ELEMENTS = 2**28
+
+def matrix_bytes(spec: ConvSpec, itemsize: int, dense: bool) -> int:
+    """What building C needs: every (row, column, value) triple (int64, int64, value) held three times over
+    (the entries, COO and CSR), plus the dense array when asked for one."""
+    f = footprint(spec)
+    nonzeros = spec.batch * math.prod(spec.out_spatial) * f.kernel  # every output element reads Cg x prod(k) inputs
+    return 3 * nonzeros * (16 + itemsize) + (f.outputs * f.inputs * itemsize if dense else 0)
 
 
 def conv_matrix(x_shape: Shape, kernel: ArrayLike, *, dense: bool = False, **conv_kwargs: Any) -> Any:
@@ -61,9 +67,8 @@ def conv_matrix_of(spec: ConvSpec, w: np.ndarray, *, dense: bool = False) -> Any
     """:func:`conv_matrix` for a validated spec and its kernel (a NumPy array in the spec's kernel layout)."""
     x_shape = spec.layout.user_in_shape((spec.batch, spec.in_channels, *spec.in_spatial))
     n_rows, n_cols = math.prod(spec.out_shape), math.prod(x_shape)
-    if n_rows * n_cols > MAX_DENSE_ELEMENTS:
-        raise ArgumentError(f"conv_matrix would be {n_rows} x {n_cols}; it is meant for small inputs "
-                            f"(at most {MAX_DENSE_ELEMENTS} entries): use cb.as_matmul for large ones")
+    memory.check(matrix_bytes(spec, w.dtype.itemsize, dense), f"conv_matrix ({n_rows} x {n_cols}, "
+                 f"{'dense' if dense else 'sparse'})", "it is meant for small inputs: use cb.as_matmul for large ones")
     rows, cols, vals = _entries(spec, w.transpose(spec.layout.rhs_perm))
     rows = _user_order(spec, spec.canonical_out_shape, spec.layout.out_perm, spec.out_shape)[rows]
     cols = _user_order(spec, (spec.batch, spec.in_channels, *spec.in_spatial), spec.layout.lhs_perm,

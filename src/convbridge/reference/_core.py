@@ -8,7 +8,7 @@ strided) kernel window: *gather* (a strided window view, for conv and unfold) or
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from convbridge.spec import ConvAxis, TransposeAxis
 
-__all__ = ["letters", "window_view", "scatter_taps", "crop", "index"]
+__all__ = ["letters", "window_view", "scatter_taps", "crop", "index", "blocks", "BLOCK_ELEMENTS"]
+
+#: The most window elements one block of the reference's contraction copies (64 MiB in float64).
+BLOCK_ELEMENTS = 2**23
 
 
 def letters(nsp: int) -> tuple[str, str]:
@@ -32,6 +35,27 @@ def index(*parts: object) -> tuple[Any, ...]:
     [1, 4]
     """
     return parts
+
+
+def blocks(batch: int, rows: int, per_row: int) -> Iterator[tuple[slice, slice]]:
+    """Slices of the batch and of the first output axis that cover both, each block holding at most
+    :data:`BLOCK_ELEMENTS` window elements (``per_row`` per output row of one image), or one row of one image.
+
+    >>> [(b.start, b.stop, r.start, r.stop) for b, r in blocks(3, 4, 2**22)]
+    [(0, 1, 0, 2), (0, 1, 2, 4), (1, 2, 0, 2), (1, 2, 2, 4), (2, 3, 0, 2), (2, 3, 2, 4)]
+    >>> [(b.start, b.stop) for b, _ in blocks(5, 4, 2)]
+    [(0, 5)]
+    """
+    per_image = max(per_row * rows, 1)
+    if per_image <= BLOCK_ELEMENTS:
+        images = max(1, BLOCK_ELEMENTS // per_image)
+        for start in range(0, batch, images):
+            yield slice(start, min(start + images, batch)), slice(0, rows)
+        return
+    step = max(1, BLOCK_ELEMENTS // max(per_row, 1))
+    for image in range(batch):
+        for start in range(0, rows, step):
+            yield slice(image, image + 1), slice(start, min(start + step, rows))
 
 
 def window_view(xpad: np.ndarray, axes: Sequence[ConvAxis]) -> np.ndarray:

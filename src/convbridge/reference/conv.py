@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from convbridge.reference._core import letters as _letters
-from convbridge.reference._core import index, scatter_taps, window_view
+from convbridge.reference._core import blocks, index, scatter_taps, window_view
 from convbridge.spec import NUMPY_PAD_MODES, ConvSpec, SpatialSpec, inverse
 
 __all__ = ["conv", "conv_canonical", "conv_vjp_canonical", "to_canonical", "from_canonical"]
@@ -63,11 +64,21 @@ def _grouped(xc: np.ndarray, wc: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray
 
 
 def conv_canonical(xc: np.ndarray, wc: np.ndarray, bc: np.ndarray | None, spec: ConvSpec) -> np.ndarray:
-    """y[n, o, p] = sum_{c, k} pad(x)[n, g(o)*Cg + c, p*s + k*d] w[o, c, k] + b[o]."""
+    """y[n, o, p] = sum_{c, k} pad(x)[n, g(o)*Cg + c, p*s + k*d] w[o, c, k] + b[o].
+
+    The contraction runs in blocks of images and output rows (:func:`blocks`), so that its copy of the
+    windows never exceeds ``BLOCK_ELEMENTS`` elements whatever the batch and kernel.
+    """
     xg, wg = _grouped(_pad(xc, spec), wc, spec)
     P, K = _letters(spec.nsp)
-    y = np.einsum(f"ngc{P}{K},goc{K}->ngo{P}", _windows(xg, spec), wg, optimize=True)
-    y = y.reshape(y.shape[0], spec.out_channels, *spec.out_spatial)
+    windows = _windows(xg, spec)
+    out = spec.out_spatial
+    y = np.empty((xg.shape[0], spec.groups, spec.out_channels // spec.groups, *out), np.result_type(xg, wg))
+    per_row = spec.in_channels * math.prod(spec.kernel_spatial) * math.prod(out[1:])
+    for images, rows in blocks(xg.shape[0], out[0], per_row):
+        y[images, :, :, rows] = np.einsum(f"ngc{P}{K},goc{K}->ngo{P}", windows[images, :, :, rows], wg,
+                                          optimize=True)
+    y = y.reshape(y.shape[0], spec.out_channels, *out)
     if bc is not None:
         y = y + bc.reshape(-1, *([1] * spec.nsp))
     return y

@@ -188,3 +188,67 @@ def test_missing_backend_names_the_pip_line(monkeypatch):
     with pytest.raises(BackendUnavailable, match=r"pip install 'convbridge\[jax\]'") as info:
         cb.conv(*arrays(2), backend="jax")
     assert isinstance(info.value, ImportError)
+
+
+# ---- what is not an array, and arrays no backend can take (issue 10) ------------------------------------------
+
+@pytest.mark.parametrize("x, exc, pattern", [
+    ("abc", ArgumentTypeError, "input must be an array .*, got str 'abc'"),
+    ({"a": 1}, ArgumentTypeError, "input must be an array .*, got dict"),
+    ([[1.0, 2.0], [3.0]], ShapeError, "input is a ragged nested sequence"),
+    ([["a", "b"]], ArgumentTypeError, "input must hold numbers"),
+])
+def test_non_arrays_are_refused_by_role(x, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        cb.conv(x, np.ones((1, 1, 1), "float32"))
+    with pytest.raises(exc, match=pattern.replace("input", "input")):
+        cb.compare(x, np.ones((1, 1, 1), "float32"), backends=("numpy",))
+
+
+def test_torch_tensors_no_backend_can_take():
+    torch = pytest.importorskip("torch")
+    w = torch.ones(1, 1, 2)
+    with pytest.raises(ArgumentTypeError, match="input is a sparse_coo torch tensor.*to_dense"):
+        cb.conv(torch.ones(1, 1, 4).to_sparse(), w)
+    meta = torch.ones(1, 1, 4, device="meta")
+    assert cb.conv(meta, w.to("meta")).shape == (1, 1, 3)  # torch itself computes shapes on meta
+    with pytest.raises(ArgumentTypeError, match="meta device has a shape but no values"):
+        cb.conv(meta, w, backend="numpy")
+    with pytest.raises(ArgumentTypeError, match="meta device has a shape but no values"):
+        cb.verify(meta, np.ones((1, 1, 4), "float32"), np.ones((1, 1, 2), "float32"))
+
+
+def test_jax_tracers_are_named_not_crashed_on():
+    jax = pytest.importorskip("jax")
+    pytest.importorskip("torch")
+    x, w = np.ones((1, 1, 5), "float32"), np.ones((1, 1, 2), "float32")
+    for call in (lambda t: cb.verify(cb.conv(t, w), t, w), lambda t: cb.conv(t, w, backend="torch"),
+                 lambda t: cb.compare(t, w, backends=("jax",)).verdict):
+        with pytest.raises(ArgumentTypeError, match="JAX tracer .* concrete arrays"):
+            jax.jit(call)(x)
+    assert cb.verify(jax.jit(lambda t: cb.conv(t, w))(x), x, w).verdict in ("identical", "equivalent")
+
+
+def test_a_tensor_that_requires_grad_warns_when_it_leaves_torch():
+    torch = pytest.importorskip("torch")
+    x = torch.ones(1, 1, 5, requires_grad=True)
+    with pytest.warns(cb.errors.ConvBridgeWarning, match="requires grad goes to backend='numpy'"):
+        cb.conv(x, np.ones((1, 1, 2), "float32"), backend="numpy")
+    assert cb.conv(x, torch.ones(1, 1, 2)).requires_grad  # staying in torch: no warning, gradients flow
+
+
+def test_messages_that_used_to_mislead():
+    x, w = arrays(2)
+    with pytest.raises(DTypeError, match=r"\.astype\('float32'\) for NumPy/JAX arrays or \.to\(torch\.float32\)"):
+        cb.conv(x.astype("int64"), w)
+    with pytest.raises(ShapeError, match=r"got an array of shape \(2, 4, 8, 8\); pass its \.shape"):
+        cb.output_shape(x, w.shape)
+    with pytest.raises(ArgumentError, match="compare and verify read fold's arguments as \\(x, kernel_size\\)"):
+        cb.compare(np.ones((1, 4, 9), "float32"), (4, 4), (2, 2), op="fold", backends=("numpy",))
+    assert cb.verify([[[1.0, 1.0]]], np.ones((1, 1, 3)), np.ones((1, 1, 2)), op="conv").verdict == "mismatch"
+
+
+def test_reprs_are_short():
+    x, w = arrays(2)
+    assert len(repr(cb.as_matmul(x, w))) < 400
+    assert len(repr(cb.transpose.torch_to_jax(np.ones((64, 64, 7, 7))))) < 300

@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import warnings
+
 import numpy as np
 
 from convbridge import backends as _backends
-from convbridge import dispatch
+from convbridge import dispatch, memory
 from convbridge._types import Array, ArrayLike, IntOrInts, LayoutLike, PaddingLike
 from convbridge.arrays import dtype_name, to_numpy
-from convbridge.errors import ArgumentError, ShapeError
+from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeWarning, ShapeError
+from convbridge.memory import verdict_bytes
 from convbridge.ops import build, get_op, split_plan_keywords
 from convbridge.parity import ParityReport, judge_pair
 from convbridge.plan import make_plan
@@ -31,7 +34,12 @@ def _run(op: str, x: ArrayLike, second: ArrayLike, bias: ArrayLike | None, kwarg
     """Parse into a spec (what), a plan (how), and dispatch."""
     spec = build(op, x, second, bias, kwargs)
     plan = make_plan(backend, x, algorithm=algorithm, precision=precision, device=device)
-    return dispatch.run(spec, plan, (x, second, bias) if get_op(op).kernel_is_array else (x,))
+    arrays = (x, second, bias) if get_op(op).kernel_is_array else (x,)
+    if plan.backend != "torch" and any(getattr(a, "requires_grad", False) for a in arrays):
+        warnings.warn(f"a torch tensor that requires grad goes to backend={plan.backend!r}: the result is that "
+                      "framework's array, detached from torch's autograd; use backend='torch' (or None) to keep "
+                      "gradients", ConvBridgeWarning, stacklevel=3)
+    return dispatch.run(spec, plan, arrays)
 
 
 def conv(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *, stride: IntOrInts = 1,
@@ -91,7 +99,7 @@ def conv_transpose(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = Non
                    groups: int = 1, layout: LayoutLike = None, backend: str | None = None,
                    precision: str = "highest", output_size: IntOrInts | None = None, convention: str = "torch",
                    transpose_kernel: bool = False, algorithm: str = "native",
-                   device: Hashable | None = None) -> Array:
+                   device: Hashable | None = None, padding_mode: str = "zeros") -> Array:
     """N-d transposed convolution: PyTorch's (the gradient of :func:`conv` w.r.t. its input) or lax's.
 
     Args:
@@ -111,6 +119,8 @@ def conv_transpose(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = Non
             ``('NHWC', 'HWIO', 'NHWC')``), an input layout such as ``"NHWC"`` (kernel ``HWIO``,
             ``I`` = x's channels), ``"NHWC,HWIO->NHWC"`` or JAX's 3-tuple.
         backend, algorithm, precision, device: as for :func:`conv`.
+        padding_mode: ``"zeros"`` only: a transposed convolution crops its full output rather than padding an
+            input (torch's ConvTranspose modules accept zeros alone); anything else raises.
         output_size: spatial output size (int or per dim); picks ``output_padding``. The reachable
             sizes are ``base .. base + max(stride, dilation) - 1`` with ``base`` the size at
             ``output_padding=0``; others raise with that range.
@@ -136,6 +146,10 @@ def conv_transpose(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = Non
     >>> cb.conv_transpose(x, w, stride=2, padding=1, output_size=4).tolist()
     [[[2.0, 13.0, 20.0, 30.0]]]
     """
+    if padding_mode != "zeros":
+        raise ArgumentTypeError(f"conv_transpose has no padding_mode {padding_mode!r}: a transposed convolution crops "
+                                "its full output instead of padding an input (torch's ConvTranspose takes 'zeros' "
+                                "only); pad or crop the result yourself")
     kwargs = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
                   layout=layout, output_size=output_size, convention=convention, transpose_kernel=transpose_kernel)
     return _run("conv_transpose", x, kernel, bias, kwargs, backend, algorithm, precision, device)
@@ -232,6 +246,8 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
     kwargs, plan_kwargs = split_plan_keywords(op_kwargs)
     spec = build(op, x, kernel, bias, kwargs)
     arrays = (x, kernel, bias) if get_op(op).kernel_is_array else (x,)
+    memory.check(verdict_bytes(spec, len(names)), f"judging {spec.op} on {len(names)} backend(s) against the float64 "
+                 "reference", "compare a smaller batch (the statistics of several batches add up), or a smaller geometry")
     runs = {}
     for name in names:
         plan = make_plan(name, x, **plan_kwargs)
@@ -299,6 +315,8 @@ def verify(y: ArrayLike, x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike
     """
     spec = build(op, x, kernel, bias, op_kwargs)
     arrays = (x, kernel, bias) if get_op(op).kernel_is_array else (x,)
+    memory.check(verdict_bytes(spec, 1), f"judging a {spec.op} result against the float64 reference",
+                 "verify a smaller batch, or a smaller geometry")
     out = to_numpy(y)
     if tuple(out.shape) != spec.out_shape:
         raise ShapeError(f"candidate has shape {tuple(out.shape)} but this {op} gives {spec.out_shape}; "

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from convbridge._types import Array, ArrayLike, Shape
+from convbridge.errors import ArgumentTypeError, ShapeError
 
-__all__ = ["framework_of", "shape_of", "dtype_name", "to_numpy"]
+__all__ = ["framework_of", "shape_of", "dtype_name", "to_numpy", "check_array", "is_tracer"]
 
 
 def framework_of(a: object) -> str:
@@ -27,6 +28,51 @@ def framework_of(a: object) -> str:
     if root == "torch":
         return "torch"
     return "numpy"
+
+
+def is_tracer(a: object) -> bool:
+    """A JAX tracer (inside ``jax.jit``, ``grad`` or ``vmap``): an abstract value with no data to copy."""
+    return framework_of(a) == "jax" and any(c.__name__.endswith("Tracer") for c in type(a).__mro__)
+
+
+def check_array(a: object, role: str) -> None:
+    """Refuse, with a ConvBridgeError naming ``role``, what no backend can take as an array.
+
+    Raises:
+        ArgumentTypeError: a string, a mapping or another non-array; a sparse or nested torch tensor.
+        ShapeError: a ragged nested sequence.
+
+    >>> check_array("abc", "input")
+    Traceback (most recent call last):
+    ...
+    convbridge.errors.ArgumentTypeError: input must be an array (NumPy, JAX or PyTorch) ..., got str 'abc'
+    """
+    fw = framework_of(a)
+    if fw == "torch":
+        layout = str(getattr(a, "layout", "torch.strided"))
+        if layout != "torch.strided" or getattr(a, "is_nested", False):
+            kind = "nested" if getattr(a, "is_nested", False) else layout.removeprefix("torch.")
+            raise ArgumentTypeError(f"{role} is a {kind} torch tensor; convbridge convolves dense (strided) tensors: "
+                                    "pass .to_dense() (or torch.nested.to_padded_tensor for a nested one)")
+        return
+    if fw == "jax" or hasattr(a, "__array__") or hasattr(a, "__array_interface__"):
+        return
+    if isinstance(a, (str, bytes, dict, set)) or not isinstance(a, (list, tuple, int, float)):
+        raise ArgumentTypeError(f"{role} must be an array (NumPy, JAX or PyTorch) or nested lists of numbers, got "
+                                f"{type(a).__name__} {_short(a)}")
+    try:
+        arr = np.asarray(a)
+    except ValueError:
+        raise ShapeError(f"{role} is a ragged nested sequence (rows of different lengths); give it one shape, "
+                         "e.g. as a NumPy array") from None
+    if arr.dtype.kind not in "biufc":
+        raise ArgumentTypeError(f"{role} must hold numbers, got {arr.dtype.name} values {_short(a)}")
+
+
+def _short(a: object) -> str:
+    import reprlib
+
+    return reprlib.repr(a)
 
 
 def shape_of(a: ArrayLike) -> Shape:
@@ -61,6 +107,13 @@ def to_numpy(a: ArrayLike) -> np.ndarray:
     'float64'
     """
     if framework_of(a) == "torch":
+        if getattr(a, "is_meta", False):
+            raise ArgumentTypeError("a torch tensor on the meta device has a shape but no values; judging or copying "
+                                    "it needs data: pass a real tensor (backend='torch' computes shapes on meta)")
         t: Array = a.detach().cpu()
         return np.asarray(t.float().numpy() if str(t.dtype) == "torch.bfloat16" else t.numpy())
+    if is_tracer(a):
+        raise ArgumentTypeError("a JAX tracer (inside jax.jit, grad or vmap) has no concrete values to copy; verify, "
+                                "compare and the numpy and torch backends run on concrete arrays: call them outside "
+                                "the transformation, or use backend='jax' inside it")
     return np.asarray(a)

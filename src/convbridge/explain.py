@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from convbridge._args import per_dim
 from convbridge._types import Shape
 from convbridge.errors import ArgumentError
 from convbridge.ops import get_op
@@ -170,10 +171,13 @@ def parse_layer(text: str) -> tuple[int, dict[str, Any]]:
 
 def _from_layer(layer: str) -> tuple[Shape, dict[str, Any]]:
     nsp, a = parse_layer(layer)
-    ks = a["kernel_size"]
-    ks = tuple(ks) if isinstance(ks, (tuple, list)) else (ks,) * nsp
+    for name in ("in_channels", "out_channels", "groups"):
+        value = a[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ArgumentError(f"layer {layer!r}: {name} must be a positive int, got {value!r}")
+    ks = per_dim(a["kernel_size"], "kernel_size", nsp, minimum=1)
     groups = a["groups"]
-    if not isinstance(groups, int) or groups < 1 or a["in_channels"] % groups:
+    if a["in_channels"] % groups:
         raise ArgumentError(f"layer groups={groups!r} must be a positive int dividing in_channels "
                             f"({a['in_channels']})")
     kernel = (a["out_channels"], a["in_channels"] // groups, *ks)

@@ -18,7 +18,7 @@ import numpy as np
 
 from convbridge import reference
 from convbridge._types import ArrayLike, IntOrInts, PaddingLike, Shape
-from convbridge.arrays import dtype_name, shape_of
+from convbridge.arrays import check_array, dtype_name, shape_of
 from convbridge.errors import ArgumentError, ArgumentTypeError
 from convbridge.plan import PLAN_KEYWORDS, check_plan_keywords
 from convbridge.spec import (
@@ -56,7 +56,9 @@ class Op:
         self.check_keywords(kwargs)
         if not self.kernel_is_array:
             if b_shape is not None:
-                raise ArgumentError(f"{self.name} takes no bias; pass bias=None")
+                raise ArgumentError(f"{self.name} takes no bias, but a third positional argument was given: compare "
+                                    f"and verify read {self.name}'s arguments as (x, kernel_size); pass the rest by "
+                                    f"keyword, e.g. cb.compare(cols, (3, 3), op='fold', output_size=(8, 8))")
             if second is None:
                 second = kwargs.pop("kernel_size", None)
             elif "kernel_size" in kwargs:
@@ -126,6 +128,9 @@ def build(op: str, x: ArrayLike, second: ArrayLike, bias: ArrayLike | None, kwar
     if x is None or entry.kernel_is_array and second is None:
         needs = "an input x and a kernel" if entry.kernel_is_array else "an input"
         raise ArgumentError(f"{op} needs {needs}; got None")
+    for role, a in (("input", x), ("kernel", second if entry.kernel_is_array else None), ("bias", bias)):
+        if a is not None:
+            check_array(a, role)
     b_shape = None if bias is None else shape_of(bias)
     if entry.kernel_is_array:
         dtypes = tuple(None if a is None else dtype_name(a) for a in (x, second, bias))

@@ -14,21 +14,37 @@ flipped kernel, padding on the wrong side) gives r of order 1/u.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from convbridge._types import Shape
 from convbridge.precision import Precision
 
+_T = TypeVar("_T")
+
 __all__ = ["PairResult", "ParityReport", "judge_pair", "worst_verdict", "VERDICTS", "INCONCLUSIVE_FRACTION"]
 
 VERDICTS = ("identical", "equivalent", "inconclusive", "mismatch")
 #: A bound of this fraction of the gauge or more cannot separate rounding from a bug.
 INCONCLUSIVE_FRACTION = 0.05
+
+
+def _quietly(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """Run ``fn`` without NumPy's overflow / invalid-value warnings: a result that overflows its dtype is judged
+    (an infinity where the reference is finite is a mismatch), not reported twice as console noise."""
+    @functools.wraps(fn)
+    def quiet(*args: Any, **kwargs: Any) -> _T:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # e.g. nanmax of an all-NaN difference (inf - inf)
+            return fn(*args, **kwargs)
+
+    return quiet
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,7 @@ class PairResult:
                 for k, v in d.items()}
 
 
+@_quietly
 def _ratios(a: np.ndarray, b: np.ndarray, gauge: np.ndarray, u: float) -> np.ndarray:
     """Elementwise r = |a - b| / (u G): 0 where equal (NaN == NaN), inf where G = 0 and they differ."""
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
@@ -66,6 +83,7 @@ def _ratios(a: np.ndarray, b: np.ndarray, gauge: np.ndarray, u: float) -> np.nda
     return np.where(same, 0.0, r)
 
 
+@_quietly
 def judge_pair(
     names: tuple[str, str],
     a: np.ndarray,

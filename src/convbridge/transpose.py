@@ -78,6 +78,12 @@ class TransposeCall:
     layout: tuple[str, str, str]
     transpose_kernel: bool = False
 
+    def __repr__(self) -> str:
+        return (f"TransposeCall(convention={self.convention!r}, kernel=<{self.kernel.dtype} array "
+                f"{self.kernel.shape}>, stride={self.stride}, padding={self.padding}, "
+                f"output_padding={self.output_padding}, dilation={self.dilation}, layout={self.layout}, "
+                f"transpose_kernel={self.transpose_kernel})")
+
     @property
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`convbridge.conv_transpose` (pass ``kernel`` positionally)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 
 from convbridge._args import as_int, per_dim
@@ -17,10 +18,14 @@ __all__ = ["as_shape", "canonical_input", "canonical", "check_nonempty", "check_
 
 def as_shape(shape: object, what: str) -> Shape:
     """A shape as a tuple of ints, or a ShapeError naming ``what``."""
+    ndim = getattr(shape, "ndim", 1)
+    if ndim != 1:
+        raise ShapeError(f"{what} shape must be a sequence of ints, got an array of shape "
+                         f"{tuple(getattr(shape, 'shape', ()))}; pass its .shape")
     try:
         dims = tuple(as_int(s, f"{what} shape") for s in shape)  # type: ignore[attr-defined]
     except TypeError:
-        raise ShapeError(f"{what} shape must be a sequence of ints, got {shape!r}") from None
+        raise ShapeError(f"{what} shape must be a sequence of ints, got {reprlib.repr(shape)}") from None
     if any(d < 0 for d in dims):
         raise ShapeError(f"{what} shape {dims} has a negative size; sizes are >= 0")
     return dims
@@ -70,8 +75,9 @@ def common_dtype(dtypes: DTypes) -> str | None:
     roles = ("input", "kernel", "bias")
     if len(set(names)) > 1:
         listed = ", ".join(f"{r} {d}" for r, d in zip(roles, dtypes) if d is not None)
-        raise DTypeError(f"mixed dtypes ({listed}); convbridge never casts silently: "
-                         f"cast all to one dtype, e.g. .astype('{names[0]}')")
+        target = next((d for d in names if d in FLOAT_DTYPES), "float32")
+        raise DTypeError(f"mixed dtypes ({listed}); convbridge never casts silently: cast all to one float dtype, "
+                         f"e.g. .astype('{target}') for NumPy/JAX arrays or .to(torch.{target}) for torch tensors")
     if names[0] not in FLOAT_DTYPES:
         raise DTypeError(f"dtype {names[0]} is not supported; use one of {', '.join(FLOAT_DTYPES)}")
     return names[0]

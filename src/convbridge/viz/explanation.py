@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from convbridge.errors import ConvBridgeError
+from convbridge.errors import ArgumentError, ConvBridgeError
 from convbridge.spec import ConvSpec
 
 if TYPE_CHECKING:
@@ -91,7 +91,13 @@ def draw_explanation(explanation: Explanation, folder: str | Path, *, max_frames
     from convbridge.viz.lowering import animate_conv, animate_conv_transpose, draw_conv_matrix, draw_matmul
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if not str(folder).strip():
+        raise ArgumentError("the picture folder is empty; give a folder to draw into, e.g. pictures/")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArgumentError(f"cannot create the picture folder {str(folder)!r}: {exc.strerror or exc}; pass a folder "
+                            "you can write to") from None
     spec: ConvSpec = explanation.spec
     paths: list[Path] = []
     small = reduced_geometry(spec, max_entries=None) if math.prod(spec.out_spatial) <= _MAX_MATMUL_ROWS else \

@@ -383,19 +383,54 @@ def test_load_array_converts_grey_and_totensor_floats(tmp_path):
 @pytest.mark.parametrize(
     ("array", "message"),
     [
-        (
-            np.zeros((2, 3, 8, 8), np.uint8),
-            r"channels-last .*got shape \(2, 3, 8, 8\) \(channels first\? use np.moveaxis\(a, 1, -1\)\)",
-        ),
-        (np.full((1, 2, 2, 3), 0.3, np.float32), r"exact multiples of 1/255 .*12 of 12 values are not"),
-        (np.full((1, 2, 2, 3), 2.0), r"float images must lie in \[0, 1\] .*got 2.0..2.0"),
+        (np.full((1, 2, 2, 3), 2.0), r"float images in 2..2 fit no scale .*pass --data-scale normalized"),
         (np.full((1, 2, 2, 3), 300, np.int16), r"integer images must lie in 0..255; got 300..300"),
+        (
+            np.where(np.arange(12).reshape(1, 2, 2, 3) == 4, np.nan, 0.5),
+            r"images hold 1 NaN or infinite values of 12; clean them first",
+        ),
+        (np.zeros((2, 3, 8, 3), np.uint8), r"images of shape \(2, 3, 8, 3\) read as NHWC or as NCHW; say which"),
+        (np.zeros((2, 5, 8, 8), np.uint8), r"images must be \(N, H, W, C\) or \(N, C, H, W\) with 1 or 3"),
+        (np.array([[["a"]]]), r"images must be integers in 0..255 or floats; got dtype <U1"),
     ],
 )
 def test_load_array_rejects(tmp_path, array, message):
     np.save(tmp_path / "x.npy", array)
     with pytest.raises(DataError, match=message):
         load_array(tmp_path / "x.npy")
+
+
+def test_load_array_reads_nchw_and_every_scale(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (2, 5, 6, 3), np.uint8)
+    np.save(tmp_path / "nchw.npy", pixels.transpose(0, 3, 1, 2))  # the library's own default layout
+    ds = load_array(tmp_path / "nchw.npy")
+    np.testing.assert_array_equal(ds.images, pixels)
+    np.save(tmp_path / "tt.npy", (pixels / np.float32(255)).astype(np.float32).transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(load_array(tmp_path / "tt.npy").images, pixels)  # ToTensor output, exact
+    unit = rng.random((2, 3, 5, 6)).astype(np.float32)  # off the 1/255 grid: ToTensor scale, not pixels
+    np.save(tmp_path / "unit.npy", unit)
+    ds = load_array(tmp_path / "unit.npy")
+    np.testing.assert_allclose(ds.values, (unit - 0.5) / 0.5, rtol=0, atol=1e-7)
+    normed = (unit - 0.5) / 0.5
+    np.save(tmp_path / "norm.npy", normed)
+    np.testing.assert_array_equal(load_array(tmp_path / "norm.npy").values, normed)  # used as they are
+    np.save(tmp_path / "wide.npy", normed * 3)
+    np.testing.assert_array_equal(load_array(tmp_path / "wide.npy", scale="normalized").values, normed * 3)
+    with pytest.raises(DataError, match=r"--data-scale unit needs floats in \[0, 1\]; got -0.9\d+..0.9\d+"):
+        load_array(tmp_path / "norm.npy", scale="unit")
+    with pytest.raises(DataError, match=r"integer images are 8-bit pixels; --data-scale unit is for floats"):
+        load_array(tmp_path / "nchw.npy", scale="unit")
+    np.testing.assert_array_equal(load_array(tmp_path / "nchw.npy", layout="NCHW").images, pixels)
+
+
+def test_load_array_layout_settles_ambiguous_shapes(tmp_path):
+    a = np.arange(2 * 3 * 4 * 3, dtype=np.uint8).reshape(2, 3, 4, 3)
+    np.save(tmp_path / "a.npy", a)
+    np.testing.assert_array_equal(load_array(tmp_path / "a.npy", layout="NHWC").images, a)
+    np.testing.assert_array_equal(load_array(tmp_path / "a.npy", layout="NCHW").images, a.transpose(0, 2, 3, 1))
+    with pytest.raises(DataError, match=r"--data-layout is one of auto, NHWC, NCHW and --data-scale one of"):
+        load_array(tmp_path / "a.npy", layout="CHW")
 
 
 def test_load_image_folder(tmp_path):
@@ -429,11 +464,36 @@ def test_dataset_validates_labels():
 # --------------------------------------------------------------------------- load_dataset
 
 
-def test_load_dataset_auto_falls_back_to_sample_with_one_notice(tmp_path):
+def test_load_dataset_auto_falls_back_to_sample_with_one_notice(tmp_path, monkeypatch):
+    import convbridge.data as data
+
+    monkeypatch.setattr(data, "default_roots", lambda: (tmp_path, tmp_path / "data"))
     notes = []
-    ds = load_dataset(root=tmp_path, notice=notes.append)
+    ds = load_dataset(notice=notes.append)
     assert ds.source.startswith("embedded sample") and len(notes) == 1
-    assert notes[0].startswith(f"CIFAR-10 not found under {tmp_path}; using the embedded sample")
+    assert notes[0].startswith(f"CIFAR-10 not found under {tmp_path}, {tmp_path / 'data'}; using the embedded sample")
+
+
+def test_an_explicit_root_never_falls_back_to_the_sample(tmp_path):
+    notes = []
+    with pytest.raises(DataError, match=r"CIFAR-10 not found under .*; pass --download"):
+        load_dataset(root=tmp_path, notice=notes.append)
+    with pytest.raises(DataError, match=r"--root '.*nowhere' does not exist; pass the folder that holds"):
+        load_dataset(root=tmp_path / "nowhere", notice=notes.append)
+    assert notes == []
+
+
+def test_split_train_needs_cifar10(tmp_path, monkeypatch):
+    import convbridge.data as data
+
+    with pytest.raises(DataError, match=r"--split train is a CIFAR-10 split; the embedded sample has one set"):
+        load_dataset("sample", split="train")
+    monkeypatch.setattr(data, "default_roots", lambda: (tmp_path,))
+    with pytest.raises(DataError, match=r"--split train needs CIFAR-10, which is not found under"):
+        load_dataset(split="train", notice=print)
+    np.save(tmp_path / "x.npy", np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(DataError, match=r"--split train is a CIFAR-10 split; .*x.npy has one set of images"):
+        load_dataset(tmp_path / "x.npy", split="train")
 
 
 def test_load_dataset_auto_prefers_cifar10(cifar):
@@ -444,8 +504,10 @@ def test_load_dataset_auto_prefers_cifar10(cifar):
 
 def test_load_dataset_cifar10_missing_or_downloaded(cifar):
     root = cifar["tmp"] / "empty"
+    root.mkdir()
     with pytest.raises(DataError, match=r"CIFAR-10 not found under .*empty; pass --download"):
         load_dataset("cifar10", root=root)
+    root.rmdir()  # --download creates the root
     payload = cifar["archive"].read_bytes()
     opener = lambda url, timeout: StubResponse(payload)  # noqa: E731
     ds = load_dataset("cifar10", root=root, md5=cifar["md5"], download=True, progress=False, opener=opener)

@@ -32,6 +32,8 @@ class ExperimentConfig:
     data: str | None = None
     root: str | None = None
     split: str = "test"
+    data_layout: str = "auto"
+    data_scale: str = "auto"
     download: bool = False
     md5: Mapping[str, str] | None = None
     batch_size: int = 32
@@ -97,11 +99,14 @@ def make_filters(seed: int, shape: tuple[int, ...], notice: Callable[[str], obje
     return w, f"jax.random.normal(PRNGKey({seed}), {shape})"
 
 
-def _check_config(cfg: ExperimentConfig) -> None:
-    for name in ("batch_size", "filters", "kernel_size", "repeats"):
+def check_config(cfg: ExperimentConfig) -> None:
+    """Refuse impossible experiment settings before any data is read or any filter drawn."""
+    for name in ("batch_size", "filters", "kernel_size", "repeats", "groups"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ArgumentError(f"{name.replace('_', '-')} must be a positive int, got {value!r}")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
+        raise ArgumentError(f"seed must be an int in 0..{2**32 - 1} (a jax.random.PRNGKey seed), got {cfg.seed!r}")
     if cfg.layout not in ("NCHW", "NHWC"):
         raise ArgumentError(f"layout must be 'NCHW' or 'NHWC' for the experiment, got {cfg.layout!r}")
     if not cfg.backends:
@@ -111,10 +116,10 @@ def _check_config(cfg: ExperimentConfig) -> None:
             raise ArgumentError(f"unknown backend {b!r}; choose from 'torch', 'jax', 'numpy'")
 
 
-def _prepare(cfg: ExperimentConfig, images: np.ndarray, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _prepare(cfg: ExperimentConfig, batch: Dataset, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The normalised NCHW images and the OIHW kernel, laid out as ``cfg.layout`` asks (its kernel letters are
     convbridge's default for that input layout)."""
-    x = normalize(images)
+    x = normalize(batch.images) if batch.values is None else batch.values
     lay = resolve_layout(None if cfg.layout == "NCHW" else cfg.layout, x.ndim, kernel.ndim)
     return (np.ascontiguousarray(x.transpose(permutation("NCHW", lay.lhs))),
             np.ascontiguousarray(kernel.transpose(permutation("OIHW", lay.rhs))))
@@ -148,15 +153,15 @@ def run_experiment(cfg: ExperimentConfig, *, dataset: Dataset | None = None,
     Raises:
         ConvBridgeError: impossible conv arguments, unknown backends, missing or corrupt data.
     """
-    _check_config(cfg)
+    check_config(cfg)
     full = dataset if dataset is not None else load_images(cfg, notice)
     batch = full.head(cfg.batch_size)
     kernel_shape = (cfg.filters, 3 // cfg.groups if 3 % cfg.groups == 0 else 3, cfg.kernel_size, cfg.kernel_size)
-    x, w = _prepare(cfg, batch.images, np.zeros(kernel_shape, np.float32))
+    x, w = _prepare(cfg, batch, np.zeros(kernel_shape, np.float32))
     cb.output_shape(x.shape, w.shape, **cfg.conv_kwargs())  # impossible arguments fail here, before any work
     _check_indices(cfg, len(batch))
     kernel, source = make_filters(cfg.seed, kernel_shape, notice)
-    x, w = _prepare(cfg, batch.images, kernel)
+    x, w = _prepare(cfg, batch, kernel)
     outputs, timings = _timed_outputs(cfg, x, w)
     report = cb.compare(x, w, backends=cfg.backends, **cfg.conv_kwargs())
     return ExperimentResult(cfg, batch, x, kernel, source, outputs, report, timings)
@@ -207,12 +212,8 @@ class Aggregate:
 
 
 def iter_batches(dataset: Dataset, batch_size: int) -> Iterator[Dataset]:
-    from dataclasses import replace
-
     for start in range(0, len(dataset), batch_size):
-        stop = start + batch_size
-        yield replace(dataset, images=dataset.images[start:stop], labels=dataset.labels[start:stop],
-                      items=dataset.items[start:stop])
+        yield dataset.slice(start, start + batch_size)
 
 
 def run_all(cfg: ExperimentConfig, dataset: Dataset, kernel: np.ndarray,
@@ -222,7 +223,7 @@ def run_all(cfg: ExperimentConfig, dataset: Dataset, kernel: np.ndarray,
     one = dict(cfg.__dict__, repeats=1)
     quick = ExperimentConfig(**one)
     for batch in iter_batches(dataset, cfg.batch_size):
-        x, w = _prepare(cfg, batch.images, kernel)
+        x, w = _prepare(cfg, batch, kernel)
         _, timings = _timed_outputs(quick, x, w)
         agg.add(cb.compare(x, w, backends=cfg.backends, **cfg.conv_kwargs()), timings, len(batch))
         on_batch(len(batch))

@@ -61,16 +61,18 @@ def load_dataset(
     notice: Callable[[str], Any] = print,
     progress: bool = True,
     opener: Callable[..., Any] | None = None,
+    layout: str = "auto",
+    scale: str = "auto",
 ) -> Dataset:
     """Load the images ``convbridge compare`` runs on.
 
     ``data`` selects the source:
 
-    - ``None`` or ``"auto"``: CIFAR-10 if found under ``root`` (or any of
-      :func:`default_roots`), else the embedded sample, announced with one
-      ``notice(...)`` line. A CIFAR-10 copy that is found but fails its MD5
-      check raises instead of falling back. With ``download=True`` it
-      behaves like ``"cifar10"``.
+    - ``None`` or ``"auto"``: CIFAR-10 if found under any of :func:`default_roots`,
+      else the embedded sample, announced with one ``notice(...)`` line. A
+      CIFAR-10 copy that is found but fails its MD5 check raises instead of
+      falling back. With ``root`` or ``download=True`` it behaves like
+      ``"cifar10"`` (asking for CIFAR-10 somewhere never falls back silently).
     - ``"cifar10"``: CIFAR-10 from ``root``; downloaded first when absent and
       ``download=True`` (into ``root``, or ``./data``).
     - ``"sample"``: the embedded sample (see :func:`load_sample`).
@@ -84,6 +86,7 @@ def load_dataset(
         split: CIFAR-10 split, ``"test"`` or ``"train"``.
         md5: Expected MD5 sums overriding the published ones (for tests).
         download: Fetch CIFAR-10 when it is not found.
+        layout, scale: How an array file's axes and values read (see :func:`load_array`).
         notice: Called with a one-line message when falling back to the sample.
         progress: Show a progress bar while downloading.
         opener: Network call for the download (``urllib.request.urlopen``); tests stub it.
@@ -98,10 +101,18 @@ def load_dataset(
     'embedded sample (32 images from scikit-image sample photographs)'
     """
     key = "auto" if data is None else data
+    if root is not None and not download and not Path(root).expanduser().exists():
+        raise DataError(f"--root {str(root)!r} does not exist; pass the folder that holds cifar-10-python.tar.gz "
+                        "or cifar-10-batches-py/, or add --download to fetch CIFAR-10 into it")
     if isinstance(key, str) and key in DATA_CHOICES:
+        if (layout, scale) != ("auto", "auto"):
+            raise DataError("--data-layout and --data-scale describe a .npy/.npz array; CIFAR-10 and the sample are "
+                            "8-bit RGB pixels already")
         if key == "sample":
-            return load_sample()
-        roots = (Path(root),) if root is not None else default_roots()
+            return _sample(split)
+        if key == "auto" and root is not None:
+            key = "cifar10"
+        roots = (Path(root).expanduser(),) if root is not None else default_roots()
         found = _first_cifar10(roots)
         if found is None and download:
             target = roots[0] if root is not None else roots[1]
@@ -114,9 +125,19 @@ def load_dataset(
                 f"CIFAR-10 not found under {looked}; pass --download to fetch it ({CIFAR10_URL}, "
                 "163 MB), or --root DIR where cifar-10-python.tar.gz or cifar-10-batches-py/ is"
             )
+        if split != "test":
+            raise DataError(f"--split {split} needs CIFAR-10, which is not found under {looked}; pass --download "
+                            f"or --root DIR (the embedded sample has one split)")
         notice(f"CIFAR-10 not found under {looked}; using the {SAMPLE_SOURCE}; pass --download for CIFAR-10")
         return load_sample()
-    return _load_path(Path(key).expanduser(), split, md5)
+    return _load_path(Path(key).expanduser(), split, md5, layout, scale)
+
+
+def _sample(split: str) -> Dataset:
+    if split != "test":
+        raise DataError(f"--split {split} is a CIFAR-10 split; the embedded sample has one set of images: drop "
+                        "--split, or pass --data cifar10")
+    return load_sample()
 
 
 def _first_cifar10(roots: tuple[Path, ...]) -> Path | None:
@@ -128,10 +149,17 @@ def _first_cifar10(roots: tuple[Path, ...]) -> Path | None:
     return None
 
 
-def _load_path(path: Path, split: str, md5: Mapping[str, str] | None) -> Dataset:
+def _load_path(path: Path, split: str, md5: Mapping[str, str] | None, layout: str, scale: str) -> Dataset:
+    array = path.is_file() and path.suffix in (".npy", ".npz")
+    cifar = not array and (path.name.endswith(".tar.gz") or path.is_dir() and _first_cifar10((path,)) is not None)
+    if split != "test" and not cifar:
+        raise DataError(f"--split {split} is a CIFAR-10 split; {path} has one set of images: drop --split")
+    if array:
+        return load_array(path, layout=layout, scale=scale)
+    if (layout, scale) != ("auto", "auto"):
+        raise DataError("--data-layout and --data-scale describe a .npy/.npz array; images from CIFAR-10 or a "
+                        "folder are 8-bit RGB pixels already")
     if path.is_file():
-        if path.suffix in (".npy", ".npz"):
-            return load_array(path)
         if path.name.endswith(".tar.gz"):
             return load_cifar10(path, split, md5=md5)
         raise DataError(

@@ -33,6 +33,9 @@ class Dataset:
         source: One line saying where the images came from.
         items: Optional per-image descriptions (file names, crop boxes);
             empty, or one string per image.
+        values: Optional float32 ``(N, 3, H, W)``: the model input itself, for float data that 8-bit images
+            cannot hold (``images`` is then its 8-bit preview for pictures); ``None`` means
+            ``normalize(images)``.
 
     Shape:
         ``images``: ``(N, H, W, 3)``; ``labels``: ``(N,)`` with ``N >= 1``.
@@ -51,10 +54,15 @@ class Dataset:
     class_names: tuple[str, ...]
     source: str
     items: tuple[str, ...] = ()
+    values: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _check_images(self.images, self.source)
         n = self.images.shape[0]
+        if self.values is not None and (self.values.dtype != np.float32 or self.values.shape != (
+                n, 3, *self.images.shape[1:3])):
+            raise DataError(f"{self.source}: values must be float32 of shape {(n, 3, *self.images.shape[1:3])} "
+                            f"(NCHW, matching images); got {self.values.dtype} {self.values.shape}")
         names = tuple(str(name) for name in self.class_names)
         if not names:
             raise DataError(f"{self.source}: class_names is empty; give at least one class name")
@@ -86,12 +94,12 @@ class Dataset:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise DataError(f"head(n) needs a positive integer n; got {n!r}; pass e.g. 32")
         n = int(n)
-        return replace(
-            self,
-            images=self.images[:n],
-            labels=self.labels[:n],
-            items=self.items[:n],
-        )
+        return self.slice(0, n)
+
+    def slice(self, start: int, stop: int) -> Dataset:
+        """Images ``start:stop`` (labels, items and values along), sharing memory with this set."""
+        return replace(self, images=self.images[start:stop], labels=self.labels[start:stop],
+                       items=self.items[start:stop], values=None if self.values is None else self.values[start:stop])
 
 
 def _check_images(images: object, source: str) -> None:

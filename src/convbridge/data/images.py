@@ -1,8 +1,9 @@
 """Bring your own images: a ``.npy``/``.npz`` array or a folder of PNG/JPEG files.
 
-Arrays are taken as they are (no resizing, no guessing of the channel axis);
-folders are centre-cropped and resized to 32x32 with Pillow, imported only
-when a folder is read.
+Arrays are used at their own size, NHWC or NCHW, as 8-bit pixels, ``ToTensor``-scale
+floats or already-normalised floats (:func:`load_array`); folders are centre-cropped
+and resized to 32x32 with Pillow (their files differ in size), imported only when a
+folder is read.
 """
 
 from __future__ import annotations
@@ -15,33 +16,50 @@ import numpy as np
 
 from convbridge.data.dataset import DataError, Dataset
 
-__all__ = ["IMAGE_SUFFIXES", "load_array", "load_image_folder", "to_uint8_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "LAYOUTS", "SCALES", "load_array", "load_image_folder", "to_rgb", "to_uint8_rgb"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _UNLABELLED = ("image",)
 
 
-def load_array(path: str | os.PathLike[str]) -> Dataset:
-    """Load images (and optionally labels) from a ``.npy`` or ``.npz`` file.
+#: How ``--data-layout`` reads an array's axes.
+LAYOUTS = ("auto", "NHWC", "NCHW")
+#: How ``--data-scale`` reads an array's values.
+SCALES = ("auto", "uint8", "unit", "normalized")
+
+
+def load_array(path: str | os.PathLike[str], *, layout: str = "auto", scale: str = "auto") -> Dataset:
+    """Load images (and optionally labels) from a ``.npy`` or ``.npz`` file, at their own size.
 
     A ``.npy`` holds the images. A ``.npz`` holds ``images`` (or a single
     array of any name) and optionally ``labels`` (ints) and ``class_names``
     (strings). Without labels every image gets label 0 of the one class
     ``"image"``; without class names they are ``"class 0"``, ``"class 1"``, ...
 
-    Images must be channels-last: ``(N, H, W, 3)``, ``(N, H, W, 1)`` or
-    ``(N, H, W)`` (grey is replicated to RGB), of any ``H`` and ``W``. Values
-    are either integers in 0..255 or floats ``k / 255`` in [0, 1] (what
-    ``ToTensor`` produces); other floats are refused rather than rounded.
+    Layout (``layout``): ``(N, H, W, C)`` (``"NHWC"``) or ``(N, C, H, W)`` (``"NCHW"``) with 1 or 3
+    channels, or ``(N, H, W)`` grey (replicated to RGB); ``"auto"`` reads the channel axis from the shape and
+    asks when both readings fit. Arrays are not resized (image folders are: their files differ in size).
+
+    Values (``scale``):
+
+    - ``"uint8"``: integers in 0..255, or floats ``k / 255`` in [0, 1] (what ``ToTensor`` makes), converted to
+      uint8 exactly; the experiment then applies ``ToTensor`` and ``Normalize(0.5, 0.5)`` bit for bit.
+    - ``"unit"``: any floats in [0, 1] (``ToTensor`` scale); the experiment applies ``Normalize(0.5, 0.5)``.
+    - ``"normalized"``: values already normalised, used as they are.
+    - ``"auto"``: integers as ``"uint8"``; floats on the 1/255 grid as ``"uint8"``, other floats in [0, 1] as
+      ``"unit"``, floats in [-1, 1] with negatives as ``"normalized"``; anything else is refused (say which).
 
     Args:
         path: The ``.npy`` or ``.npz`` file.
+        layout: ``"auto"``, ``"NHWC"`` or ``"NCHW"``.
+        scale: ``"auto"``, ``"uint8"``, ``"unit"`` or ``"normalized"``.
 
     Returns:
-        A ``Dataset`` with uint8 NHWC RGB images.
+        A ``Dataset`` with uint8 NHWC RGB images (for float data, their 8-bit preview plus the exact float32
+        model input in ``values``).
 
     Shape:
-        ``(N, H, W[, C]) -> images (N, H, W, 3)``.
+        ``(N, H, W[, C])`` or ``(N, C, H, W) -> images (N, H, W, 3)``.
 
     Raises:
         DataError: If the file is missing, unreadable, or its arrays break the rules.
@@ -49,18 +67,22 @@ def load_array(path: str | os.PathLike[str]) -> Dataset:
     path = Path(path).expanduser()
     if path.suffix not in (".npy", ".npz") or not path.is_file():
         raise DataError(f"load_array needs an existing .npy or .npz file; got {path}; check the path")
+    if layout not in LAYOUTS or scale not in SCALES:
+        raise DataError(f"--data-layout is one of {', '.join(LAYOUTS)} and --data-scale one of {', '.join(SCALES)}; "
+                        f"got {layout!r} and {scale!r}")
     arrays = _read_arrays(path)
-    images = to_uint8_rgb(arrays["images"], str(path))
+    images, values = to_rgb(arrays["images"], str(path), layout, scale)
     n = images.shape[0]
+    source = f"array file {path}"
     if "labels" not in arrays:
-        return Dataset(images, np.zeros(n, np.int64), _UNLABELLED, f"array file {path}")
+        return Dataset(images, np.zeros(n, np.int64), _UNLABELLED, source, values=values)
     labels = arrays["labels"]
     if "class_names" in arrays:
         names = tuple(str(c) for c in arrays["class_names"].ravel())
     else:
         integral = labels.size and np.issubdtype(labels.dtype, np.integer)
         names = tuple(f"class {i}" for i in range(int(labels.max()) + 1 if integral else 1))
-    return Dataset(images, labels, names, f"array file {path}")
+    return Dataset(images, labels, names, source, values=values)
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -84,43 +106,78 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def to_uint8_rgb(array: np.ndarray, where: str) -> np.ndarray:
-    """Convert a channels-last image array to uint8 RGB without losing information.
+def to_rgb(array: np.ndarray, where: str, layout: str = "auto",
+           scale: str = "auto") -> tuple[np.ndarray, np.ndarray | None]:
+    """An image array as uint8 RGB NHWC, and for float data 8 bits cannot hold, the float32 NCHW model input.
 
-    Args:
-        array: ``(N, H, W)``, ``(N, H, W, 1)`` or ``(N, H, W, 3)``; integers in
-            0..255 or floats on the ``k / 255`` grid in [0, 1].
-        where: Named in error messages.
+    See :func:`load_array` for the layouts and scales.
 
-    Returns:
-        ``uint8`` array ``(N, H, W, 3)``.
-
-    Raises:
-        DataError: For other shapes, out-of-range values, or floats off the grid.
-
-    >>> to_uint8_rgb(np.array([[[0.0, 1.0]]]), "demo")[0, 0]
-    array([[  0,   0,   0],
-           [255, 255, 255]], dtype=uint8)
+    >>> images, values = to_rgb(np.array([[[0.0, 1.0]]]), "demo")
+    >>> images[0, 0].tolist(), values
+    ([[0, 0, 0], [255, 255, 255]], None)
+    >>> values = to_rgb(np.full((1, 3, 2, 2), 0.3), "demo")[1]  # off the 1/255 grid: unit scale
+    >>> values.dtype, values.shape, round(float(values[0, 0, 0, 0]), 6)  # normalised: (0.3 - 0.5) / 0.5
+    (dtype('float32'), (1, 3, 2, 2), -0.4)
     """
-    a = np.asarray(array)
-    if a.ndim == 3:
-        a = a[..., None]
-    if a.ndim != 4 or a.shape[-1] not in (1, 3):
-        hint = " (channels first? use np.moveaxis(a, 1, -1))" if a.ndim == 4 and a.shape[1] in (1, 3) else ""
-        raise DataError(
-            f"{where}: images must be channels-last (N, H, W, 3), (N, H, W, 1) or (N, H, W); "
-            f"got shape {np.shape(array)}{hint}"
-        )
+    a = _channels_last(np.asarray(array), where, layout)
+    if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
+        if scale not in ("auto", "uint8"):
+            raise DataError(f"{where}: integer images are 8-bit pixels; --data-scale {scale} is for floats")
+        return (np.ascontiguousarray(a) if a.dtype == np.uint8 else _from_ints(a, where)), None
+    if not np.issubdtype(a.dtype, np.floating):
+        raise DataError(f"{where}: images must be integers in 0..255 or floats; got dtype {a.dtype}")
+    wide = a.astype(np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(wide)))
+    if bad:
+        raise DataError(f"{where}: images hold {bad} NaN or infinite values of {wide.size}; clean them first")
+    lo, hi = float(wide.min()), float(wide.max())
+    if scale == "auto":
+        on_grid = lo >= 0 and hi <= 1 and np.array_equal((np.rint(wide * 255) / 255).astype(a.dtype), a)
+        scale = "uint8" if on_grid else "unit" if lo >= 0 and hi <= 1 else "normalized" if lo >= -1 and hi <= 1 \
+            else ""
+        if not scale:
+            raise DataError(f"{where}: float images in {lo:.4g}..{hi:.4g} fit no scale convbridge can tell: pass "
+                            "--data-scale normalized to use them as they are, or rescale them to [0, 1]")
+    if scale == "uint8":
+        return _from_floats(a, where), None
+    if scale == "unit" and (lo < 0 or hi > 1):
+        raise DataError(f"{where}: --data-scale unit needs floats in [0, 1]; got {lo:.4g}..{hi:.4g}")
+    if scale not in ("unit", "normalized"):
+        raise DataError(f"{where}: --data-scale is one of {', '.join(SCALES)}; got {scale!r}")
+    values = wide.transpose(0, 3, 1, 2).astype(np.float32)
+    if scale == "unit":
+        values = (values - np.float32(0.5)) / np.float32(0.5)
+    preview = np.clip(np.rint((values.transpose(0, 2, 3, 1).astype(np.float64) * 0.5 + 0.5) * 255), 0, 255)
+    return preview.astype(np.uint8), np.ascontiguousarray(values)
+
+
+def _channels_last(a: np.ndarray, where: str, layout: str) -> np.ndarray:
+    """``(N, H, W, 3)`` from NHWC, NCHW or grey ``(N, H, W)`` (grey channels replicated)."""
+    if a.ndim == 3:  # grey (N, H, W): the channel axis is added last, so there is nothing to ask
+        a, layout = a[..., None], "NHWC"
+    last, first = a.ndim == 4 and a.shape[-1] in (1, 3), a.ndim == 4 and a.shape[1] in (1, 3)
+    if layout == "auto":
+        if last and first:
+            raise DataError(f"{where}: images of shape {a.shape} read as NHWC or as NCHW; say which with "
+                            "--data-layout NHWC or --data-layout NCHW")
+        layout = "NHWC" if last else "NCHW" if first else ""
+    if layout == "NCHW" and first:
+        a = a.transpose(0, 2, 3, 1)
+    elif layout != "NHWC" or not last:
+        raise DataError(f"{where}: images must be (N, H, W, C) or (N, C, H, W) with 1 or 3 channels, or (N, H, W); "
+                        f"got shape {a.shape}" + (f" for --data-layout {layout}" if layout else ""))
     if a.size == 0:
         raise DataError(f"{where}: images has an empty axis {a.shape}; give at least one image")
-    a = np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
-    if a.dtype == np.uint8:
-        return np.ascontiguousarray(a)
-    if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
-        return _from_ints(a, where)
-    if np.issubdtype(a.dtype, np.floating):
-        return _from_floats(a, where)
-    raise DataError(f"{where}: images must be integers in 0..255 or floats in [0, 1]; got dtype {a.dtype}")
+    return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
+
+
+def to_uint8_rgb(array: np.ndarray, where: str) -> np.ndarray:
+    """8-bit images from an array on the uint8 scale (see :func:`to_rgb`, ``scale="uint8"``).
+
+    >>> to_uint8_rgb(np.array([[[0.0, 1.0]]]), "demo")[0, 0].tolist()
+    [[0, 0, 0], [255, 255, 255]]
+    """
+    return to_rgb(array, where, "auto", "uint8")[0]
 
 
 def _from_ints(a: np.ndarray, where: str) -> np.ndarray:
@@ -134,11 +191,10 @@ def _from_ints(a: np.ndarray, where: str) -> np.ndarray:
 
 def _from_floats(a: np.ndarray, where: str) -> np.ndarray:
     wide = a.astype(np.float64)
-    if not np.isfinite(wide).all() or wide.min() < 0 or wide.max() > 1:
+    if wide.min() < 0 or wide.max() > 1:
         raise DataError(
-            f"{where}: float images must lie in [0, 1] (ToTensor scale); "
-            f"got {np.nanmin(wide)}..{np.nanmax(wide)}; "
-            "pass uint8 images instead"
+            f"{where}: uint8-scale float images must lie in [0, 1] (ToTensor scale); got {wide.min()}..{wide.max()}; "
+            "pass --data-scale normalized for normalised data"
         )
     k = np.rint(wide * 255)
     off_grid = int(np.count_nonzero((k / 255).astype(a.dtype) != a))
@@ -146,7 +202,7 @@ def _from_floats(a: np.ndarray, where: str) -> np.ndarray:
         raise DataError(
             f"{where}: float images must be exact multiples of 1/255 (as ToTensor makes them), so the "
             f"conversion to uint8 loses nothing; {off_grid} of {a.size} values are not; "
-            "round them yourself with (x * 255).round().astype(np.uint8)"
+            "pass --data-scale unit to use them as they are"
         )
     return k.astype(np.uint8)
 

@@ -210,11 +210,22 @@ def test_out_path_under_a_regular_file(isolated):
     assert (isolated / "afile").read_text() == "x"
 
 
-def test_existing_report_is_replaced_whole(isolated):
+def test_a_previous_report_is_replaced_but_nothing_else(isolated):
+    """Replacing a report replaces its own files and removes its stale ones; a file the user put there stays."""
+    import json as _json
+
+    from convbridge.reportdir import MARKER
+
+    assert run("--data", "sample", "--out", "rep").exit_code == 0
+    first = _json.loads((isolated / "rep" / MARKER).read_text())["files"]
+    assert "side_by_side.png" in first and "index.html" in first
+    (isolated / "rep" / "my_notes.txt").write_text("mine")
     assert run("--data", "sample", "--no-plots", "--out", "rep").exit_code == 0
-    (isolated / "rep" / "stale.txt").write_text("old")
-    assert run("--data", "sample", "--no-plots", "--out", "rep").exit_code == 0
-    assert not (isolated / "rep" / "stale.txt").exists()
+    assert (isolated / "rep" / "my_notes.txt").read_text() == "mine"
+    assert not (isolated / "rep" / "side_by_side.png").exists()  # the earlier report's figure, now stale
+    assert sorted(p.name for p in (isolated / "rep").iterdir()) == sorted(
+        ["my_notes.txt", MARKER, "report.json", "index.html"])
+    assert not [p for p in isolated.iterdir() if p.name.startswith(".rep")]
 
 
 def test_help_and_module_entry_point():

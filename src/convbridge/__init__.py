@@ -7,7 +7,7 @@
 (32, 3, 32, 32)
 """
 
-from convbridge import transpose  # (torch_to_jax / jax_to_torch: convbridge.transpose.*)
+from convbridge import memory, transpose  # convbridge.memory.limit(...); convbridge.transpose.torch_to_jax(...)
 from convbridge.api import compare, conv, conv_transpose, fold, unfold, verify
 from convbridge.backends import available as available_backends
 from convbridge.dispatch import implementations
@@ -42,6 +42,7 @@ __all__ = [
     "UnfoldSpec",
     "FoldSpec",
     "transpose",
+    "memory",
     "ParityReport",
     "Precision",
     "ConvBridgeError",

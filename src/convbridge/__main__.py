@@ -1,5 +1,5 @@
 """``python -m convbridge`` runs the ``convbridge`` command."""
 
-from convbridge.cli import main
+from convbridge.cli import run
 
-main(prog_name="convbridge")
+run()

@@ -3,18 +3,25 @@
 ``convbridge compare`` with no arguments runs the tutorial experiment: 32 images,
 4 random 5x5 filters, torch vs JAX, then says what the tutorial could not: whether
 the two agree up to floating-point rounding, and where they differ most.
+
+Every command ends with one of the exit statuses in :data:`EXIT_CODES`; bad arguments or data
+are a one-line error (or, with ``--format json``, one strict JSON error object on stdout),
+never a traceback; Ctrl-C ends the run with status 130 and leaves nothing half-written.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from convbridge import interrupts
 from convbridge._types import PaddingLike
 from convbridge.errors import ConvBridgeError
 
@@ -29,6 +36,12 @@ if TYPE_CHECKING:
 
 CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
 
+#: The exit status of every command, by outcome.
+EXIT_CODES = {"identical": 0, "equivalent": 0, "mismatch": 1, "usage": 2, "inconclusive": 3, "internal": 70,
+              "interrupted": interrupts.EXIT_INTERRUPTED}
+EXIT_HELP = ("Exit status: 0 identical or equivalent (or success), 1 mismatch, 2 bad arguments or data, "
+             "3 inconclusive, 70 an internal error (a bug: please report it), 130 interrupted.")
+
 CALLS = {
     "torch": "torch.nn.functional.conv2d",
     "jax": "jax.lax.conv_general_dilated",
@@ -39,7 +52,7 @@ CALLS = {
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    con = Console(stderr=stderr, highlight=False)
+    con = Console(stderr=stderr, highlight=False, soft_wrap=True)  # a number is never split across lines
     if not con.is_terminal:
         con.width = 120  # pipes and CI logs: no terminal width to respect, keep tables readable
     return con
@@ -61,20 +74,75 @@ def _padding(text: str) -> PaddingLike:
         return text
     try:
         if ":" in text:
-            return tuple(tuple(int(v) for v in pair.split(":")) for pair in text.split(","))
+            pairs = [tuple(int(v) for v in pair.split(":")) for pair in text.split(",")]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError(text)
+            return tuple((p[0], p[1]) for p in pairs)
         return _ints(text, "--padding")
     except ValueError:
         raise click.BadParameter(f"{text!r}: use valid, same, same_lower, an int, ints like 1,2, "
                                  "or lo:hi pairs like 1:2,0:1", param_hint="--padding") from None
 
 
-@click.group(context_settings=CONTEXT)
+def _wants_json(argv: Sequence[str]) -> bool:
+    args = list(argv)
+    return "--format=json" in args or any(a == "--format" and b == "json" for a, b in zip(args, args[1:]))
+
+
+class _Command(click.Group):
+    """The ``convbridge`` group: every outcome becomes an exit status and one message, never a traceback."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except click.exceptions.Abort:
+            code = _fail(argv, "Interrupted", "interrupted", EXIT_CODES["interrupted"])
+        except KeyboardInterrupt:
+            code = _fail(argv, "Interrupted", "interrupted", EXIT_CODES["interrupted"])
+        except click.ClickException as exc:
+            code = _fail(argv, "UsageError", exc.format_message(), EXIT_CODES["usage"], click_error=exc)
+        except ConvBridgeError as exc:
+            code = _fail(argv, type(exc).__name__, str(exc), EXIT_CODES["usage"])
+        except Exception as exc:  # a bug: one line, and the traceback only on request
+            if os.environ.get("CONVBRIDGE_DEBUG"):
+                raise
+            code = _fail(argv, "InternalError", f"{type(exc).__name__}: {exc} (a bug in convbridge: please report "
+                         "it; CONVBRIDGE_DEBUG=1 shows the traceback)", EXIT_CODES["internal"])
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _fail(argv: Sequence[str], kind: str, message: str, code: int,
+          click_error: click.ClickException | None = None) -> int:
+    """Say what went wrong once: a JSON error object on stdout with --format json, else a line on stderr."""
+    if _wants_json(argv):
+        from convbridge.reportdir import strict_json
+
+        click.echo(strict_json({"error": {"type": kind, "message": message, "exit_code": code}}, indent=2))
+    elif click_error is not None:
+        click_error.show()
+    else:
+        _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    return code
+
+
+@click.group(cls=_Command, context_settings=CONTEXT, epilog=EXIT_HELP)
 @click.version_option(package_name="convbridge")
 def main() -> None:
     """convbridge: one convolution, the same meaning in PyTorch, JAX and NumPy, proven numerically."""
 
 
-@main.command(context_settings=CONTEXT)
+def run() -> None:
+    """The ``convbridge`` program: Ctrl-C handled (status 130, nothing half-written), then the command."""
+    interrupts.install()
+    main(prog_name="convbridge")
+
+
+@main.command(context_settings=CONTEXT, epilog=EXIT_HELP)
 @click.option("--data", default="auto", show_default=True,
               help="auto (CIFAR-10 if found, else the embedded sample), cifar10, sample, or a path to a folder "
                    "of images or a .npy/.npz array.")
@@ -85,7 +153,8 @@ def main() -> None:
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--filters", "filters", type=int, default=4, show_default=True, help="Number of random filters.")
 @click.option("--kernel-size", type=int, default=5, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True, help="jax.random.PRNGKey seed of the filters.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, show_default=True,
+              help="jax.random.PRNGKey seed of the filters.")
 @click.option("--stride", default="1", show_default=True, help="An int or per-dim ints such as 1,2.")
 @click.option("--padding", default="valid", show_default=True,
               help="valid, same, same_lower, an int, ints like 1,2, or lo:hi pairs like 1:2,0:1.")
@@ -101,19 +170,25 @@ def main() -> None:
               help="json: a machine-readable report on stdout.")
 @click.option("--all", "run_all", is_flag=True, help="Also run the whole split batch by batch, with aggregates.")
 @click.option("--out", type=click.Path(), default="convbridge-report", show_default=True,
-              help="Folder for the figures and index.html.")
-def compare(**opts: Any) -> None:
+              help="Folder for the figures and index.html: a new or empty folder, or a previous report.")
+@click.option("--memory-limit", default=None,
+              help="Refuse work that would need more memory: 8GiB, 500MB, 50% (of what is available). Default: "
+                   "$CONVBRIDGE_MEMORY_LIMIT, else half of the available memory.")
+def compare(**opts: Any) -> int:
     """Run the tutorial experiment: the same conv in several frameworks, judged by the rounding bound.
 
     With no arguments: the first 32 CIFAR-10 test images (or the embedded sample), 4 filters from
     jax.random.normal(PRNGKey(42), (4, 3, 5, 5)), torch.nn.functional.conv2d vs
     jax.lax.conv_general_dilated with ('NCHW', 'OIHW', 'NCHW'), valid padding.
+
+    --out must be a new or empty folder, or a previous report (replacing it touches only its own files).
+    With --format json, stdout holds one strict JSON object (non-finite numbers as "inf", "-inf", "nan"),
+    an {"error": ...} object on failure.
     """
-    try:
-        _compare(opts)
-    except ConvBridgeError as exc:
-        _console(stderr=True).print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-        sys.exit(1)
+    from convbridge import memory
+
+    with memory.limit(opts["memory_limit"]) if opts["memory_limit"] else contextlib.nullcontext():
+        return _compare(opts)
 
 
 def _config(opts: dict[str, Any]) -> ExperimentConfig:
@@ -129,11 +204,12 @@ def _config(opts: dict[str, Any]) -> ExperimentConfig:
     )
 
 
-def _compare(opts: dict[str, Any]) -> None:
+def _compare(opts: dict[str, Any]) -> int:
     from convbridge import experiment
     from convbridge.reportdir import check_out_dir, write_report
 
     cfg = _config(opts)
+    experiment.check_config(cfg)
     out = check_out_dir(opts["out"])
     err = _console(stderr=True)
     notice = (lambda msg: err.print(f"note: {msg}", markup=False))
@@ -143,12 +219,16 @@ def _compare(opts: dict[str, Any]) -> None:
     if opts["run_all"]:
         result.aggregate = _run_all(cfg, dataset, result.kernel, err)
     summary = _summary(result, time.perf_counter() - t0)
+    summary["exit_code"] = EXIT_CODES[summary["verdict"]]
     files = write_report(result, out, plots=not opts["no_plots"], extra=summary)
     summary["files"] = [str(f) for f in files]
     if opts["fmt"] == "json":
-        click.echo(json.dumps(summary, indent=2, default=str))
+        from convbridge.reportdir import strict_json
+
+        click.echo(strict_json(summary, indent=2))
     else:
         _print_text(result, summary, out)
+    return int(summary["exit_code"])
 
 
 def _run_all(cfg: ExperimentConfig, dataset: Dataset, kernel: np.ndarray, err: Console) -> Aggregate:
@@ -163,6 +243,8 @@ def _run_all(cfg: ExperimentConfig, dataset: Dataset, kernel: np.ndarray, err: C
 
 
 def _summary(result: ExperimentResult, seconds: float) -> dict[str, Any]:
+    from convbridge.parity import worst_verdict
+
     rep, cfg = result.report, result.config
     names = list(cfg.backends)
     first = rep.pair(names[0], names[1]) if len(names) > 1 else rep.pair(names[0], "reference")
@@ -187,7 +269,7 @@ def _summary(result: ExperimentResult, seconds: float) -> dict[str, Any]:
                    "kernel": str(result.kernel.dtype), **{n: str(result.outputs[n].dtype) for n in names}},
         "class_names": [result.dataset.class_names[k] for k in result.dataset.labels],
         "max_abs_diff": first.max_abs, "array_equiv": first.array_equiv, "compared": [first.a, first.b],
-        "verdict": rep.verdict,
+        "verdict": worst_verdict((rep.verdict, result.aggregate.verdict)) if result.aggregate else rep.verdict,
         "worst": {"pair": f"{worst.a} vs {worst.b}", "ratio": worst.max_ratio, "allowed": worst.allowed_ratio,
                   "index": list(worst.worst_index)},
         "precision": dict(rep.precisions), "unit_roundoff": rep.unit_roundoff,
@@ -260,7 +342,7 @@ def _shape(text: str, name: str) -> tuple[int, ...]:
         raise click.BadParameter(f"{text!r} is not a shape; write e.g. 32,3,32,32", param_hint=name) from None
 
 
-@main.command(context_settings=CONTEXT)
+@main.command(context_settings=CONTEXT, epilog=EXIT_HELP)
 @click.argument("input_shape")
 @click.option("--kernel", "kernel_shape", default=None, help="Kernel shape, e.g. 4,3,5,5 (OIHW by default).")
 @click.option("--layer", default=None, help="A torch layer instead of --kernel, e.g. \"Conv2d(3, 4, 5)\".")
@@ -279,17 +361,14 @@ def _shape(text: str, name: str) -> tuple[int, ...]:
               help="The most frames per GIF (evenly spaced steps when there are more).")
 def explain(input_shape: str, kernel_shape: str | None, layer: str | None, stride: str, padding: str,
             dilation: str, groups: int, padding_mode: str, layout: str | None, bias: bool, draw: str | None,
-            max_frames: int) -> None:
+            max_frames: int) -> int:
     """Explain a convolution: output-size arithmetic, matmul view, and the equivalent call in every framework.
 
     INPUT_SHAPE is the input's shape, e.g. 32,3,32,32. Example: convbridge explain 32,3,32,32 --kernel 4,3,5,5
     """
-    try:
-        _explain(input_shape, kernel_shape, layer, stride, padding, dilation, groups, padding_mode, layout, bias,
-                 draw, max_frames)
-    except ConvBridgeError as exc:
-        _console(stderr=True).print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-        sys.exit(1)
+    _explain(input_shape, kernel_shape, layer, stride, padding, dilation, groups, padding_mode, layout, bias,
+             draw, max_frames)
+    return 0
 
 
 def _explain(input_shape: str, kernel_shape: str | None, layer: str | None, stride: str, padding: str,
@@ -319,4 +398,4 @@ def _explain(input_shape: str, kernel_shape: str | None, layer: str | None, stri
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

@@ -1,7 +1,12 @@
-"""Write the figures and the self-contained HTML report of an experiment into a folder, atomically.
+"""Write the figures and the self-contained HTML report of an experiment into a folder, safely.
 
-Everything goes into a temporary folder beside the target, which is renamed
-into place only when complete: a failure never leaves a half-written report.
+- A report folder is recognised by the marker file it holds (``.convbridge-report.json``,
+  listing the files the report wrote). ``--out`` accepts a new folder, an empty one, or a
+  previous report; any other folder is refused, so nothing of the user's is ever touched.
+- Everything is written into a temporary folder beside the target first. A new or empty
+  target then receives it in one rename; a previous report has only its own files replaced
+  (its other, stale ones removed, anything else kept), the marker last. A failure or Ctrl-C
+  never leaves a half-written report.
 """
 
 from __future__ import annotations
@@ -18,12 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from convbridge import interrupts
 from convbridge.errors import ConvBridgeError
 
 if TYPE_CHECKING:
     from convbridge.experiment import ExperimentResult
 
-__all__ = ["OutputError", "check_out_dir", "write_report", "FIGURES"]
+__all__ = ["OutputError", "check_out_dir", "write_report", "strict_json", "FIGURES", "MARKER"]
+
+#: The file that marks a folder as a convbridge report (and lists the files it wrote).
+MARKER = ".convbridge-report.json"
 
 #: File name -> what the figure shows.
 FIGURES = {
@@ -41,10 +50,27 @@ class OutputError(ConvBridgeError):
 
 
 def check_out_dir(out: str | Path) -> Path:
-    """Return ``out`` as a Path if it is, or can become, a folder; fail early otherwise."""
+    """Return ``out`` as a Path if it is, or can become, a report folder; fail early otherwise.
+
+    Raises:
+        OutputError: an empty path, a file, a path under a file, or a folder that holds anything but a
+            previous convbridge report.
+    """
+    if not str(out).strip():
+        raise OutputError("--out is empty; pass the folder to write the report into, e.g. --out convbridge-report")
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
         raise OutputError(f"output path {str(path)!r} exists and is not a folder; pass --out with a folder path")
+    if path.is_dir() and not (path / MARKER).is_file():
+        try:
+            others = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+        except OSError as exc:
+            raise OutputError(f"cannot read the output folder {str(path)!r}: {exc.strerror}") from None
+        if others:
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            raise OutputError(f"--out {str(path)!r} is a folder that holds files which are not a convbridge report "
+                              f"({shown}); convbridge never deletes or overwrites them: pass a new or empty folder, "
+                              "or a previous report")
     for parent in path.absolute().parents:
         if parent.exists():
             if not parent.is_dir():
@@ -67,33 +93,70 @@ def write_report(result: ExperimentResult, out: str | Path, *, plots: bool = Tru
     except OSError as exc:
         raise OutputError(f"cannot create the output folder {str(target)!r}: {exc.strerror}; "
                           "pass --out with a writable folder path") from None
+    with interrupts.cleanup_on_interrupt(tmp):
+        try:
+            figures = _figures(result, tmp) if plots else {}
+            summary = dict(extra or {})
+            (tmp / "report.json").write_text(strict_json(summary, indent=2))
+            (tmp / "index.html").write_text(_html(result, figures, summary, tmp))
+            names = sorted(p.name for p in tmp.iterdir())
+            (tmp / MARKER).write_text(json.dumps({"convbridge_report": 1, "files": names}, indent=1))
+            with interrupts.critical():
+                _move_into_place(tmp, target, names)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return [target / name for name in names]
+
+
+def _move_into_place(tmp: Path, target: Path, names: list[str]) -> None:
+    """A new or empty target: one rename. A previous report: replace its files, drop its stale ones, marker last."""
+    check_out_dir(target)  # nothing of the user's may have appeared meanwhile
+    if not target.exists() or not any(target.iterdir()):
+        if target.exists():
+            target.rmdir()
+        tmp.rename(target)
+        return
+    old = set(_listed(target)) - set(names)
+    for name in names:
+        os.replace(tmp / name, target / name)
+    for name in old:
+        (target / name).unlink(missing_ok=True)
+    os.replace(tmp / MARKER, target / MARKER)
+
+
+def _listed(folder: Path) -> list[str]:
+    """The plain file names a previous report's marker lists (nothing outside the folder, nothing nested)."""
     try:
-        figures = _figures(result, tmp) if plots else {}
-        summary = dict(extra or {})
-        (tmp / "report.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-        (tmp / "index.html").write_text(_html(result, figures, summary, tmp))
-        _replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return sorted(target / p.name for p in target.iterdir())
+        listed = json.loads((folder / MARKER).read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [n for n in listed if isinstance(n, str) and n == Path(n).name and n not in (MARKER, "", ".", "..")]
 
 
-def _replace(tmp: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{tmp.name[-8:]}")
-        target.rename(old)
-    tmp.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def strict_json(data: object, **kwargs: Any) -> str:
+    """JSON that strict parsers accept: NaN and infinities become the strings ``"nan"``, ``"inf"``, ``"-inf"``.
+
+    >>> strict_json({"r": float("inf"), "v": [float("nan"), 1.5]})
+    '{"r": "inf", "v": ["nan", 1.5]}'
+    """
+    return json.dumps(_finite(data), allow_nan=False, default=_json_default, **kwargs)
+
+
+def _finite(o: object) -> object:
+    if isinstance(o, float) and not np.isfinite(o):
+        return "nan" if np.isnan(o) else ("inf" if o > 0 else "-inf")
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, np.generic):
+        return _finite(o.item())
+    return o
 
 
 def _json_default(o: object) -> object:
-    if isinstance(o, np.generic):
-        return o.item()
     if isinstance(o, np.ndarray):
-        return o.tolist()
+        return _finite(o.tolist())
     return str(o)
 
 

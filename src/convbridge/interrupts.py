@@ -1,0 +1,88 @@
+"""Ctrl-C for the command line: one line, exit status 130, no half-written files, never swallowed.
+
+A command installs the handler once (:func:`install`). From then on SIGINT removes every
+path registered with :func:`cleanup_on_interrupt`, prints one line on stderr and ends the
+process at once with :func:`os._exit`: no interpreter teardown that could crash inside a
+framework's threads, and no ``KeyboardInterrupt`` that a callback could swallow. Inside
+:func:`critical` (moving a finished report into place) the interrupt waits until the block
+ends. Without :func:`install` (a library user) these helpers change nothing and
+``KeyboardInterrupt`` behaves as usual.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+__all__ = ["EXIT_INTERRUPTED", "install", "cleanup_on_interrupt", "critical"]
+
+#: The exit status of an interrupted command (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+_paths: list[Path] = []
+_state = {"installed": False, "critical": 0, "pending": False}
+
+
+def install() -> None:
+    """Make SIGINT end the process cleanly with status 130 (from the main thread only; idempotent)."""
+    if _state["installed"] or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with Ctrl-C ignored (nohup, a & job): keep it
+        return
+    signal.signal(signal.SIGINT, _handler)
+    _state["installed"] = True
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    if _state["critical"]:
+        _state["pending"] = True
+        return
+    _die()
+
+
+def _die() -> None:
+    for path in list(_paths):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    try:
+        sys.stderr.write("\nconvbridge: interrupted (nothing half-written was left behind)\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(EXIT_INTERRUPTED)
+
+
+@contextmanager
+def cleanup_on_interrupt(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Remove ``path`` (a file or folder) if the command is interrupted while the block runs.
+
+    >>> with cleanup_on_interrupt("/tmp/partial") as p:
+    ...     p.name
+    'partial'
+    """
+    entry = Path(path)
+    _paths.append(entry)
+    try:
+        yield entry
+    finally:
+        _paths.remove(entry)
+
+
+@contextmanager
+def critical() -> Iterator[None]:
+    """Hold an interrupt until the block ends (a few renames), then act on it."""
+    _state["critical"] += 1
+    try:
+        yield
+    finally:
+        _state["critical"] -= 1
+        if not _state["critical"] and _state["pending"]:
+            _die()

@@ -1,0 +1,184 @@
+"""The command line is safe to run anywhere: it never touches the user's files, its exit status says the verdict,
+--format json is always one strict JSON object, bad input is one line (never a traceback), and Ctrl-C is 130."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from convbridge import dispatch
+from convbridge.cli import EXIT_CODES, main
+from convbridge.reportdir import MARKER
+
+pytest.importorskip("matplotlib")
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def strict(text: str):
+    """json.loads that refuses NaN and Infinity, as JavaScript's JSON.parse does."""
+    def refuse(name):
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+# ---- the user's files --------------------------------------------------------------------------------------
+
+def test_a_folder_of_other_files_is_refused_and_left_alone(isolated):
+    (isolated / "u" / "sub").mkdir(parents=True)
+    (isolated / "u" / "thesis.txt").write_text("precious")
+    result = invoke("compare", "--data", "sample", "--no-plots", "--out", "u")
+    assert result.exit_code == EXIT_CODES["usage"] == 2
+    assert "holds files which are not a convbridge report (sub/, thesis.txt)" in result.output
+    assert (isolated / "u" / "thesis.txt").read_text() == "precious" and (isolated / "u" / "sub").is_dir()
+    assert sorted(p.name for p in isolated.iterdir()) == ["u"]  # no temporaries either
+
+
+@pytest.mark.parametrize("out, pattern", [(".", "holds files which are not a convbridge report"),
+                                          ("", "--out is empty")])
+def test_the_current_folder_and_an_empty_path_are_refused(isolated, out, pattern):
+    (isolated / "project.py").write_text("print('mine')")
+    result = invoke("compare", "--data", "sample", "--no-plots", "--out", out)
+    assert result.exit_code == 2 and pattern in result.output and "Traceback" not in result.output
+    assert (isolated / "project.py").read_text() == "print('mine')"
+
+
+def test_an_empty_folder_becomes_a_marked_report(isolated):
+    (isolated / "empty").mkdir()
+    assert invoke("compare", "--data", "sample", "--no-plots", "--out", "empty").exit_code == 0
+    assert json.loads((isolated / "empty" / MARKER).read_text())["files"] == ["index.html", "report.json"]
+
+
+# ---- exit status and JSON ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def shifted_numpy():
+    """A numpy 'native' conv that shifts its result by one pixel: a real semantic bug, for the exit status."""
+    import convbridge as cb
+
+    cb.implementations()
+    saved = dict(dispatch._REGISTRY)
+
+    def shifted(spec, plan, x, w, b):
+        return np.roll(cb.reference.conv(x, w, b, spec, dtype=x.dtype), 1, axis=-1)
+
+    dispatch.register(dispatch.Impl("conv", "numpy", "native", shifted))
+    yield
+    dispatch._REGISTRY.clear()
+    dispatch._REGISTRY.update(saved)
+
+
+def test_a_mismatch_exits_1_in_text_and_json(isolated, shifted_numpy):
+    result = invoke("compare", "--data", "sample", "--no-plots", "--backends", "numpy,torch")
+    assert result.exit_code == EXIT_CODES["mismatch"] == 1 and "mismatch" in result.output
+    result = invoke("compare", "--data", "sample", "--no-plots", "--backends", "numpy,torch", "--format", "json")
+    data = strict(result.stdout)
+    assert result.exit_code == 1 and data["verdict"] == "mismatch" and data["exit_code"] == 1
+
+
+def test_inconclusive_exits_3(isolated, monkeypatch):
+    from convbridge import parity
+
+    monkeypatch.setattr(parity, "INCONCLUSIVE_FRACTION", 0.0)  # every bound now counts as too coarse
+    result = invoke("compare", "--data", "sample", "--no-plots", "--backends", "numpy,torch", "--format", "json")
+    assert strict(result.stdout)["verdict"] == "inconclusive" and result.exit_code == EXIT_CODES["inconclusive"] == 3
+
+
+def test_json_is_strict_even_with_infinite_ratios(isolated):
+    from convbridge.reportdir import strict_json
+
+    assert strict(strict_json({"r": float("inf"), "m": [float("nan"), -float("inf")]})) == {
+        "r": "inf", "m": ["nan", "-inf"]}
+    result = invoke("compare", "--data", "sample", "--no-plots", "--format", "json", "--out", "rep")
+    assert result.exit_code == 0
+    strict(result.stdout)
+    strict((isolated / "rep" / "report.json").read_text())
+
+
+@pytest.mark.parametrize("args, kind, pattern", [
+    (("compare", "--groups", "0"), "ArgumentError", "groups must be a positive int, got 0"),
+    (("compare", "--groups", "-3"), "ArgumentError", "groups must be a positive int, got -3"),
+    (("compare", "--seed", "99999999999999999999"), "UsageError", "is not in the range 0<=x<=4294967295"),
+    (("compare", "--stride", "x"), "UsageError", "Invalid value for --stride"),
+    (("compare", "--padding", "1:2:3"), "UsageError", "lo:hi pairs like 1:2,0:1"),
+    (("compare", "--out", ""), "OutputError", "--out is empty"),
+    (("compare", "--kernel-size", "40", "--data", "sample"), "PaddingError", "effective kernel size 40"),
+    (("compare", "--nonsense"), "UsageError", "No such option '--nonsense'"),
+    (("explain", "1,6,8,8", "--layer", "Conv2d('6', 8, 3)"), "ArgumentError", "in_channels must be a positive int"),
+    (("explain", "1,3,8,8", "--kernel", "4,3,3,3", "--draw", "/proc/nope"), "ArgumentError",
+     "cannot create the picture folder '/proc/nope'"),
+    (("explain", "1,3,8,8", "--kernel", "4,3,3,3", "--max-frames", "0"), "UsageError", "0 is not in the range"),
+    (("explain", "-2,3,8,8", "--kernel", "4,3,3,3"), "UsageError", "No such option '-2'"),
+])
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_bad_input_is_one_message_and_exit_2(isolated, args, kind, pattern, fmt):
+    extra = ("--format", "json") if fmt == "json" and args[0] == "compare" else ()
+    result = invoke(*args, *extra)
+    assert result.exit_code == EXIT_CODES["usage"] == 2, result.output
+    assert "Traceback" not in result.output
+    if extra:
+        error = strict(result.stdout)["error"]
+        assert error["type"] == kind and pattern in error["message"] and error["exit_code"] == 2
+    else:
+        assert pattern in result.output
+    assert not [p for p in isolated.iterdir() if p.name != ".cache"]  # nothing written (HOME's caches aside)
+
+
+def test_exit_codes_are_documented():
+    for command in (("--help",), ("compare", "--help"), ("explain", "--help")):
+        text = invoke(*command).output
+        assert "Exit status: 0 identical or equivalent" in text and "130 interrupted" in text, command
+
+
+def test_piped_text_never_splits_a_number(isolated):
+    result = invoke("compare", "--data", "sample", "--no-plots")
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("verdict:"))
+    assert "unit roundoff u = 5.96e-08" in line
+
+
+# ---- Ctrl-C ---------------------------------------------------------------------------------------------------
+
+def _interrupt_after(seconds: float, folder) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen([sys.executable, "-m", "convbridge", "compare", "--data", "sample", "--out", "rep"],
+                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, HOME=str(folder)))
+    time.sleep(seconds)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _check_interrupted(done, folder):
+    if done.returncode == 0:  # finished before the signal: a whole report
+        assert (folder / "rep" / MARKER).is_file()
+        return
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert "interrupted" in done.stderr and "Traceback" not in done.stderr and "Aborted" not in done.stderr
+    leftovers = [p.name for p in folder.iterdir() if p.name not in ("rep",)]
+    assert not [n for n in leftovers if n.startswith(".rep")], leftovers  # no temporary report folder
+    assert not (folder / "rep").exists() or (folder / "rep" / MARKER).is_file()  # never half a report
+
+
+@pytest.mark.parametrize("seconds", [2.5, pytest.param(0.3, marks=pytest.mark.slow),
+                                     pytest.param(1.5, marks=pytest.mark.slow),
+                                     pytest.param(4.0, marks=pytest.mark.slow)])
+def test_ctrl_c_exits_130_and_leaves_nothing_half_written(tmp_path, seconds):
+    _check_interrupted(_interrupt_after(seconds, tmp_path), tmp_path)

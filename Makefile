@@ -22,14 +22,14 @@ demo: $(STAMP)
 
 # The type checker on src/ (zero errors), then the tests and every module's doctests (pyproject's addopts).
 test: $(STAMP) typecheck
-	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 # Release checks: every test, the slow ones included, with 1500 Hypothesis examples per property.
 sweep: $(STAMP)
-	HYPOTHESIS_PROFILE=sweep $(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=sweep $(PY) -m pytest -n 2 --dist worksteal $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) convbridge-report .pytest_cache .hypothesis .mypy_cache

@@ -95,3 +95,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     rej = [r for r in rows if r["kind"] == "rejected"]
     if rej:
         tr.write_line(f"bad inputs rejected with the expected error: {len(rej)}")
+    fuzz = [r for r in rows if r["kind"] == "fuzz"]
+    for surface in ("library", "cli"):
+        calls = [r for r in fuzz if r["surface"] == surface]
+        if calls:
+            refused = sum(r["outcome"] == "refused" for r in calls)
+            per_fn = ", ".join(f"{fn} {sum(r['fn'] == fn for r in calls)}" for fn in dict.fromkeys(r["fn"] for r in calls))
+            tr.write_line(f"fuzzed {surface} calls: {len(calls)} ({len(calls) - refused} results, {refused} refused "
+                          f"cleanly; {per_fn})")

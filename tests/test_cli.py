@@ -214,17 +214,20 @@ def test_a_previous_report_is_replaced_but_nothing_else(isolated):
     """Replacing a report replaces its own files and removes its stale ones; a file the user put there stays."""
     import json as _json
 
-    from convbridge.reportdir import MARKER
+    from convbridge.reportdir import MARKER, write_folder
 
-    assert run("--data", "sample", "--out", "rep").exit_code == 0
-    first = _json.loads((isolated / "rep" / MARKER).read_text())["files"]
-    assert "side_by_side.png" in first and "index.html" in first
+    def fill(*names):
+        return lambda tmp: [(tmp / n).write_text(n) for n in names]
+
+    write_folder("rep", fill("side_by_side.png", "index.html"))
+    assert _json.loads((isolated / "rep" / MARKER).read_text())["files"] == ["index.html", "side_by_side.png"]
     (isolated / "rep" / "my_notes.txt").write_text("mine")
     assert run("--data", "sample", "--no-plots", "--out", "rep").exit_code == 0
     assert (isolated / "rep" / "my_notes.txt").read_text() == "mine"
     assert not (isolated / "rep" / "side_by_side.png").exists()  # the earlier report's figure, now stale
     assert sorted(p.name for p in (isolated / "rep").iterdir()) == sorted(
         ["my_notes.txt", MARKER, "report.json", "index.html"])
+    assert (isolated / "rep" / "index.html").read_text().startswith("<!DOCTYPE html>")
     assert not [p for p in isolated.iterdir() if p.name.startswith(".rep")]
 
 
@@ -249,3 +252,24 @@ def test_data_from_an_npz_array(isolated):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["shapes"]["images"] == [6, 3, 32, 32] and data["class_names"][:3] == ["a", "b", "a"]
+
+
+
+def test_data_arrays_in_either_layout_and_any_scale(isolated):
+    rng = np.random.default_rng(0)
+    normed = ((rng.random((3, 3, 9, 9)) - 0.5) / 0.5).astype(np.float32)  # NCHW, already normalised
+    np.save(isolated / "n.npy", normed)
+    np.save(isolated / "wide.npy", normed * 3)
+    result = run("--data", "n.npy", "--backends", "numpy,torch", "--format", "json", "--no-plots", "--out", "a")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["shapes"]["images"] == [3, 3, 9, 9]
+    result = run("--data", "wide.npy", "--backends", "numpy,torch", "--format", "json", "--no-plots", "--out", "b")
+    assert result.exit_code == 2 and not (isolated / "b").exists()
+    assert "pass --data-scale normalized" in json.loads(result.stdout)["error"]["message"]
+    result = run("--data", "wide.npy", "--data-scale", "normalized", "--data-layout", "NCHW", "--backends",
+                 "numpy,torch", "--format", "json", "--no-plots", "--out", "b")
+    assert result.exit_code == 0, result.output
+    result = run("--data", "sample", "--data-layout", "NHWC", "--out", "c")
+    assert result.exit_code == 2 and "describe a .npy/.npz array" in result.output
+    result = run("--data", "sample", "--split", "train", "--out", "c")
+    assert result.exit_code == 2 and "--split train is a CIFAR-10 split" in result.output

@@ -47,12 +47,12 @@ def test_a_folder_of_other_files_is_refused_and_left_alone(isolated):
     (isolated / "u" / "thesis.txt").write_text("precious")
     result = invoke("compare", "--data", "sample", "--no-plots", "--out", "u")
     assert result.exit_code == EXIT_CODES["usage"] == 2
-    assert "holds files which are not a convbridge report (sub/, thesis.txt)" in result.output
+    assert "holds files convbridge did not write (sub/, thesis.txt)" in result.output
     assert (isolated / "u" / "thesis.txt").read_text() == "precious" and (isolated / "u" / "sub").is_dir()
     assert sorted(p.name for p in isolated.iterdir()) == ["u"]  # no temporaries either
 
 
-@pytest.mark.parametrize("out, pattern", [(".", "holds files which are not a convbridge report"),
+@pytest.mark.parametrize("out, pattern", [(".", "holds files convbridge did not write"),
                                           ("", "--out is empty")])
 def test_the_current_folder_and_an_empty_path_are_refused(isolated, out, pattern):
     (isolated / "project.py").write_text("print('mine')")
@@ -123,8 +123,8 @@ def test_json_is_strict_even_with_infinite_ratios(isolated):
     (("compare", "--kernel-size", "40", "--data", "sample"), "PaddingError", "effective kernel size 40"),
     (("compare", "--nonsense"), "UsageError", "No such option '--nonsense'"),
     (("explain", "1,6,8,8", "--layer", "Conv2d('6', 8, 3)"), "ArgumentError", "in_channels must be a positive int"),
-    (("explain", "1,3,8,8", "--kernel", "4,3,3,3", "--draw", "/proc/nope"), "ArgumentError",
-     "cannot create the picture folder '/proc/nope'"),
+    (("explain", "1,3,8,8", "--kernel", "4,3,3,3", "--draw", "/proc/nope"), "OutputError",
+     "cannot create the output folder '/proc/nope'"),
     (("explain", "1,3,8,8", "--kernel", "4,3,3,3", "--max-frames", "0"), "UsageError", "0 is not in the range"),
     (("explain", "-2,3,8,8", "--kernel", "4,3,3,3"), "UsageError", "No such option '-2'"),
 ])

@@ -31,7 +31,7 @@ def test_tutorial_layer_with_pictures(tmp_path, frames):
     for needle in ("H: (32 + 0 + 0 - 1*(5-1) - 1)/1 + 1 = 28", "gives 28x28x4", "(784 x 75) @ (75 x 4) per image",
                    "torch.nn.Conv2d(3, 4", "jax.lax.conv_general_dilated", "flax.linen.Conv", "equinox.nn.Conv"):
         assert needle in result.output, needle
-    files = {p.name: p for p in (tmp_path / "pics").iterdir()}
+    files = {p.name: p for p in (tmp_path / "pics").iterdir() if p.name != ".convbridge-report.json"}
     assert set(files) == {"matmul.png", "conv_matrix.png", "conv.gif", "conv_transpose.gif"}
     for name, path in files.items():
         assert path.read_bytes()[:4] == (PNG[:4] if name.endswith(".png") else GIF)
@@ -54,7 +54,18 @@ def test_grouped_strided_channels_last(tmp_path):
 def test_three_d_draws_only_matrices(tmp_path):
     result = run("1,2,6,6,6", "--kernel", "2,2,3,3,3", "--padding", "1", "--draw", str(tmp_path))
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["conv_matrix.png", "matmul.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".convbridge-report.json", "conv_matrix.png", "matmul.png"]
+
+
+def test_draw_never_touches_files_it_did_not_write(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "conv.gif").write_text("my own animation")
+    result = run("1,1,5,5", "--kernel", "1,1,3,3", "--draw", str(tmp_path / "mine"))
+    assert result.exit_code == 2 and "--draw" in result.output and "did not write (conv.gif)" in result.output
+    assert (tmp_path / "mine" / "conv.gif").read_text() == "my own animation"
+    assert not [p for p in tmp_path.iterdir() if p.name != "mine"]  # and no temporary folder left behind
+    result = run("1,1,5,5", "--kernel", "1,1,3,3", "--draw", "")
+    assert result.exit_code == 2 and "--draw is empty" in result.output
 
 
 @pytest.mark.parametrize("args,pattern", [

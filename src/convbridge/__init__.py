@@ -7,18 +7,51 @@
 (32, 3, 32, 32)
 """
 
-from convbridge import memory, transpose  # convbridge.memory.limit(...); convbridge.transpose.torch_to_jax(...)
-from convbridge.api import compare, conv, conv_transpose, fold, unfold, verify
-from convbridge.backends import available as available_backends
-from convbridge.dispatch import implementations
-from convbridge.errors import BackendUnavailable, ConvBridgeError
-from convbridge.explain import explain
-from convbridge.lowering import MatmulView, as_matmul, conv_matrix
-from convbridge.ops import output_shape
-from convbridge.parity import ParityReport
-from convbridge.plan import Plan
-from convbridge.precision import Precision
-from convbridge.spec import ConvSpec, ConvTransposeSpec, FoldSpec, UnfoldSpec
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The public names load on first use (PEP 562), so that ``convbridge.cli`` starts, and takes over Ctrl-C,
+# before NumPy and the rest are imported.
+_WHERE = {
+    "compare": "api", "conv": "api", "conv_transpose": "api", "fold": "api", "unfold": "api", "verify": "api",
+    "available_backends": "backends", "implementations": "dispatch", "BackendUnavailable": "errors",
+    "ConvBridgeError": "errors", "explain": "explain", "MatmulView": "lowering", "as_matmul": "lowering",
+    "conv_matrix": "lowering", "output_shape": "ops", "ParityReport": "parity", "Plan": "plan",
+    "Precision": "precision", "ConvSpec": "spec", "ConvTransposeSpec": "spec", "FoldSpec": "spec",
+    "UnfoldSpec": "spec",
+}
+_RENAMED = {"available_backends": "available"}
+
+if TYPE_CHECKING:
+    from convbridge import memory, transpose
+    from convbridge.api import compare, conv, conv_transpose, fold, unfold, verify
+    from convbridge.backends import available as available_backends
+    from convbridge.dispatch import implementations
+    from convbridge.errors import BackendUnavailable, ConvBridgeError
+    from convbridge.explain import explain
+    from convbridge.lowering import MatmulView, as_matmul, conv_matrix
+    from convbridge.ops import output_shape
+    from convbridge.parity import ParityReport
+    from convbridge.plan import Plan
+    from convbridge.precision import Precision
+    from convbridge.spec import ConvSpec, ConvTransposeSpec, FoldSpec, UnfoldSpec
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("memory", "transpose"):  # convbridge.memory.limit(...); convbridge.transpose.torch_to_jax(...)
+        return importlib.import_module(f"convbridge.{name}")
+    if name not in _WHERE:
+        raise AttributeError(f"module 'convbridge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"convbridge.{_WHERE[name]}"), _RENAMED.get(name, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __version__ = "0.1.0"
 

@@ -6,7 +6,7 @@ import operator
 from collections.abc import Sequence
 from typing import SupportsIndex, cast
 
-from convbridge.errors import ArgumentError, ArgumentTypeError
+from convbridge.errors import ArgumentError, ArgumentTypeError, brief, describe_value
 
 __all__ = ["as_int", "per_dim", "choice", "is_seq"]
 
@@ -22,13 +22,13 @@ def as_int(value: object, name: str) -> int:
         ArgumentTypeError: ``value`` is not an integer.
     """
     if isinstance(value, bool) or hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "b":
-        raise ArgumentTypeError(f"{name} must be an int, got the bool {value!r}; pass 1 or 0 explicitly")
+        raise ArgumentTypeError(f"{name} must be an int, got the bool {describe_value(value)}; pass 1 or 0 explicitly")
     try:
         return operator.index(cast(SupportsIndex, value))
     except TypeError:
         hint = f"; use {int(value)}" if isinstance(value, float) and float(value).is_integer() else ""
         raise ArgumentTypeError(
-            f"{name} must be an int, got {type(value).__name__} {value!r}{hint}"
+            f"{name} must be an int, got {describe_value(value)}{hint}"
         ) from None
 
 
@@ -61,7 +61,7 @@ def per_dim(value: object, name: str, ndim: int, *, minimum: int) -> tuple[int, 
                 f"give one int or {ndim} ints (one per spatial dim)"
             )
     elif isinstance(value, str):
-        raise ArgumentTypeError(f"{name} must be an int or a sequence of ints, got the string {value!r}")
+        raise ArgumentTypeError(f"{name} must be an int or a sequence of ints, got the string {brief(value)}")
     else:
         items = [as_int(value, name)] * ndim
     for i, v in enumerate(items):
@@ -76,5 +76,5 @@ def choice(value: object, name: str, allowed: Sequence[str]) -> str:
     text = getattr(value, "name", value)
     if not isinstance(text, str) or text.lower() not in allowed:
         options = ", ".join(repr(a) for a in allowed)
-        raise ArgumentError(f"unknown {name} {value!r}; choose one of {options}")
+        raise ArgumentError(f"unknown {name} {brief(value)}; choose one of {options}")
     return text.lower()

@@ -7,10 +7,9 @@ backend function an op uses comes from the op table in :mod:`convbridge.ops`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
-
-import warnings
 
 import numpy as np
 
@@ -18,7 +17,15 @@ from convbridge import backends as _backends
 from convbridge import dispatch, memory
 from convbridge._types import Array, ArrayLike, IntOrInts, LayoutLike, PaddingLike
 from convbridge.arrays import dtype_name, to_numpy
-from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeWarning, ShapeError
+from convbridge.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    ConvBridgeWarning,
+    ShapeError,
+    brief,
+    checked_signature,
+    describe_value,
+)
 from convbridge.memory import verdict_bytes
 from convbridge.ops import build, get_op, split_plan_keywords
 from convbridge.parity import ParityReport, judge_pair
@@ -42,6 +49,7 @@ def _run(op: str, x: ArrayLike, second: ArrayLike, bias: ArrayLike | None, kwarg
     return dispatch.run(spec, plan, arrays)
 
 
+@checked_signature
 def conv(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *, stride: IntOrInts = 1,
          padding: PaddingLike = 0, dilation: IntOrInts = 1, groups: int = 1, padding_mode: str = "zeros",
          layout: LayoutLike = None, backend: str | None = None, algorithm: str = "native",
@@ -94,6 +102,7 @@ def _reference_and_gauge(spec: Spec, arrays: Sequence[ArrayLike | None]) -> tupl
     return ref, gauge
 
 
+@checked_signature
 def conv_transpose(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *, stride: IntOrInts = 1,
                    padding: PaddingLike = 0, output_padding: IntOrInts = 0, dilation: IntOrInts = 1,
                    groups: int = 1, layout: LayoutLike = None, backend: str | None = None,
@@ -147,7 +156,7 @@ def conv_transpose(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = Non
     [[[2.0, 13.0, 20.0, 30.0]]]
     """
     if padding_mode != "zeros":
-        raise ArgumentTypeError(f"conv_transpose has no padding_mode {padding_mode!r}: a transposed convolution crops "
+        raise ArgumentTypeError(f"conv_transpose has no padding_mode {brief(padding_mode)}: a transposed convolution crops "
                                 "its full output instead of padding an input (torch's ConvTranspose takes 'zeros' "
                                 "only); pad or crop the result yourself")
     kwargs = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
@@ -155,6 +164,7 @@ def conv_transpose(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = Non
     return _run("conv_transpose", x, kernel, bias, kwargs, backend, algorithm, precision, device)
 
 
+@checked_signature
 def unfold(x: ArrayLike, kernel_size: IntOrInts, *, dilation: IntOrInts = 1, padding: PaddingLike = 0,
            stride: IntOrInts = 1, layout: LayoutLike = None, backend: str | None = None,
            device: Hashable | None = None) -> Array:
@@ -185,6 +195,7 @@ def unfold(x: ArrayLike, kernel_size: IntOrInts, *, dilation: IntOrInts = 1, pad
     return _run("unfold", x, kernel_size, None, kwargs, backend, "native", "highest", device)
 
 
+@checked_signature
 def fold(cols: ArrayLike, output_size: IntOrInts, kernel_size: IntOrInts, *, dilation: IntOrInts = 1,
          padding: PaddingLike = 0, stride: IntOrInts = 1, backend: str | None = None,
          device: Hashable | None = None) -> Array:
@@ -215,6 +226,7 @@ def fold(cols: ArrayLike, output_size: IntOrInts, kernel_size: IntOrInts, *, dil
     return _run("fold", cols, kernel_size, None, kwargs, backend, "native", "highest", device)
 
 
+@checked_signature
 def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = None, *, op: str = "conv",
             backends: str | Sequence[str] = ("torch", "jax"), **op_kwargs: Any) -> ParityReport:
     """Run ``op`` on several backends and judge every result against the float64 reference and each other.
@@ -264,7 +276,7 @@ def _backend_names(names: str | Sequence[str]) -> tuple[str, ...]:
     if isinstance(names, str):
         names = (names,)
     if not isinstance(names, Sequence):
-        raise ArgumentError(f"backends must be a name or a sequence of names such as ('torch', 'jax'), got {names!r}")
+        raise ArgumentError(f"backends must be a name or a sequence of names such as ('torch', 'jax'), got {brief(names)}")
     names = tuple(_backends.validate(n) for n in names)
     if not names:
         raise ArgumentError("compare needs at least one backend, e.g. backends=('torch', 'jax')")
@@ -292,6 +304,7 @@ def _report(spec: Spec, runs: Mapping[str, tuple[np.ndarray, Precision]], ref: n
                         gauge=gauge)
 
 
+@checked_signature
 def verify(y: ArrayLike, x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = None, *, op: str = "conv",
            precision: str | Precision | None = None, name: str = "candidate", **op_kwargs: Any) -> ParityReport:
     """Judge a candidate output ``y`` (from any framework) against the float64 reference of ``op``.
@@ -313,6 +326,9 @@ def verify(y: ArrayLike, x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike
     >>> cb.verify(cb.unfold(x, (2,)), x, (2,), op="unfold").verdict
     'identical'
     """
+    if not isinstance(name, str):
+        raise ArgumentTypeError(f"name labels the candidate in the report and must be a string, got "
+                                f"{describe_value(name)}")
     spec = build(op, x, kernel, bias, op_kwargs)
     arrays = (x, kernel, bias) if get_op(op).kernel_is_array else (x,)
     memory.check(verdict_bytes(spec, 1), f"judging a {spec.op} result against the float64 reference",

@@ -100,12 +100,19 @@ def dtype_name(a: ArrayLike) -> str:
     return text[len("torch.") :] if text.startswith("torch.") else str(getattr(dt, "name", text))
 
 
-def to_numpy(a: ArrayLike) -> np.ndarray:
+def to_numpy(a: ArrayLike, role: str = "argument") -> np.ndarray:
     """Any array as a NumPy array on the host, same dtype (torch bfloat16, which NumPy lacks, becomes float32).
+
+    Raises:
+        ConvBridgeError: ``a`` is no array (see :func:`check_array`; ``role`` names it), a meta tensor or a
+            JAX tracer.
 
     >>> to_numpy([1.0, 2.0]).dtype.name
     'float64'
     """
+    if type(a) is np.ndarray:
+        return a
+    check_array(a, role)
     if framework_of(a) == "torch":
         if getattr(a, "is_meta", False):
             raise ArgumentTypeError("a torch tensor on the meta device has a shape but no values; judging or copying "

@@ -144,12 +144,21 @@ def run() -> None:
 
 @main.command(context_settings=CONTEXT, epilog=EXIT_HELP)
 @click.option("--data", default="auto", show_default=True,
-              help="auto (CIFAR-10 if found, else the embedded sample), cifar10, sample, or a path to a folder "
-                   "of images or a .npy/.npz array.")
+              help="auto (CIFAR-10 if found, else the embedded sample), cifar10, sample, or a path: a .npy/.npz "
+                   "array (used at its own size) or a folder of PNG/JPEG images (centre-cropped and resized to "
+                   "32x32).")
 @click.option("--root", type=click.Path(file_okay=True), default=None,
               help="Folder with cifar-10-python.tar.gz or cifar-10-batches-py/.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--download", is_flag=True, help="Fetch CIFAR-10 (163 MB) if it is not found.")
+@click.option("--data-layout", type=click.Choice(["auto", "NHWC", "NCHW"]), default="auto", show_default=True,
+              help="Axes of a --data array: (N, H, W, C) or (N, C, H, W), 1 or 3 channels, or grey (N, H, W); auto "
+                   "reads them from the shape and asks when both fit.")
+@click.option("--data-scale", type=click.Choice(["auto", "uint8", "unit", "normalized"]), default="auto",
+              show_default=True,
+              help="Values of a --data array: uint8 (0..255, or floats k/255), unit (floats in [0, 1], then "
+                   "Normalize(0.5, 0.5)), normalized (used as they are); auto: integers as uint8, floats by "
+                   "their range.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--filters", "filters", type=int, default=4, show_default=True, help="Number of random filters.")
 @click.option("--kernel-size", type=int, default=5, show_default=True)
@@ -197,6 +206,7 @@ def _config(opts: dict[str, Any]) -> ExperimentConfig:
     backends = tuple(b.strip() for b in opts["backends"].split(",") if b.strip())
     return ExperimentConfig(
         data=opts["data"], root=opts["root"], split=opts["split"], download=opts["download"],
+        data_layout=opts["data_layout"], data_scale=opts["data_scale"],
         batch_size=opts["batch_size"], filters=opts["filters"], kernel_size=opts["kernel_size"], seed=opts["seed"],
         stride=_ints(opts["stride"], "--stride"), padding=_padding(opts["padding"]),
         dilation=_ints(opts["dilation"], "--dilation"), groups=opts["groups"], layout=opts["layout"],
@@ -356,7 +366,8 @@ def _shape(text: str, name: str) -> tuple[int, ...]:
 @click.option("--layout", default=None, help="Input layout such as NHWC, or a full NHWC,HWIO->NHWC.")
 @click.option("--bias", is_flag=True, help="The convolution adds a bias.")
 @click.option("--draw", "draw", type=click.Path(), default=None,
-              help="Folder to write the pictures into: im2col product, Toeplitz matrix, sliding-window GIF.")
+              help="Folder to write the pictures into (im2col product, Toeplitz matrix, sliding-window GIFs): a new "
+                   "or empty folder, or one convbridge wrote before (only its own files are replaced).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=60, show_default=True,
               help="The most frames per GIF (evenly spaced steps when there are more).")
 def explain(input_shape: str, kernel_shape: str | None, layer: str | None, stride: str, padding: str,
@@ -388,12 +399,17 @@ def _explain(input_shape: str, kernel_shape: str | None, layer: str | None, stri
     if layout:
         kwargs["layout"] = layout
     kernel = None if kernel_shape is None else _shape(kernel_shape, "--kernel")
+    if draw is not None:
+        from convbridge.reportdir import check_out_dir
+
+        check_out_dir(draw, "--draw")  # before any work
     e = cb.explain(_shape(input_shape, "INPUT_SHAPE"), kernel, layer=layer, bias=bias, **kwargs)
     click.echo(str(e))
-    if draw:
+    if draw is not None:
+        from convbridge.reportdir import write_folder
         from convbridge.viz.explanation import draw_explanation
 
-        for path in draw_explanation(e, draw, max_frames=max_frames):
+        for path in write_folder(draw, lambda tmp: draw_explanation(e, tmp, max_frames=max_frames), flag="--draw"):
             click.echo(f"wrote {path}")
 
 

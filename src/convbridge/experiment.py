@@ -9,6 +9,7 @@ padding. This module calls only the public API (and jax.random for the filters).
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -18,8 +19,9 @@ from typing import Any
 import numpy as np
 
 import convbridge as cb
+from convbridge import memory
 from convbridge.data import Dataset, load_dataset, normalize
-from convbridge.errors import ArgumentError
+from convbridge.errors import ArgumentError, brief
 from convbridge.spec import permutation, resolve_layout
 
 __all__ = ["ExperimentConfig", "ExperimentResult", "Aggregate", "make_filters", "run_experiment", "run_all"]
@@ -88,7 +90,13 @@ def make_filters(seed: int, shape: tuple[int, ...], notice: Callable[[str], obje
     """``jax.random.normal(jax.random.PRNGKey(seed), shape)`` as float32 NumPy, as the tutorial made them.
 
     Falls back to NumPy's generator, with a notice, when JAX is not installed.
+
+    Raises:
+        MemoryLimitError: if the filters (and the generator's random bits and float64 copy) need more
+            than the memory limit.
     """
+    memory.check(16 * math.prod(shape) + memory.SLACK, f"drawing {math.prod(shape):,} filter weights {shape}",
+                 "use fewer --filters or a smaller --kernel-size")
     try:
         import jax
     except ImportError:
@@ -104,16 +112,16 @@ def check_config(cfg: ExperimentConfig) -> None:
     for name in ("batch_size", "filters", "kernel_size", "repeats", "groups"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ArgumentError(f"{name.replace('_', '-')} must be a positive int, got {value!r}")
+            raise ArgumentError(f"{name.replace('_', '-')} must be a positive int, got {brief(value)}")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
-        raise ArgumentError(f"seed must be an int in 0..{2**32 - 1} (a jax.random.PRNGKey seed), got {cfg.seed!r}")
+        raise ArgumentError(f"seed must be an int in 0..{2**32 - 1} (a jax.random.PRNGKey seed), got {brief(cfg.seed)}")
     if cfg.layout not in ("NCHW", "NHWC"):
-        raise ArgumentError(f"layout must be 'NCHW' or 'NHWC' for the experiment, got {cfg.layout!r}")
+        raise ArgumentError(f"layout must be 'NCHW' or 'NHWC' for the experiment, got {brief(cfg.layout)}")
     if not cfg.backends:
         raise ArgumentError("give at least one backend, e.g. --backends torch,jax")
     for b in cfg.backends:
         if b not in ("numpy", "jax", "torch"):
-            raise ArgumentError(f"unknown backend {b!r}; choose from 'torch', 'jax', 'numpy'")
+            raise ArgumentError(f"unknown backend {brief(b)}; choose from 'torch', 'jax', 'numpy'")
 
 
 def _prepare(cfg: ExperimentConfig, batch: Dataset, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +151,7 @@ def _timed_outputs(cfg: ExperimentConfig, x: np.ndarray,
 def load_images(cfg: ExperimentConfig, notice: Callable[[str], object] = print, progress: bool = True) -> Dataset:
     """The data set the experiment runs on (CIFAR-10, the embedded sample, or the user's)."""
     return load_dataset(cfg.data, root=cfg.root, split=cfg.split, md5=cfg.md5, download=cfg.download,
-                        notice=notice, progress=progress)
+                        notice=notice, progress=progress, layout=cfg.data_layout, scale=cfg.data_scale)
 
 
 def run_experiment(cfg: ExperimentConfig, *, dataset: Dataset | None = None,
@@ -157,8 +165,11 @@ def run_experiment(cfg: ExperimentConfig, *, dataset: Dataset | None = None,
     full = dataset if dataset is not None else load_images(cfg, notice)
     batch = full.head(cfg.batch_size)
     kernel_shape = (cfg.filters, 3 // cfg.groups if 3 % cfg.groups == 0 else 3, cfg.kernel_size, cfg.kernel_size)
-    x, w = _prepare(cfg, batch, np.zeros(kernel_shape, np.float32))
-    cb.output_shape(x.shape, w.shape, **cfg.conv_kwargs())  # impossible arguments fail here, before any work
+    lay = resolve_layout(None if cfg.layout == "NCHW" else cfg.layout, 4, 4)
+    x_shape = (len(batch), 3, *batch.images.shape[1:3])
+    cb.output_shape(tuple(x_shape[i] for i in permutation("NCHW", lay.lhs)),
+                    tuple(kernel_shape[i] for i in permutation("OIHW", lay.rhs)),
+                    **cfg.conv_kwargs())  # impossible arguments fail here, before any work
     _check_indices(cfg, len(batch))
     kernel, source = make_filters(cfg.seed, kernel_shape, notice)
     x, w = _prepare(cfg, batch, kernel)

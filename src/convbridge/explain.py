@@ -12,15 +12,16 @@ from __future__ import annotations
 import ast
 import html
 import math
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
 from convbridge._args import per_dim
 from convbridge._types import Shape
-from convbridge.errors import ArgumentError
+from convbridge.errors import ArgumentError, ArgumentTypeError, brief, checked_signature
 from convbridge.ops import get_op
 from convbridge.snippets import Snippet, snippets
-from convbridge.spec import ConvAxis, ConvSpec, make_conv_spec, resolve_layout
+from convbridge.spec import ConvAxis, ConvSpec, as_shape, make_conv_spec, resolve_layout
 
 __all__ = ["explain", "Explanation", "DimArithmetic", "parse_layer"]
 
@@ -143,6 +144,8 @@ def parse_layer(text: str) -> tuple[int, dict[str, Any]]:
     >>> parse_layer("nn.Conv2d(3, 4, 5, padding=1)")[1]["padding"]
     1
     """
+    if not isinstance(text, str):
+        raise ArgumentTypeError(f"layer must be a string such as 'Conv2d(3, 4, 5)', got {reprlib.repr(text)}")
     try:
         call = ast.parse(text.strip(), mode="eval").body
         if not isinstance(call, ast.Call):
@@ -151,21 +154,21 @@ def parse_layer(text: str) -> tuple[int, dict[str, Any]]:
         args = [ast.literal_eval(a) for a in call.args]
         kwargs = {str(k.arg): ast.literal_eval(k.value) for k in call.keywords}
     except (SyntaxError, ValueError):
-        raise ArgumentError(f"cannot read layer {text!r}; write a torch layer with literal arguments, "
+        raise ArgumentError(f"cannot read layer {brief(text)}; write a torch layer with literal arguments, "
                             "e.g. 'Conv2d(3, 4, 5, stride=2, padding=1)'") from None
     if name not in ("Conv1d", "Conv2d", "Conv3d"):
         raise ArgumentError(f"unknown layer {name!r}; use Conv1d, Conv2d or Conv3d, e.g. 'Conv2d(3, 4, 5)'")
     if len(args) > len(_LAYER_ARGS):
-        raise ArgumentError(f"layer {text!r} has {len(args)} positional arguments; Conv takes at most 9")
+        raise ArgumentError(f"layer {brief(text)} has {len(args)} positional arguments; Conv takes at most 9")
     values: dict[str, Any] = dict(stride=1, padding=0, dilation=1, groups=1, bias=True, padding_mode="zeros")
     values.update(zip(_LAYER_ARGS, args))
     unknown = set(kwargs) - set(_LAYER_ARGS)
     if unknown:
-        raise ArgumentError(f"layer {text!r} has unknown arguments {sorted(unknown)}; Conv takes {_LAYER_ARGS}")
+        raise ArgumentError(f"layer {brief(text)} has unknown arguments {sorted(unknown)}; Conv takes {_LAYER_ARGS}")
     values.update(kwargs)
     missing = [a for a in _LAYER_ARGS[:3] if a not in values]
     if missing:
-        raise ArgumentError(f"layer {text!r} lacks {missing}; e.g. 'Conv2d(3, 4, 5)' = in, out, kernel size")
+        raise ArgumentError(f"layer {brief(text)} lacks {missing}; e.g. 'Conv2d(3, 4, 5)' = in, out, kernel size")
     return int(name[4]), values
 
 
@@ -174,11 +177,11 @@ def _from_layer(layer: str) -> tuple[Shape, dict[str, Any]]:
     for name in ("in_channels", "out_channels", "groups"):
         value = a[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ArgumentError(f"layer {layer!r}: {name} must be a positive int, got {value!r}")
+            raise ArgumentError(f"layer {brief(layer)}: {name} must be a positive int, got {brief(value)}")
     ks = per_dim(a["kernel_size"], "kernel_size", nsp, minimum=1)
     groups = a["groups"]
     if a["in_channels"] % groups:
-        raise ArgumentError(f"layer groups={groups!r} must be a positive int dividing in_channels "
+        raise ArgumentError(f"layer groups={brief(groups)} must be a positive int dividing in_channels "
                             f"({a['in_channels']})")
     kernel = (a["out_channels"], a["in_channels"] // groups, *ks)
     kw = dict(stride=a["stride"], padding=a["padding"], dilation=a["dilation"], groups=groups,
@@ -186,6 +189,7 @@ def _from_layer(layer: str) -> tuple[Shape, dict[str, Any]]:
     return kernel, kw
 
 
+@checked_signature
 def explain(input_shape: Shape, kernel_shape: Shape | None = None, *, layer: str | None = None, bias: bool = False,
             **conv_kwargs: Any) -> Explanation:
     """Explain a convolution's arithmetic and give its exact equivalent in every framework.
@@ -209,9 +213,9 @@ def explain(input_shape: Shape, kernel_shape: Shape | None = None, *, layer: str
     >>> e.matmul
     (784, 75, 4)
     """
-    input_shape = tuple(input_shape)
+    input_shape = as_shape(input_shape, "input")
     if not isinstance(bias, bool):
-        raise ArgumentError(f"bias must be True or False (whether the convolution adds one), got {bias!r}")
+        raise ArgumentError(f"bias must be True or False (whether the convolution adds one), got {brief(bias)}")
     get_op("conv").check_keywords(conv_kwargs)  # what is computed only: no plan keywords (algorithm, device)
     if layer is not None:
         if kernel_shape is not None:
@@ -221,7 +225,7 @@ def explain(input_shape: Shape, kernel_shape: Shape | None = None, *, layer: str
         conv_kwargs = {**layer_kw, **conv_kwargs}
     if kernel_shape is None:
         raise ArgumentError("explain needs a kernel_shape such as (4, 3, 5, 5) or a layer such as 'Conv2d(3, 4, 5)'")
-    kernel_shape = tuple(kernel_shape)
+    kernel_shape = as_shape(kernel_shape, "kernel")
     spec = make_conv_spec(input_shape, kernel_shape, (kernel_shape[_o_axis(conv_kwargs, kernel_shape)],)
                           if bias else None, **conv_kwargs)
     dims = tuple(DimArithmetic(c, a) for c, a in zip(spec.layout.spatial, spec.axes))

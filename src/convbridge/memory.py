@@ -16,7 +16,6 @@ import math
 import os
 import re
 from collections.abc import Iterator
-
 from dataclasses import dataclass
 
 from convbridge.errors import ArgumentError, ConvBridgeError
@@ -120,8 +119,8 @@ def check(nbytes: float, what: str, hint: str) -> None:
     cap = current_limit()
     if nbytes > cap:
         raise MemoryLimitError(f"{what} needs about {describe(nbytes)}, more than the memory limit of "
-                               f"{describe(cap)}; {hint}, or raise the limit ({ENV}=16GiB, or with "
-                               "convbridge.memory.limit('16GiB'))")
+                               f"{describe(cap)}; {hint}, or raise the limit: {ENV}=16GiB, "
+                               "convbridge.memory.limit('16GiB'), or --memory-limit 16GiB on the command line")
 
 
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}

@@ -19,10 +19,16 @@ import numpy as np
 from convbridge import reference
 from convbridge._types import ArrayLike, IntOrInts, PaddingLike, Shape
 from convbridge.arrays import check_array, dtype_name, shape_of
-from convbridge.errors import ArgumentError, ArgumentTypeError
+from convbridge.errors import ArgumentError, ArgumentTypeError, checked_signature, unknown_argument
 from convbridge.plan import PLAN_KEYWORDS, check_plan_keywords
 from convbridge.spec import (
-    FoldSpec, Spec, UnfoldSpec, make_conv_spec, make_conv_transpose_spec, make_fold_spec, make_unfold_spec,
+    FoldSpec,
+    Spec,
+    UnfoldSpec,
+    make_conv_spec,
+    make_conv_transpose_spec,
+    make_fold_spec,
+    make_unfold_spec,
 )
 
 __all__ = ["Op", "OPS", "get_op", "build", "output_shape", "split_plan_keywords"]
@@ -71,8 +77,7 @@ class Op:
             if key not in allowed:
                 hint = ("; transposed convolution pads with zeros only (torch's ConvTranspose has no other "
                         "padding_mode)" if key == "padding_mode" else "")
-                raise ArgumentTypeError(f"{self.name} has no argument {key!r}; its arguments are "
-                                        f"{', '.join(self.keywords)}{hint}")
+                raise unknown_argument(self.name, key, self.keywords, hint)
 
 
 def _unfold(x_shape: Shape, kernel_size: IntOrInts, b_shape: Shape | None = None, *, dilation: IntOrInts = 1,
@@ -138,6 +143,7 @@ def build(op: str, x: ArrayLike, second: ArrayLike, bias: ArrayLike | None, kwar
     return entry.build(shape_of(x), second, b_shape, dtypes=(dtype_name(x),), **kwargs)
 
 
+@checked_signature
 def output_shape(input_shape: Shape, kernel_shape: object, *, op: str = "conv", **op_kwargs: Any) -> Shape:
     """The output shape of ``op`` without computing anything.
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from convbridge import backends
 from convbridge._types import ArrayLike
-from convbridge.errors import ArgumentError, ArgumentTypeError
+from convbridge.errors import ArgumentError, ArgumentTypeError, brief
 from convbridge.precision import policy
 
 __all__ = ["Plan", "make_plan", "check_plan_keywords", "PLAN_KEYWORDS", "DEFAULT_ALGORITHM"]
@@ -64,7 +64,7 @@ class Plan:
 
 def _algorithm(value: object) -> str:
     if not isinstance(value, str) or not value:
-        raise ArgumentTypeError(f"algorithm must be a name such as 'native' or 'matmul', got {value!r}")
+        raise ArgumentTypeError(f"algorithm must be a name such as 'native' or 'matmul', got {brief(value)}")
     return value.lower()
 
 
@@ -77,7 +77,7 @@ def _device(value: object) -> Hashable | None:
         return value
     if not isinstance(value, Hashable):
         raise ArgumentTypeError(f"device must be None, a string such as 'cpu', or a framework device; got "
-                                f"{type(value).__name__} {value!r}")
+                                f"{type(value).__name__} {brief(value)}")
     return value
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from convbridge._args import choice
-from convbridge.errors import ArgumentError, DTypeError
+from convbridge.errors import ArgumentError, DTypeError, brief
 
 __all__ = ["FLOAT_DTYPES", "POLICIES", "INPUT_FORMATS", "Precision", "REFERENCE", "unit_roundoff", "policy",
            "lax_precision", "torch_allow_tf32", "model", "candidate"]
@@ -70,10 +70,10 @@ class Precision:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.u, (int, float)) and 0 < self.u < 1):
-            raise ArgumentError(f"Precision.u is a unit roundoff in (0, 1), e.g. 2**-24, got {self.u!r}")
+            raise ArgumentError(f"Precision.u is a unit roundoff in (0, 1), e.g. 2**-24, got {brief(self.u)}")
         if not (isinstance(self.u_in, (int, float)) and 0 <= self.u_in < 1):
             raise ArgumentError(f"Precision.u_in is a unit roundoff in [0, 1) (0: inputs not rounded), got "
-                                f"{self.u_in!r}")
+                                f"{brief(self.u_in)}")
 
     @classmethod
     def of(cls, dtype: str, label: str | None = None) -> Precision:
@@ -170,10 +170,10 @@ def candidate(precision: object, dtype: str) -> Precision:
     if precision is None or isinstance(precision, str) and precision.lower() == "highest":
         return Precision(unit_roundoff(dtype), 0.0, f"{dtype} (IEEE)")
     if not isinstance(precision, str) or precision.lower() not in INPUT_FORMATS:
-        raise ArgumentError(f"unknown candidate precision {precision!r}; choose None, 'highest', "
+        raise ArgumentError(f"unknown candidate precision {brief(precision)}; choose None, 'highest', "
                             f"{', '.join(map(repr, INPUT_FORMATS))} or a convbridge.Precision")
     fmt = precision.lower()
     if dtype != "float32":
-        raise ArgumentError(f"precision={precision!r} rounds float32 inputs before a float32 accumulation; a "
+        raise ArgumentError(f"precision={brief(precision)} rounds float32 inputs before a float32 accumulation; a "
                             f"{dtype} candidate is judged by its own dtype: pass precision=None")
     return Precision(unit_roundoff(dtype), INPUT_FORMATS[fmt], f"{dtype}, inputs rounded ({fmt})")

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from convbridge.errors import ConvBridgeError
 if TYPE_CHECKING:
     from convbridge.experiment import ExperimentResult
 
-__all__ = ["OutputError", "check_out_dir", "write_report", "strict_json", "FIGURES", "MARKER"]
+__all__ = ["OutputError", "check_out_dir", "write_folder", "write_report", "strict_json", "FIGURES", "MARKER"]
 
 #: The file that marks a folder as a convbridge report (and lists the files it wrote).
 MARKER = ".convbridge-report.json"
@@ -49,18 +49,21 @@ class OutputError(ConvBridgeError):
     """The output folder cannot be created or written."""
 
 
-def check_out_dir(out: str | Path) -> Path:
-    """Return ``out`` as a Path if it is, or can become, a report folder; fail early otherwise.
+def check_out_dir(out: str | Path, flag: str = "--out") -> Path:
+    """Return ``out`` as a Path if it is, or can become, a convbridge folder; fail early otherwise.
+
+    ``flag`` names the option in messages (``--out`` for reports, ``--draw`` for pictures).
 
     Raises:
         OutputError: an empty path, a file, a path under a file, or a folder that holds anything but a
-            previous convbridge report.
+            previous convbridge output.
     """
     if not str(out).strip():
-        raise OutputError("--out is empty; pass the folder to write the report into, e.g. --out convbridge-report")
+        raise OutputError(f"{flag} is empty; pass the folder to write into, e.g. {flag} "
+                          f"{'convbridge-report' if flag == '--out' else 'pictures'}")
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
-        raise OutputError(f"output path {str(path)!r} exists and is not a folder; pass --out with a folder path")
+        raise OutputError(f"output path {str(path)!r} exists and is not a folder; pass {flag} with a folder path")
     if path.is_dir() and not (path / MARKER).is_file():
         try:
             others = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
@@ -68,49 +71,61 @@ def check_out_dir(out: str | Path) -> Path:
             raise OutputError(f"cannot read the output folder {str(path)!r}: {exc.strerror}") from None
         if others:
             shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-            raise OutputError(f"--out {str(path)!r} is a folder that holds files which are not a convbridge report "
+            raise OutputError(f"{flag} {str(path)!r} is a folder that holds files convbridge did not write "
                               f"({shown}); convbridge never deletes or overwrites them: pass a new or empty folder, "
-                              "or a previous report")
+                              "or one convbridge wrote before")
     for parent in path.absolute().parents:
         if parent.exists():
             if not parent.is_dir():
                 raise OutputError(f"output path {str(path)!r} lies under {str(parent)!r}, which is a file, "
-                                  "not a folder; pass --out with a folder path")
+                                  f"not a folder; pass {flag} with a folder path")
             break
     return path
 
 
-def write_report(result: ExperimentResult, out: str | Path, *, plots: bool = True,
-                 extra: Mapping[str, Any] | None = None) -> list[Path]:
-    """Write figures, ``report.json`` and ``index.html`` for ``result`` into ``out``; return the final paths."""
-    target = check_out_dir(out)
+def write_folder(out: str | Path, fill: Callable[[Path], object], *, flag: str = "--out") -> list[Path]:
+    """Let ``fill(tmp)`` write files into a temporary folder, then move them into ``out``; return the final paths.
+
+    ``out`` must pass :func:`check_out_dir`. The files land all at once (see the module's docstring); a
+    failure or Ctrl-C inside ``fill`` leaves ``out`` as it was.
+    """
+    target = check_out_dir(out, flag)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         umask = os.umask(0)
         os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the report is an ordinary folder
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary folder
     except OSError as exc:
         raise OutputError(f"cannot create the output folder {str(target)!r}: {exc.strerror}; "
-                          "pass --out with a writable folder path") from None
+                          f"pass {flag} with a writable folder path") from None
     with interrupts.cleanup_on_interrupt(tmp):
         try:
-            figures = _figures(result, tmp) if plots else {}
-            summary = dict(extra or {})
-            (tmp / "report.json").write_text(strict_json(summary, indent=2))
-            (tmp / "index.html").write_text(_html(result, figures, summary, tmp))
+            fill(tmp)
             names = sorted(p.name for p in tmp.iterdir())
             (tmp / MARKER).write_text(json.dumps({"convbridge_report": 1, "files": names}, indent=1))
             with interrupts.critical():
-                _move_into_place(tmp, target, names)
+                _move_into_place(tmp, target, names, flag)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return [target / name for name in names]
 
 
-def _move_into_place(tmp: Path, target: Path, names: list[str]) -> None:
-    """A new or empty target: one rename. A previous report: replace its files, drop its stale ones, marker last."""
-    check_out_dir(target)  # nothing of the user's may have appeared meanwhile
+def write_report(result: ExperimentResult, out: str | Path, *, plots: bool = True,
+                 extra: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write figures, ``report.json`` and ``index.html`` for ``result`` into ``out``; return the final paths."""
+    def fill(tmp: Path) -> None:
+        figures = _figures(result, tmp) if plots else {}
+        summary = dict(extra or {})
+        (tmp / "report.json").write_text(strict_json(summary, indent=2))
+        (tmp / "index.html").write_text(_html(result, figures, summary, tmp))
+
+    return write_folder(out, fill)
+
+
+def _move_into_place(tmp: Path, target: Path, names: list[str], flag: str) -> None:
+    """A new or empty target: one rename. A previous output: replace its files, drop its stale ones, marker last."""
+    check_out_dir(target, flag)  # nothing of the user's may have appeared meanwhile
     if not target.exists() or not any(target.iterdir()):
         if target.exists():
             target.rmdir()

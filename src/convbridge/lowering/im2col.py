@@ -20,9 +20,9 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from convbridge import backends, dispatch, memory
-from convbridge.memory import matmul_bytes
 from convbridge._types import Array, ArrayLike
-from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeError
+from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeError, brief, checked_signature
+from convbridge.memory import matmul_bytes
 from convbridge.ops import build, split_plan_keywords
 from convbridge.plan import Plan, make_plan
 from convbridge.spec import ConvSpec, ConvTransposeSpec, Spec, col2im_spec, im2col_spec, inverse
@@ -136,6 +136,7 @@ def _conv_kernel_matrix(spec: ConvSpec, wc: Array, be: Any) -> Array:
     return be.transpose(wc.reshape(g, spec.out_channels // g, inner), (0, 2, 1))
 
 
+@checked_signature
 def as_matmul(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *, op: str = "conv",
               backend: str | None = None, **op_kwargs: Any) -> MatmulView:
     """Lower ``conv`` (im2col) or ``conv_transpose`` (col2im) to one matrix product per group.
@@ -163,7 +164,7 @@ def as_matmul(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *,
     ((1, 784, 75), (1, 75, 4))
     """
     if op not in ("conv", "conv_transpose"):
-        raise ArgumentError(f"as_matmul lowers 'conv' or 'conv_transpose', not {op!r}")
+        raise ArgumentError(f"as_matmul lowers 'conv' or 'conv_transpose', not {brief(op)}")
     kwargs, plan_kwargs = split_plan_keywords(op_kwargs)
     if "algorithm" in plan_kwargs:
         raise ArgumentTypeError("as_matmul is the matmul lowering itself; it takes no algorithm= (for the result "

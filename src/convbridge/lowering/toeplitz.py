@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from convbridge import memory
 from convbridge._types import ArrayLike, Shape
 from convbridge.arrays import dtype_name, to_numpy
-from convbridge import memory
+from convbridge.errors import checked_signature
 from convbridge.memory import footprint
 from convbridge.ops import get_op
-from convbridge.spec import ConvSpec, gather_indices, make_conv_spec
+from convbridge.spec import ConvSpec, as_shape, gather_indices, make_conv_spec
 
 __all__ = ["conv_matrix", "conv_matrix_of", "matrix_bytes"]
 
@@ -31,6 +32,7 @@ def matrix_bytes(spec: ConvSpec, itemsize: int, dense: bool) -> int:
     return 3 * nonzeros * (16 + itemsize) + (f.outputs * f.inputs * itemsize if dense else 0)
 
 
+@checked_signature
 def conv_matrix(x_shape: Shape, kernel: ArrayLike, *, dense: bool = False, **conv_kwargs: Any) -> Any:
     """The matrix C of ``conv(x, kernel, **conv_kwargs)`` (bias excluded) for inputs of ``x_shape``.
 
@@ -58,8 +60,8 @@ def conv_matrix(x_shape: Shape, kernel: ArrayLike, *, dense: bool = False, **con
     [[1.0, 2.0, 0.0, 0.0], [0.0, 1.0, 2.0, 0.0], [0.0, 0.0, 1.0, 2.0]]
     """
     get_op("conv").check_keywords(conv_kwargs)  # the convolution's arguments only (no bias, no plan keywords)
-    w = to_numpy(kernel)
-    spec = make_conv_spec(tuple(x_shape), w.shape, dtypes=(dtype_name(w), dtype_name(w)), **conv_kwargs)
+    w = to_numpy(kernel, "kernel")
+    spec = make_conv_spec(as_shape(x_shape, "input"), w.shape, dtypes=(dtype_name(w), dtype_name(w)), **conv_kwargs)
     return conv_matrix_of(spec, w, dense=dense)
 
 

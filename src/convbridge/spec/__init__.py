@@ -14,6 +14,7 @@ A spec says *what*; how it runs (backend, algorithm, precision policy, device) i
 ((32, 4, 28, 28), [28, 28])
 """
 
+from convbridge.spec._parse import as_shape
 from convbridge.spec.conv import ChannelSpec, ConvSpec, SpatialSpec, make_conv_spec
 from convbridge.spec.geometry import ConvAxis, TransposeAxis, lax_transpose_padding
 from convbridge.spec.layout import Layout, default_spatial_letters, inverse, permutation, resolve_layout
@@ -28,4 +29,4 @@ __all__ = ["Spec", "SpatialSpec", "ChannelSpec", "ConvSpec", "ConvTransposeSpec"
            "make_conv_spec", "make_conv_transpose_spec", "make_unfold_spec", "make_fold_spec", "im2col_spec",
            "col2im_spec", "ConvAxis", "TransposeAxis", "lax_transpose_padding", "Layout", "resolve_layout",
            "resolve_transpose_layout", "default_spatial_letters", "inverse", "permutation", "PADDING_MODES",
-           "NUMPY_PAD_MODES", "gather_indices"]
+           "NUMPY_PAD_MODES", "gather_indices", "as_shape"]

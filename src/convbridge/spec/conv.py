@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from convbridge._args import choice, is_seq
 from convbridge._types import DTypes, IntOrInts, LayoutLike, PaddingLike, Pairs, Shape
-from convbridge.errors import ArgumentError, ShapeError
+from convbridge.errors import ArgumentError, ShapeError, brief
 from convbridge.spec import _parse
 from convbridge.spec.geometry import ConvAxis
 from convbridge.spec.layout import Layout, default_kernel_layout, resolve_layout
@@ -160,7 +160,7 @@ class ConvSpec(ChannelSpec):
         """
         if not is_seq(in_spatial) or len(in_spatial) != self.nsp:
             raise ArgumentError(f"resized takes {self.nsp} spatial sizes (one per spatial dim of this "
-                                f"{self.nsp}-d convolution), got {in_spatial!r}")
+                                f"{self.nsp}-d convolution), got {brief(in_spatial)}")
         g = self.groups if groups is None else groups
         c_in = self.in_channels if in_channels is None else in_channels
         c_out = self.out_channels if out_channels is None else out_channels

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convbridge.errors import ArgumentError, ArgumentTypeError, PaddingError
+from convbridge.errors import ArgumentError, ArgumentTypeError, PaddingError, brief, describe_value
 
 __all__ = ["ConvAxis", "TransposeAxis", "lax_transpose_padding"]
 
@@ -37,7 +37,7 @@ def _at_least(axis: object, name: str, minimum: int | None) -> None:
     """An int field (bools refused), at least ``minimum`` when one is given."""
     value = getattr(axis, name)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ArgumentTypeError(f"{type(axis).__name__}.{name} must be an int, got {value!r}")
+        raise ArgumentTypeError(f"{type(axis).__name__}.{name} must be an int, got {describe_value(value)}")
     if minimum is not None and value < minimum:
         raise ArgumentError(f"{type(axis).__name__}.{name} must be >= {minimum}, got {value}")
 
@@ -251,7 +251,7 @@ class TransposeAxis(_Taps):
         (0, 1)
         """
         if not isinstance(padding, str) and len(padding) != 2:
-            raise PaddingError(f"lax's padding of one dim is 'SAME', 'VALID' or an (a, b) pair, got {padding!r}")
+            raise PaddingError(f"lax's padding of one dim is 'SAME', 'VALID' or an (a, b) pair, got {brief(padding)}")
         a, b = lax_transpose_padding(self.span, self.stride, padding) if isinstance(padding, str) else padding
         d_k = self.span - 1
         return TransposeAxis(self.size, self.kernel, self.stride, self.dilation, d_k - a, d_k - b)
@@ -275,5 +275,5 @@ def lax_transpose_padding(span: int, stride: int, padding: str) -> tuple[int, in
         total = span + stride - 2 + max(span - stride, 0)
         a = span - 1
     else:
-        raise PaddingError(f"no lax transposed padding for {padding!r}; use 'SAME' or 'VALID'")
+        raise PaddingError(f"no lax transposed padding for {brief(padding)}; use 'SAME' or 'VALID'")
     return a, total - a

@@ -16,7 +16,7 @@ import string
 from dataclasses import dataclass, replace
 
 from convbridge import frameworks
-from convbridge.errors import LayoutError, ShapeError
+from convbridge.errors import LayoutError, ShapeError, brief
 
 __all__ = ["Layout", "resolve_layout", "default_spatial_letters", "default_kernel_layout", "inverse", "permutation",
            "RESERVED"]
@@ -160,7 +160,7 @@ def resolve_layout(layout: object, x_ndim: int, w_ndim: int, op: str = "conv") -
     except TypeError as exc:  # unhashable layout object
         raise LayoutError(
             f"layout must be None, a string such as 'NHWC', 'NHWC,HWIO->NHWC' or a 3-tuple of strings; "
-            f"got {type(layout).__name__} {layout!r}"
+            f"got {type(layout).__name__} {brief(layout)}"
         ) from exc
 
 
@@ -223,7 +223,7 @@ def _split(layout: object) -> tuple[str, str | None, str | None]:
             parts = lhs_rhs.split(",")
             if not arrow or len(parts) != 2 or not out:
                 raise LayoutError(
-                    f"layout {layout!r} is malformed; write 'input,kernel->output', e.g. 'NHWC,HWIO->NHWC'"
+                    f"layout {brief(layout)} is malformed; write 'input,kernel->output', e.g. 'NHWC,HWIO->NHWC'"
                 )
             return parts[0], parts[1], out
         return text, None, None
@@ -231,7 +231,7 @@ def _split(layout: object) -> tuple[str, str | None, str | None]:
         return layout
     raise LayoutError(
         f"layout must be None, a string such as 'NHWC', 'NHWC,HWIO->NHWC' or a 3-tuple of strings; "
-        f"got {type(layout).__name__} {layout!r}"
+        f"got {type(layout).__name__} {brief(layout)}"
     )
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from convbridge._args import as_int, choice, is_seq
 from convbridge._types import Pairs
-from convbridge.errors import ArgumentTypeError, ConvBridgeError, PaddingError
+from convbridge.errors import ArgumentTypeError, ConvBridgeError, PaddingError, brief, describe_value
 from convbridge.spec.geometry import ConvAxis
 
 __all__ = ["PADDING_MODES", "PADDING_STRINGS", "NUMPY_PAD_MODES", "parse_padding", "check_mode_widths",
@@ -42,7 +42,7 @@ def parse_padding(padding: object, nsp: int) -> str | Pairs:
             mode = choice(padding, "padding string", PADDING_STRINGS)
         except ConvBridgeError:
             raise PaddingError(
-                f"unknown padding {padding!r}; use an int, per-dim ints, (lo, hi) pairs, "
+                f"unknown padding {brief(padding)}; use an int, per-dim ints, (lo, hi) pairs, "
                 "or one of 'valid', 'same', 'same_lower'"
             ) from None
         return ((0, 0),) * nsp if mode == "valid" else mode
@@ -59,7 +59,7 @@ def _parse_sequence(items: list[Any], nsp: int) -> Pairs:
     if flat and len(items) not in (1, nsp):
         hint = f"; for (lo, hi) per side write {tuple([tuple(items)])!r}" if len(items) == 2 and nsp == 1 else ""
         raise PaddingError(
-            f"padding {tuple(items)!r} has {len(items)} ints but the input has {nsp} spatial dims; "
+            f"padding {brief(tuple(items))} has {len(items)} ints but the input has {nsp} spatial dims; "
             f"give 1 int, {nsp} ints, or {nsp} (lo, hi) pairs{hint}"
         )
     if not flat and len(items) != nsp:
@@ -72,7 +72,7 @@ def _parse_sequence(items: list[Any], nsp: int) -> Pairs:
         if is_seq(item):
             if len(item) != 2:
                 raise PaddingError(
-                    f"padding[{i}] = {tuple(item)!r} is not a (lo, hi) pair; give exactly two ints per spatial dim"
+                    f"padding[{i}] = {brief(tuple(item))} is not a (lo, hi) pair; give exactly two ints per spatial dim"
                 )
             pairs.append((_width(item[0], f"padding[{i}][0]"), _width(item[1], f"padding[{i}][1]")))
         else:
@@ -87,7 +87,7 @@ def _width(value: object, name: str) -> int:
     try:
         w = as_int(value, name)
     except ArgumentTypeError:
-        raise PaddingError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+        raise PaddingError(f"{name} must be an int, got {describe_value(value)}") from None
     if w < 0:
         raise PaddingError(f"{name} is {w} but padding must be >= 0; crop the input instead of padding negatively")
     return w

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, cast
 from convbridge import frameworks
 from convbridge._args import as_int, choice, is_seq, per_dim
 from convbridge._types import DTypes, IntOrInts, LayoutLike, PaddingLike, Pairs, Shape
-from convbridge.errors import ArgumentError, PaddingError, ShapeError
+from convbridge.errors import ArgumentError, PaddingError, ShapeError, brief
 from convbridge.spec import _parse
 from convbridge.spec.conv import ChannelSpec, ConvSpec
 from convbridge.spec.geometry import TransposeAxis
@@ -178,7 +178,7 @@ def make_conv_transpose_spec(
 
 def _transpose_kernel_flag(value: object, convention: str) -> bool:
     if not isinstance(value, bool):
-        raise ArgumentError(f"transpose_kernel must be True or False, got {value!r}")
+        raise ArgumentError(f"transpose_kernel must be True or False, got {brief(value)}")
     if value and convention != "jax":
         raise ArgumentError(
             "transpose_kernel=True is lax.conv_transpose's flag and only means something with convention='jax'; "
@@ -240,7 +240,7 @@ def lax_axes(padding: object, sizes: Sequence[int], kernel: Sequence[int], strid
     if isinstance(padding, str):
         if padding not in ("SAME", "VALID"):
             raise PaddingError(
-                f"padding {padding!r} with convention='jax': lax.conv_transpose reads only 'SAME' and 'VALID' "
+                f"padding {brief(padding)} with convention='jax': lax.conv_transpose reads only 'SAME' and 'VALID' "
                 "(upper case) as forward-conv paddings (other strings reach conv_general_dilated with another "
                 "meaning); write 'SAME' or 'VALID', or give (a, b) pairs"
             )
@@ -252,7 +252,7 @@ def _lax_pairs(padding: object, nsp: int) -> Pairs:
     items = list(cast(Sequence[Any], padding)) if is_seq(padding) else None
     if items is None or len(items) != nsp or not all(_is_pair(p) for p in items):
         raise PaddingError(
-            f"padding {padding!r} with convention='jax': lax.conv_transpose takes 'SAME', 'VALID' or one (a, b) "
+            f"padding {brief(padding)} with convention='jax': lax.conv_transpose takes 'SAME', 'VALID' or one (a, b) "
             f"pair per spatial dim ({nsp} here), e.g. {tuple([(1, 1)] * nsp)!r}"
         )
     return tuple((as_int(a, f"padding[{i}][0]"), as_int(b, f"padding[{i}][1]")) for i, (a, b) in enumerate(items))
@@ -272,7 +272,7 @@ def torch_axes(padding: object, output_padding: object, output_size: object, siz
     if isinstance(pads, str):
         if output_size is not None or any(out_pad):
             raise ArgumentError(
-                f"padding={pads!r} already fixes the output size (n * stride) and output_padding; "
+                f"padding={brief(pads)} already fixes the output size (n * stride) and output_padding; "
                 "pass output_size/output_padding with explicit padding instead"
             )
         return tuple(TransposeAxis.same(n, k, s, d, lower=pads == "same_lower")
@@ -281,7 +281,7 @@ def torch_axes(padding: object, output_padding: object, output_size: object, siz
                                                                                      pads))
     if output_size is not None:
         if any(out_pad):
-            raise ArgumentError(f"output_padding {out_pad} and output_size {output_size!r} both given; "
+            raise ArgumentError(f"output_padding {out_pad} and output_size {brief(output_size)} both given; "
                                 "output_size chooses output_padding: pass only one")
         targets = per_dim(output_size, "output_size", nsp, minimum=1)
         return tuple(_to_size(a, t, letter) for a, t, letter in zip(axes, targets, letters))

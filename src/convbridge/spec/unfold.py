@@ -12,13 +12,13 @@ windows over a padded axis, so their geometry is :class:`~convbridge.spec.geomet
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar, cast
 
 from convbridge._args import is_seq, per_dim
 from convbridge._types import DTypes, IntOrInts, LayoutLike, PaddingLike, Shape
-from convbridge.errors import ArgumentError, LayoutError, ShapeError
+from convbridge.errors import ArgumentError, LayoutError, ShapeError, brief
 from convbridge.spec import _parse
 from convbridge.spec.conv import ConvSpec, SpatialSpec
 from convbridge.spec.geometry import ConvAxis
@@ -202,11 +202,11 @@ def _unfold_layout(layout: LayoutLike, x_ndim: int, kernel_size: object) -> Layo
             sizes = tuple(cast(Sequence[int], kernel_size))
             nsp = len(sizes)
             if x_ndim not in (nsp + 1, nsp + 2):
-                raise ShapeError(f"input has {x_ndim} dims but kernel_size {sizes!r} has {nsp} entries; the input "
+                raise ShapeError(f"input has {x_ndim} dims but kernel_size {brief(sizes)} has {nsp} entries; the input "
                                  f"must be (N, C, {nsp} spatial) or unbatched (C, {nsp} spatial)")
         elif x_ndim == 3:
             raise ShapeError(
-                f"an input with 3 dims and the int kernel_size {kernel_size!r} is ambiguous: torch reads it as an "
+                f"an input with 3 dims and the int kernel_size {brief(kernel_size)} is ambiguous: torch reads it as an "
                 f"unbatched 2-d (C, H, W), convbridge could read a batched 1-d (N, C, W); say which: "
                 f"kernel_size=({kernel_size}, {kernel_size}) or layout='CHW' for 2-d, kernel_size=({kernel_size},) "
                 "or layout='NCW' for 1-d"
@@ -219,7 +219,7 @@ def _unfold_layout(layout: LayoutLike, x_ndim: int, kernel_size: object) -> Layo
         batched = x_ndim == nsp + 2
         layout = ("N" if batched else "") + "C" + default_spatial_letters(nsp)
     if not isinstance(layout, str) or "," in layout or "->" in layout:
-        raise LayoutError(f"unfold takes an input layout only, such as 'NCHW', 'NHWC' or 'CHW'; got {layout!r} "
+        raise LayoutError(f"unfold takes an input layout only, such as 'NCHW', 'NHWC' or 'CHW'; got {brief(layout)} "
                           "(its output is always (N, C x prod(kernel_size), L))")
     nsp = sum(c not in RESERVED for c in layout.replace(" ", ""))
     return resolve_layout(layout, x_ndim, nsp + 2, "conv")
@@ -230,6 +230,6 @@ def _fold_rank(output_size: object, kernel_size: object) -> int:
         if is_seq(value):
             return len(cast(Sequence[int], value))
     raise ArgumentError(
-        f"fold cannot tell the number of spatial dims from the ints output_size={output_size!r} and "
-        f"kernel_size={kernel_size!r}; give output_size per dim, e.g. ({output_size}, {output_size}) for 2-d"
+        f"fold cannot tell the number of spatial dims from the ints output_size={brief(output_size)} and "
+        f"kernel_size={brief(kernel_size)}; give output_size per dim, e.g. ({output_size}, {output_size}) for 2-d"
     )

@@ -38,6 +38,14 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """A working folder and HOME without CIFAR-10, so 'auto' falls back to the embedded sample."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
 # --- a tally of verdict ratios, gathered across xdist workers and printed at the end ---------------
 
 def pytest_configure(config):

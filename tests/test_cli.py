@@ -24,14 +24,6 @@ pytest.importorskip("matplotlib")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """A working folder and HOME without CIFAR-10, so 'auto' falls back to the embedded sample."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    return tmp_path
-
-
 def run(*args):
     return CliRunner().invoke(main, ["compare", *args], catch_exceptions=False)
 

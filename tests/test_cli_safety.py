@@ -21,13 +21,6 @@ from convbridge.reportdir import MARKER
 pytest.importorskip("matplotlib")
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    return tmp_path
-
-
 def invoke(*args):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 

@@ -252,3 +252,36 @@ def test_reprs_are_short():
     x, w = arrays(2)
     assert len(repr(cb.as_matmul(x, w))) < 400
     assert len(repr(cb.transpose.torch_to_jax(np.ones((64, 64, 7, 7))))) < 300
+
+
+@pytest.mark.parametrize("call, pattern", [
+    (lambda x, w: cb.conv(x, w, strides=2), r"conv has no argument 'strides' \(did you mean 'stride'\?\)"),
+    (lambda x, w: cb.explain(x.shape, w.shape, strde=2), r"conv has no argument 'strde' \(did you mean 'stride'\?\)"),
+    (lambda x, w: cb.conv_matrix(x.shape, w, strides=2), r"conv has no argument 'strides' \(did you mean"),
+    (lambda x, w: cb.unfold(x, 3, 4), r"unfold\(x, kernel_size, \.\.\.\): too many positional arguments"),
+    (lambda x, w: cb.fold(x), r"fold\(cols, output_size, kernel_size, \.\.\.\): missing a required argument"),
+    (lambda x, w: cb.conv(x), r"conv\(x, kernel, bias=None, \.\.\.\): missing a required argument: 'kernel'"),
+    (lambda x, w: cb.explain(layer=-2), r"missing a required argument: 'input_shape'"),
+    (lambda x, w: cb.explain(x.shape, layer=-2), r"layer must be a string such as 'Conv2d\(3, 4, 5\)', got -2"),
+    (lambda x, w: cb.verify(cb.conv(x, w), x, w, name=[]), r"name labels the candidate .* got list \[\]"),
+    (lambda x, w: cb.output_shape((1, 3, -8, 8), w.shape), r"input shape \(1, 3, -8, 8\) has a negative size"),
+    (lambda x, w: cb.conv(x, w, output_size=x), r"conv has no argument 'output_size'"),
+    (lambda x, w: cb.conv_transpose(x, w.transpose(1, 0, 2, 3), output_size=x),
+     r"output_size must be an int, got ndarray of shape \(2, 4, 8, 8\) float32$"),
+])
+def test_python_call_errors_and_values_in_messages_are_convbridge_errors(call, pattern):
+    """Python's own call errors become ArgumentTypeError (still a TypeError), and no message prints an array."""
+    x, w = arrays(2)
+    with pytest.raises(ConvBridgeError, match=pattern) as info:
+        call(x, w)
+    assert len(str(info.value)) < 400
+    record("rejected", name="python_call")
+
+
+def test_overflow_stays_quiet(recwarn):
+    """float16 and float32 sums past the largest finite value give inf, without numpy's RuntimeWarnings."""
+    for dtype, big in (("float16", 6e4), ("float32", 3e38)):
+        x, w = np.full((1, 1, 8), big, dtype), np.full((1, 1, 3), 2, dtype)
+        assert np.isinf(cb.conv(x, w, backend="numpy")).all()
+        cb.compare(x, w, backends=("numpy",))
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in recwarn]

@@ -268,6 +268,9 @@ def test_reprs_are_short():
     (lambda x, w: cb.conv(x, w, output_size=x), r"conv has no argument 'output_size'"),
     (lambda x, w: cb.conv_transpose(x, w.transpose(1, 0, 2, 3), output_size=x),
      r"output_size must be an int, got ndarray of shape \(2, 4, 8, 8\) float32$"),
+    (lambda x, w: cb.conv(x, w, stride=2**70), r"stride is 1180591620717411303424, beyond what any framework"),
+    (lambda x, w: cb.conv(x, w, padding=[(0, 2**40)] * 2), r"padding\[0\]\[1\] is 1099511627776, beyond what"),
+    (lambda x, w: cb.conv(np.ma.masked_array(x, mask=x > 0), w), r"input is a masked array, whose mask no framework"),
 ])
 def test_python_call_errors_and_values_in_messages_are_convbridge_errors(call, pattern):
     """Python's own call errors become ArgumentTypeError (still a TypeError), and no message prints an array."""
@@ -285,3 +288,22 @@ def test_overflow_stays_quiet(recwarn):
         assert np.isinf(cb.conv(x, w, backend="numpy")).all()
         cb.compare(x, w, backends=("numpy",))
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in recwarn]
+
+
+def test_frameworks_take_what_they_cannot_read_natively():
+    jax = pytest.importorskip("jax")
+    pytest.importorskip("torch")
+    x, w = arrays(2)
+    report = cb.compare(x.astype(">f4"), w.astype(">f4"), backends=("torch", "jax", "numpy"))  # big-endian
+    assert report.verdict in ("identical", "equivalent")
+    with pytest.raises(ArgumentTypeError, match="ShapeDtypeStruct, which has a shape but no values"):
+        cb.conv(jax.ShapeDtypeStruct(x.shape, "float32"), w, backend="jax")
+
+
+def test_matmul_overflow_stays_quiet(recwarn):
+    x, w = arrays(2)
+    big = np.full_like(x, 3e38)
+    assert np.isinf(cb.conv(big, w, backend="numpy", algorithm="matmul")).any()
+    cb.as_matmul(big, w)()
+    cb.compare(np.where(x > 0, np.inf, -np.inf).astype("float32"), w, backends=("numpy",))
+    assert not [m for m in recwarn if issubclass(m.category, RuntimeWarning)], [str(m.message) for m in recwarn]

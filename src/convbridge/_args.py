@@ -8,7 +8,7 @@ from typing import SupportsIndex, cast
 
 from convbridge.errors import ArgumentError, ArgumentTypeError, brief, describe_value
 
-__all__ = ["as_int", "per_dim", "choice", "is_seq"]
+__all__ = ["LARGEST", "as_int", "as_param", "per_dim", "choice", "is_seq"]
 
 
 def as_int(value: object, name: str) -> int:
@@ -32,6 +32,23 @@ def as_int(value: object, name: str) -> int:
         ) from None
 
 
+#: The largest stride, dilation, padding, kernel or output size and group count: what frameworks' C ints hold.
+LARGEST = 2**31 - 1
+
+
+def as_param(value: object, name: str) -> int:
+    """:func:`as_int` for a convolution's parameters, which must also fit in a C int.
+
+    Raises:
+        ArgumentTypeError: ``value`` is not an integer.
+        ArgumentError: ``|value|`` exceeds :data:`LARGEST`.
+    """
+    v = as_int(value, name)
+    if abs(v) > LARGEST:
+        raise ArgumentError(f"{name} is {v}, beyond what any framework accepts (at most {LARGEST:,})")
+    return v
+
+
 def is_seq(value: object) -> bool:
     """True for a non-string sequence or an array with at least one axis (a per-dim argument).
 
@@ -52,7 +69,7 @@ def per_dim(value: object, name: str, ndim: int, *, minimum: int) -> tuple[int, 
     """
     scalar = not (isinstance(value, Sequence) and not isinstance(value, str))
     if isinstance(value, Sequence) and not isinstance(value, str):
-        items = [as_int(v, f"{name}[{i}]") for i, v in enumerate(value)]
+        items = [as_param(v, f"{name}[{i}]") for i, v in enumerate(value)]
         if len(items) == 1:
             items = items * ndim
         elif len(items) != ndim:
@@ -63,7 +80,7 @@ def per_dim(value: object, name: str, ndim: int, *, minimum: int) -> tuple[int, 
     elif isinstance(value, str):
         raise ArgumentTypeError(f"{name} must be an int or a sequence of ints, got the string {brief(value)}")
     else:
-        items = [as_int(value, name)] * ndim
+        items = [as_param(value, name)] * ndim
     for i, v in enumerate(items):
         if v < minimum:
             where = name if scalar or ndim == 1 else f"{name}[{i}]"

@@ -55,6 +55,12 @@ def check_array(a: object, role: str) -> None:
             raise ArgumentTypeError(f"{role} is a {kind} torch tensor; convbridge convolves dense (strided) tensors: "
                                     "pass .to_dense() (or torch.nested.to_padded_tensor for a nested one)")
         return
+    if fw == "jax" and not hasattr(a, "__array__"):
+        raise ArgumentTypeError(f"{role} is a {type(a).__name__}, which has a shape but no values; pass a jax array "
+                                "(cb.output_shape computes shapes alone)")
+    if isinstance(a, np.ma.MaskedArray):
+        raise ArgumentTypeError(f"{role} is a masked array, whose mask no framework's convolution reads; pass "
+                                "a.filled(0) (masked entries as zeros) or a.data (the values under the mask)")
     if fw == "jax" or hasattr(a, "__array__") or hasattr(a, "__array_interface__"):
         return
     if isinstance(a, (str, bytes, dict, set)) or not isinstance(a, (list, tuple, int, float)):
@@ -98,6 +104,17 @@ def dtype_name(a: ArrayLike) -> str:
         return type(a).__name__
     text = str(dt)
     return text[len("torch.") :] if text.startswith("torch.") else str(getattr(dt, "name", text))
+
+
+def native_order(a: ArrayLike) -> ArrayLike:
+    """A NumPy array in the machine's byte order (torch and JAX read no other); anything else as it is.
+
+    >>> native_order(np.ones(2, ">f4")).dtype.isnative
+    True
+    """
+    if isinstance(a, np.ndarray) and not a.dtype.isnative:
+        return a.astype(a.dtype.newbyteorder("="))
+    return a
 
 
 def to_numpy(a: ArrayLike, role: str = "argument") -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 from convbridge import reference
 from convbridge._types import ArrayLike, IntOrInts, PaddingLike, Shape
 from convbridge.arrays import check_array, dtype_name, shape_of
-from convbridge.errors import ArgumentError, ArgumentTypeError, checked_signature, unknown_argument
+from convbridge.errors import ArgumentError, checked_signature, unknown_argument
 from convbridge.plan import PLAN_KEYWORDS, check_plan_keywords
 from convbridge.spec import (
     FoldSpec,

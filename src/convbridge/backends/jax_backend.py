@@ -20,7 +20,7 @@ from jax import lax
 
 from convbridge import precision as _precision
 from convbridge._types import Array, ArrayLike, Pairs
-from convbridge.arrays import framework_of, to_numpy
+from convbridge.arrays import framework_of, native_order, to_numpy
 from convbridge.backends._common import pad_by_mode
 from convbridge.dispatch import Impl, register
 from convbridge.errors import ArgumentError, ConvBridgeError, DTypeError
@@ -54,7 +54,7 @@ def place(arrays: Sequence[ArrayLike | None], device: object) -> tuple[Array | N
     out = []
     for a in arrays:
         if a is not None and not isinstance(a, jax.Array):
-            a = jnp.asarray(to_numpy(a) if framework_of(a) == "torch" else a)
+            a = jnp.asarray(to_numpy(a) if framework_of(a) == "torch" else native_order(a))
         out.append(a if a is None or target is None else jax.device_put(a, target))
     return tuple(out)
 

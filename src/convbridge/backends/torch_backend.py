@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from convbridge import precision as _precision
 from convbridge._types import ArrayLike, Pairs
-from convbridge.arrays import framework_of, to_numpy
+from convbridge.arrays import framework_of, native_order, to_numpy
 from convbridge.backends._common import pad_by_mode
 from convbridge.dispatch import Impl, register
 from convbridge.errors import ArgumentError, ConvBridgeError
@@ -34,7 +34,7 @@ __all__ = ["NAME", "place", "to_numpy", "unsupported", "precision", "transpose",
 def _tensor(a: ArrayLike) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a
-    arr = np.array(to_numpy(a) if framework_of(a) == "jax" else a, copy=True)
+    arr = np.array(to_numpy(a) if framework_of(a) == "jax" else native_order(a), copy=True)
     if arr.dtype.name == "bfloat16":
         return torch.from_numpy(arr.astype(np.float32)).to(torch.bfloat16)
     return torch.from_numpy(arr)

@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
+import numpy as np
+
 from convbridge import backends, dispatch, memory
 from convbridge._types import Array, ArrayLike
 from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeError, brief, checked_signature
@@ -61,7 +63,8 @@ class MatmulView:
 
     def product(self) -> Array:
         """``lhs @ rhs`` for every group: ``(groups, rows, cols)``."""
-        return self.lhs @ self.rhs
+        with np.errstate(over="ignore", invalid="ignore"):  # float32 overflow is inf, as in every framework
+            return self.lhs @ self.rhs
 
     def to_output(self, prod: Array) -> Array:
         """Turn the product into the op's result in the user's output layout (bias added)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import reprlib
 from collections.abc import Sequence
 
-from convbridge._args import as_int, per_dim
+from convbridge._args import as_int, as_param, per_dim
 from convbridge._types import DTypes, Pairs, Shape
 from convbridge.errors import ArgumentError, DTypeError, PaddingError, ShapeError
 from convbridge.precision import FLOAT_DTYPES
@@ -110,7 +110,7 @@ def check_fits(axes: Sequence[ConvAxis], letters: Sequence[str]) -> None:
 
 def groups_of(groups: object, c_in: int, what: str) -> int:
     """``groups`` as an int >= 1 dividing the input channels (``what``: the op, for the message)."""
-    g = as_int(groups, "groups")
+    g = as_param(groups, "groups")
     if g <= 0:
         raise ArgumentError(f"groups must be >= 1, got {g}; groups=1 is an ordinary {what}")
     if c_in % g:

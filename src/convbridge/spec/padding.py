@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from convbridge._args import as_int, choice, is_seq
+from convbridge._args import as_param, choice, is_seq
 from convbridge._types import Pairs
 from convbridge.errors import ArgumentTypeError, ConvBridgeError, PaddingError, brief, describe_value
 from convbridge.spec.geometry import ConvAxis
@@ -85,7 +85,7 @@ def _parse_sequence(items: list[Any], nsp: int) -> Pairs:
 
 def _width(value: object, name: str) -> int:
     try:
-        w = as_int(value, name)
+        w = as_param(value, name)
     except ArgumentTypeError:
         raise PaddingError(f"{name} must be an int, got {describe_value(value)}") from None
     if w < 0:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, cast
 
 from convbridge import frameworks
-from convbridge._args import as_int, choice, is_seq, per_dim
+from convbridge._args import as_int, as_param, choice, is_seq, per_dim
 from convbridge._types import DTypes, IntOrInts, LayoutLike, PaddingLike, Pairs, Shape
 from convbridge.errors import ArgumentError, PaddingError, ShapeError, brief
 from convbridge.spec import _parse
@@ -255,7 +255,7 @@ def _lax_pairs(padding: object, nsp: int) -> Pairs:
             f"padding {brief(padding)} with convention='jax': lax.conv_transpose takes 'SAME', 'VALID' or one (a, b) "
             f"pair per spatial dim ({nsp} here), e.g. {tuple([(1, 1)] * nsp)!r}"
         )
-    return tuple((as_int(a, f"padding[{i}][0]"), as_int(b, f"padding[{i}][1]")) for i, (a, b) in enumerate(items))
+    return tuple((as_param(a, f"padding[{i}][0]"), as_param(b, f"padding[{i}][1]")) for i, (a, b) in enumerate(items))
 
 
 def _is_pair(p: object) -> bool:

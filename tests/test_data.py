@@ -218,7 +218,7 @@ def test_missing_cifar10_says_where_it_looked(tmp_path):
 
 def test_missing_batch_in_folder(cifar):
     (cifar["folder"] / "data_batch_3").unlink()
-    with pytest.raises(DataError, match=f"lacks data_batch_3; the extraction is incomplete"):
+    with pytest.raises(DataError, match="lacks data_batch_3; the extraction is incomplete"):
         load_cifar10(cifar["folder"], "train", md5=cifar["md5"])
 
 
@@ -431,6 +431,25 @@ def test_load_array_layout_settles_ambiguous_shapes(tmp_path):
     np.testing.assert_array_equal(load_array(tmp_path / "a.npy", layout="NCHW").images, a.transpose(0, 2, 3, 1))
     with pytest.raises(DataError, match=r"--data-layout is one of auto, NHWC, NCHW and --data-scale one of"):
         load_array(tmp_path / "a.npy", layout="CHW")
+
+
+def test_array_files_are_sized_from_their_headers_before_reading(tmp_path):
+    from convbridge.memory import MemoryLimitError, limit
+
+    with (tmp_path / "huge.npy").open("wb") as f:  # 128 bytes that claim 279 TiB
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False,
+                                                 "shape": (100_000_000_000, 3, 32, 32)})
+    with pytest.raises(DataError, match=r"declares shape \(100000000000, 3, 32, 32\) uint8 \(279 TiB\) but holds"):
+        load_array(tmp_path / "huge.npy")
+    np.savez_compressed(tmp_path / "many.npz", images=np.zeros((2000, 3, 32, 32), np.uint8))  # 18 KB on disk
+    with limit("8MiB"), pytest.raises(MemoryLimitError, match=r"reading .*many.npz \(images \(2000, 3, 32, 32\)\)"):
+        load_array(tmp_path / "many.npz")
+    assert len(load_array(tmp_path / "many.npz")) == 2000
+    np.save(tmp_path / "f64.npy", np.full((2, 3, 4, 4), 1e300))
+    with pytest.raises(DataError, match=r"values up to 1e\+300 do not fit float32"):
+        load_array(tmp_path / "f64.npy", scale="normalized")
+    with pytest.raises(DataError, match="--data is empty"):
+        load_dataset("  ")
 
 
 def test_load_image_folder(tmp_path):

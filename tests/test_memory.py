@@ -23,7 +23,7 @@ def test_sizes_and_the_limit_in_force(monkeypatch):
     assert memory.parse_size("8GiB") == 8 * 2**30 and memory.parse_size("1.5 kb") == 1500
     assert memory.parse_size(" 500MB ") == 500 * 10**6 and memory.parse_size(2**20) == 2**20
     assert 0 < memory.parse_size("50%") <= (memory.available() or 2**40)
-    for bad in ("lots", "-1GB", "0", 0, float("inf"), True, "5 parsecs"):
+    for bad in ("lots", "-1GB", "0", 0, float("inf"), True, "5 parsecs", "", "1e400", "1e308GiB", "200%", "inf%"):
         with pytest.raises(ArgumentError, match="memory"):
             memory.parse_size(bad)
     monkeypatch.setenv(memory.ENV, "3GiB")
@@ -63,6 +63,19 @@ def test_the_command_line_takes_a_limit(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "more than the memory limit of 977 KiB" in result.output
     result = CliRunner().invoke(main, ["compare", "--data", "sample", "--memory-limit", "plenty"])
     assert result.exit_code == 2 and "cannot read the memory size 'plenty'" in result.output
+    result = CliRunner().invoke(main, ["compare", "--data", "sample", "--memory-limit", ""])  # not silently ignored
+    assert result.exit_code == 2 and "cannot read the memory size ''" in result.output
+    result = CliRunner().invoke(main, ["compare", "--data", "sample", "--filters", "100000000", "--out", "r"])
+    assert result.exit_code == 2 and "with (100000000, 3, 5, 5) on 2 backend(s) needs about" in result.output
+    from convbridge.experiment import make_filters
+
+    with pytest.raises(MemoryLimitError, match="drawing 7,500,000,000 filter weights"):
+        make_filters(0, (10**8, 3, 5, 5))
+    with memory.limit("64MiB"):  # the verdict's memory, checked before any backend runs
+        result = CliRunner().invoke(main, ["compare", "--data", "sample", "--filters", "300", "--kernel-size", "9",
+                                           "--padding", "same", "--out", "r"])
+    assert result.exit_code == 2 and "judging the conv of (32, 3, 32, 32) with (300, 3, 9, 9)" in result.output
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("name", ["tutorial", "groups_asym_dilated", "big_k", "conv3d"])

@@ -22,6 +22,8 @@ import convbridge as cb
 from convbridge import memory
 from convbridge.data import Dataset, load_dataset, normalize
 from convbridge.errors import ArgumentError, brief
+from convbridge.memory import verdict_bytes
+from convbridge.ops import get_op
 from convbridge.spec import permutation, resolve_layout
 
 __all__ = ["ExperimentConfig", "ExperimentResult", "Aggregate", "make_filters", "run_experiment", "run_all"]
@@ -166,11 +168,14 @@ def run_experiment(cfg: ExperimentConfig, *, dataset: Dataset | None = None,
     batch = full.head(cfg.batch_size)
     kernel_shape = (cfg.filters, 3 // cfg.groups if 3 % cfg.groups == 0 else 3, cfg.kernel_size, cfg.kernel_size)
     lay = resolve_layout(None if cfg.layout == "NCHW" else cfg.layout, 4, 4)
-    x_shape = (len(batch), 3, *batch.images.shape[1:3])
-    cb.output_shape(tuple(x_shape[i] for i in permutation("NCHW", lay.lhs)),
-                    tuple(kernel_shape[i] for i in permutation("OIHW", lay.rhs)),
-                    **cfg.conv_kwargs())  # impossible arguments fail here, before any work
+    nchw = (len(batch), 3, *batch.images.shape[1:3])
+    x_shape = tuple(nchw[i] for i in permutation("NCHW", lay.lhs))
+    w_shape = tuple(kernel_shape[i] for i in permutation("OIHW", lay.rhs))
+    spec = get_op("conv").build(x_shape, w_shape, **cfg.conv_kwargs())  # impossible arguments fail here
     _check_indices(cfg, len(batch))
+    memory.check(verdict_bytes(spec, len(cfg.backends)), f"judging the conv of {x_shape} with {w_shape} on "
+                 f"{len(cfg.backends)} backend(s)", "use a smaller --batch-size, fewer --filters or a smaller "
+                 "--kernel-size")  # before any filter is drawn or any backend runs
     kernel, source = make_filters(cfg.seed, kernel_shape, notice)
     x, w = _prepare(cfg, batch, kernel)
     outputs, timings = _timed_outputs(cfg, x, w)

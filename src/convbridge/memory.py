@@ -52,8 +52,13 @@ def parse_size(text: str | int | float) -> int:
                             "(of the memory available)")
     value, unit = float(match.group(1)), match.group(2)
     if unit == "%":
-        return int((available() or _FALLBACK / _DEFAULT_FRACTION) * min(value, 100.0) / 100)
-    return int(value * _UNITS[unit])
+        if value > 100:
+            raise ArgumentError(f"a memory limit in percent is at most 100% (of the memory available), got {text!r}")
+        return int((available() or _FALLBACK / _DEFAULT_FRACTION) * value / 100)
+    size = value * _UNITS[unit]
+    if not math.isfinite(size) or size >= 2**63:
+        raise ArgumentError(f"the memory size {text!r} is beyond any machine's; write e.g. 8GiB or 100%")
+    return int(size)
 
 
 def available() -> int | None:

@@ -101,6 +101,9 @@ def load_dataset(
     'embedded sample (32 images from scikit-image sample photographs)'
     """
     key = "auto" if data is None else data
+    if isinstance(key, str) and not key.strip():
+        raise DataError("--data is empty; pass auto, cifar10, sample, a .npy/.npz file or a folder of images "
+                        "(write . for the current folder)")
     if root is not None and not download and not Path(root).expanduser().exists():
         raise DataError(f"--root {str(root)!r} does not exist; pass the folder that holds cifar-10-python.tar.gz "
                         "or cifar-10-batches-py/, or add --download to fetch CIFAR-10 into it")

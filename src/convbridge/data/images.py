@@ -8,12 +8,16 @@ folder is read.
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 import zipfile
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
+from convbridge import memory
 from convbridge.data.dataset import DataError, Dataset
 
 __all__ = ["IMAGE_SUFFIXES", "LAYOUTS", "SCALES", "load_array", "load_image_folder", "to_rgb", "to_uint8_rgb"]
@@ -85,7 +89,52 @@ def load_array(path: str | os.PathLike[str], *, layout: str = "auto", scale: str
     return Dataset(images, labels, names, source, values=values)
 
 
+def _headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype, int]]:
+    """Name -> (shape, dtype, bytes stored) of each array in a .npy/.npz, read from the headers alone."""
+    def header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        return tuple(shape), dtype
+
+    if path.suffix == ".npy":
+        with path.open("rb") as f:
+            shape, dtype = header(f)
+            return {"images": (shape, dtype, path.stat().st_size - f.tell())}
+    found = {}
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if info.filename.endswith(".npy"):
+                with z.open(info) as member:
+                    shape, dtype = header(member)
+                    found[info.filename[:-4]] = (shape, dtype, info.file_size - member.tell())
+    return found
+
+
+def _check_size(path: Path) -> None:
+    """Refuse, before reading, an array file whose headers declare more than it holds or than memory allows."""
+    try:
+        headers = _headers(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return  # np.load says what is wrong
+    need = 0
+    for name, (shape, dtype, stored) in headers.items():
+        size = math.prod(shape) * dtype.itemsize
+        if dtype.hasobject:
+            continue
+        if size > stored:
+            raise DataError(f"{path}: {name} declares shape {shape} {dtype} ({memory.describe(size)}) but holds "
+                            f"{memory.describe(max(stored, 0))}; the file is truncated or corrupt")
+        need += size
+        if name == "images" or len(headers) == 1:  # the working copies: uint8 RGB, or float64 and float32 ones
+            rgb = math.prod(shape) * (1 if len(shape) == 4 and 3 in (shape[1], shape[-1]) else 3)
+            need += rgb * (2 if dtype.kind in "biu" else 40)
+    memory.check(need, f"reading {path} ({', '.join(f'{n} {s[0]}' for n, s in headers.items())})",
+                 "use a file with fewer images (compare uses the first --batch-size of them unless --all)")
+
+
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    _check_size(path)
     try:
         if path.suffix == ".npy":
             return {"images": np.load(path, allow_pickle=False)}
@@ -144,6 +193,10 @@ def to_rgb(array: np.ndarray, where: str, layout: str = "auto",
         raise DataError(f"{where}: --data-scale unit needs floats in [0, 1]; got {lo:.4g}..{hi:.4g}")
     if scale not in ("unit", "normalized"):
         raise DataError(f"{where}: --data-scale is one of {', '.join(SCALES)}; got {scale!r}")
+    big = max(abs(lo), abs(hi))
+    if big > float(np.finfo(np.float32).max):
+        raise DataError(f"{where}: values up to {big:.3g} do not fit float32, the experiment's dtype (largest "
+                        f"{float(np.finfo(np.float32).max):.3g}); rescale them")
     values = wide.transpose(0, 3, 1, 2).astype(np.float32)
     if scale == "unit":
         values = (values - np.float32(0.5)) / np.float32(0.5)
@@ -251,8 +304,10 @@ def _read_image(path: Path, size: int) -> np.ndarray:
     except ImportError:
         raise DataError("reading an image folder needs Pillow; run `pip install pillow`") from None
     try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
+        with warnings.catch_warnings():  # a large photo is fine (it becomes 32x32); PIL refuses real bombs
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                rgb = im.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot decode {path} ({exc}); remove it or re-save it as PNG") from None
     w, h = rgb.size

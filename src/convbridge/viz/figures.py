@@ -28,15 +28,28 @@ def _save(fig: Figure, path: Path) -> Path:
     return save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
+def _finite_range(*arrays: np.ndarray) -> tuple[float, float]:
+    """The smallest and largest finite value (inf and NaN are drawn in the colour map's 'bad' colour)."""
+    finite = [a[np.isfinite(a)] for a in (np.asarray(a, dtype=np.float64) for a in arrays)]
+    values = np.concatenate([f.ravel() for f in finite]) if finite else np.zeros(0)
+    if not values.size:
+        return 0.0, 1.0
+    lo, hi = float(values.min()), float(values.max())
+    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+
+
+_BAD = "magenta"  # inf or NaN in a feature map
+
+
 def side_by_side(maps: Mapping[str, np.ndarray], title: str, path: Path) -> Path:
     """One 2-d map per framework, side by side, on a shared colour scale."""
     with style_context(STYLE):
         fig = Figure(figsize=(3.4 * len(maps) + 0.8, 3.6))
         axes = fig.subplots(1, len(maps), squeeze=False)[0]
-        lo = min(float(m.min()) for m in maps.values())
-        hi = max(float(m.max()) for m in maps.values())
+        lo, hi = _finite_range(*maps.values())
+        cmap = colormaps["viridis"].with_extremes(bad=_BAD)
         for ax, (name, m) in zip(axes, maps.items()):
-            im = ax.imshow(m, cmap="viridis", vmin=lo, vmax=hi)
+            im = ax.imshow(np.where(np.isfinite(m), m, np.nan), cmap=cmap, vmin=lo, vmax=hi)
             ax.set_title(name)
             ax.axis("off")
         fig.colorbar(im, ax=list(axes), shrink=0.85)
@@ -55,7 +68,9 @@ def rows(maps: Mapping[str, np.ndarray], labels: Sequence[str], title: str, path
                 ax = axes[r][c]
                 ax.axis("off")
                 if c < len(stack):
-                    ax.imshow(stack[c], cmap="viridis")
+                    lo, hi = _finite_range(stack[c])
+                    ax.imshow(np.where(np.isfinite(stack[c]), stack[c], np.nan),
+                              cmap=colormaps["viridis"].with_extremes(bad=_BAD), vmin=lo, vmax=hi)
                     ax.set_title(f"{name}: {labels[c]}" if c < len(labels) else name, fontsize=8)
         fig.suptitle(title)
         return _save(fig, path)
@@ -68,7 +83,9 @@ def heatmap(values: np.ndarray, title: str, path: Path, *, label: str, log: bool
         fig = Figure(figsize=(4.8, 4.0))
         ax = fig.subplots()
         data = np.asarray(values, dtype=np.float64)
-        top = float(np.nanmax(data)) if data.size else 0.0
+        data = np.where(np.isfinite(data), data, np.nan)  # inf or NaN: drawn black, like exact zeros on a log scale
+        finite = data[np.isfinite(data)]
+        top = float(finite.max()) if finite.size else 0.0
         norm: colors.Normalize
         if log:
             positive = data[data > 0]
@@ -95,17 +112,21 @@ def heatmap(values: np.ndarray, title: str, path: Path, *, label: str, log: bool
 
 
 def input_grid(images: np.ndarray, captions: Sequence[str], title: str, path: Path, cols: int = 8) -> Path:
-    """Input images (uint8 NHWC) with their class names."""
-    n = len(images)
+    """Input images (uint8 NHWC) with their class names: one mosaic, so that it draws in a fraction of a second."""
+    n, h, w = images.shape[:3]
+    cols = max(1, min(cols, n))
     nrows = -(-n // cols)
+    gap_x, gap_y = max(1, w // 8), max(1, h // 8) + max(4, h // 3)  # room for a caption above each image
+    mosaic = np.zeros((nrows * (h + gap_y), cols * (w + gap_x), 3), np.uint8)  # the dark background
     with style_context(STYLE):
         fig = Figure(figsize=(1.5 * cols, 1.65 * nrows + 0.4))
-        axes = fig.subplots(nrows, cols, squeeze=False)
-        for i, ax in enumerate(axes.ravel()):
-            ax.axis("off")
-            if i < n:
-                ax.imshow(images[i], interpolation="nearest")
-                ax.set_title(f"{i}: {captions[i]}", fontsize=7)
+        ax = fig.subplots()
+        ax.axis("off")
+        for i in range(n):
+            top, left = (i // cols) * (h + gap_y) + gap_y, (i % cols) * (w + gap_x)
+            mosaic[top:top + h, left:left + w] = images[i]
+            ax.text(left + w / 2, top - 1, f"{i}: {captions[i]}", fontsize=7, ha="center", va="bottom")
+        ax.imshow(mosaic, interpolation="nearest")
         fig.suptitle(title)
         return _save(fig, path)
 
@@ -113,7 +134,7 @@ def input_grid(images: np.ndarray, captions: Sequence[str], title: str, path: Pa
 def filters(kernel: np.ndarray, title: str, path: Path) -> Path:
     """Each filter (O, I, kh, kw) as one image per in-channel."""
     o, i = kernel.shape[:2]
-    lim = float(np.abs(kernel).max()) or 1.0
+    lim = max(abs(v) for v in _finite_range(kernel))
     with style_context(STYLE):
         fig = Figure(figsize=(1.4 * i + 0.8, 1.4 * o + 0.4))
         axes = fig.subplots(o, i, squeeze=False)

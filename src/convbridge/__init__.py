@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # no typing import at run time: `convbridge` starts in a few milliseconds
 
 # The public names load on first use (PEP 562), so that ``convbridge.cli`` starts, and takes over Ctrl-C,
 # before NumPy and the rest are imported.
@@ -25,6 +26,8 @@ _WHERE = {
 _RENAMED = {"available_backends": "available"}
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from convbridge import memory, transpose
     from convbridge.api import compare, conv, conv_transpose, fold, unfold, verify
     from convbridge.backends import available as available_backends

@@ -12,48 +12,68 @@ ends. Without :func:`install` (a library user) these helpers change nothing and
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from types import FrameType
 
-__all__ = ["EXIT_INTERRUPTED", "install", "cleanup_on_interrupt", "critical"]
+TYPE_CHECKING = False  # typing, pathlib and the rest load after the handler is in place (see __main__)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+    from types import FrameType
+
+__all__ = ["EXIT_INTERRUPTED", "install", "report_on_stdout", "cleanup_on_interrupt", "critical"]
 
 #: The exit status of an interrupted command (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
 
 _paths: list[Path] = []
-_state = {"installed": False, "critical": 0, "pending": False}
+class _State:
+    def __init__(self) -> None:
+        self.installed = False
+        self.critical = 0  # nesting depth of critical() blocks
+        self.pending = False  # an interrupt arrived inside one
+        self.stdout: str | None = None  # what to print on stdout when interrupted
+
+
+_state = _State()
+
+
+def report_on_stdout(text: str | None) -> None:
+    """Also print ``text`` on stdout when interrupted (the CLI's JSON error object), or nothing with None."""
+    _state.stdout = text
 
 
 def install() -> None:
     """Make SIGINT end the process cleanly with status 130 (from the main thread only; idempotent)."""
-    if _state["installed"] or threading.current_thread() is not threading.main_thread():
+    if _state.installed or threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with Ctrl-C ignored (nohup, a & job): keep it
         return
     signal.signal(signal.SIGINT, _handler)
-    _state["installed"] = True
+    _state.installed = True
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    if _state["critical"]:
-        _state["pending"] = True
+    if _state.critical:
+        _state.pending = True
         return
     _die()
 
 
 def _die() -> None:
+    import shutil
+
     for path in list(_paths):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
     try:
+        if _state.stdout is not None:
+            sys.stdout.write(_state.stdout + "\n")
+            sys.stdout.flush()
         sys.stderr.write("\nconvbridge: interrupted (nothing half-written was left behind)\n")
         sys.stderr.flush()
     finally:
@@ -68,6 +88,8 @@ def cleanup_on_interrupt(path: str | os.PathLike[str]) -> Iterator[Path]:
     ...     p.name
     'partial'
     """
+    from pathlib import Path
+
     entry = Path(path)
     _paths.append(entry)
     try:
@@ -79,10 +101,10 @@ def cleanup_on_interrupt(path: str | os.PathLike[str]) -> Iterator[Path]:
 @contextmanager
 def critical() -> Iterator[None]:
     """Hold an interrupt until the block ends (a few renames), then act on it."""
-    _state["critical"] += 1
+    _state.critical += 1
     try:
         yield
     finally:
-        _state["critical"] -= 1
-        if not _state["critical"] and _state["pending"]:
+        _state.critical -= 1
+        if not _state.critical and _state.pending:
             _die()

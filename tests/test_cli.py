@@ -212,7 +212,7 @@ def test_a_previous_report_is_replaced_but_nothing_else(isolated):
         return lambda tmp: [(tmp / n).write_text(n) for n in names]
 
     write_folder("rep", fill("side_by_side.png", "index.html"))
-    assert _json.loads((isolated / "rep" / MARKER).read_text())["files"] == ["index.html", "side_by_side.png"]
+    assert sorted(_json.loads((isolated / "rep" / MARKER).read_text())["files"]) == ["index.html", "side_by_side.png"]
     (isolated / "rep" / "my_notes.txt").write_text("mine")
     assert run("--data", "sample", "--no-plots", "--out", "rep").exit_code == 0
     assert (isolated / "rep" / "my_notes.txt").read_text() == "mine"
@@ -265,3 +265,18 @@ def test_data_arrays_in_either_layout_and_any_scale(isolated):
     assert result.exit_code == 2 and "describe a .npy/.npz array" in result.output
     result = run("--data", "sample", "--split", "train", "--out", "c")
     assert result.exit_code == 2 and "--split train is a CIFAR-10 split" in result.output
+
+
+def test_figures_of_outputs_that_overflowed(tmp_path, recwarn):
+    """A feature map with inf or NaN (float32 overflow) is drawn, with them in the 'bad' colour, and quietly."""
+    from convbridge.viz import figures
+
+    m = np.arange(16.0).reshape(4, 4)
+    m[0, 0], m[1, 1] = np.inf, np.nan
+    paths = [figures.side_by_side({"a": m, "b": np.full((4, 4), np.inf)}, "t", tmp_path / "s.png"),
+             figures.rows({"a": np.stack([m, m])}, ["x", "y"], "t", tmp_path / "r.png"),
+             figures.heatmap(m, "t", tmp_path / "h.png", label="r", log=True, limit=3.0),
+             figures.heatmap(np.full((3, 3), np.nan), "t", tmp_path / "n.png", label="d"),
+             figures.filters(np.full((2, 1, 3, 3), np.inf), "t", tmp_path / "f.png")]
+    assert all(p.read_bytes()[:8] == PNG for p in paths)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in recwarn]

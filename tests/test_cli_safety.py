@@ -57,7 +57,74 @@ def test_the_current_folder_and_an_empty_path_are_refused(isolated, out, pattern
 def test_an_empty_folder_becomes_a_marked_report(isolated):
     (isolated / "empty").mkdir()
     assert invoke("compare", "--data", "sample", "--no-plots", "--out", "empty").exit_code == 0
-    assert json.loads((isolated / "empty" / MARKER).read_text())["files"] == ["index.html", "report.json"]
+    assert sorted(json.loads((isolated / "empty" / MARKER).read_text())["files"]) == ["index.html", "report.json"]
+
+
+def _compare_into(out):
+    return invoke("compare", "--data", "sample", "--no-plots", "--backends", "numpy,torch", "--out", out)
+
+
+@pytest.mark.parametrize("marker, pattern", [
+    ({"convbridge_report": 1, "files": ["thesis.txt"]}, "holds a .convbridge-report.json that this convbridge "
+                                                        "cannot read"),  # an old or forged marker
+    ({"convbridge_report": 2, "files": {"thesis.txt": "0" * 64}},  # listed, but not with the content it has
+     "holds index.html, which convbridge did not write"),
+    ({}, "cannot read"),
+])
+def test_a_forged_marker_never_costs_a_file(isolated, marker, pattern):
+    (isolated / "f").mkdir()
+    (isolated / "f" / "thesis.txt").write_text("precious")
+    (isolated / "f" / "index.html").write_text("<p>my page</p>")
+    (isolated / "f" / MARKER).write_text(json.dumps(marker))
+    result = _compare_into("f")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert pattern in result.output and "never" in result.output
+    assert (isolated / "f" / "thesis.txt").read_text() == "precious"
+    assert (isolated / "f" / "index.html").read_text() == "<p>my page</p>"
+    (isolated / "f" / "index.html").unlink()
+    if marker.get("convbridge_report") == 2:  # now nothing clashes: the report lands, thesis.txt stays
+        assert _compare_into("f").exit_code == 0 and _compare_into("f").exit_code == 0
+        assert (isolated / "f" / "thesis.txt").read_text() == "precious"
+
+
+def test_only_unchanged_files_of_convbridge_are_replaced_or_removed(isolated):
+    from convbridge.reportdir import OutputError, write_folder
+
+    calls = []
+
+    def fill(*names):
+        return lambda tmp: calls.append([(tmp / n).write_text(n) for n in names])
+
+    write_folder("d", fill("a.txt", "b.txt"), will_write=("a.txt", "b.txt"))
+    (isolated / "d" / "b.txt").write_text("edited by hand")  # b is the user's now
+    (isolated / "d" / "c.txt").write_text("added by hand")
+    with pytest.raises(OutputError, match=r"holds c.txt, which convbridge did not write \(or which changed"):
+        write_folder("d", fill("c.txt"), will_write=("c.txt",))
+    assert len(calls) == 1  # refused before any work
+    with pytest.raises(OutputError, match="holds c.txt"):  # what fill wrote is checked again before moving
+        write_folder("d", fill("c.txt"))
+    write_folder("d", fill("a.txt"))  # b.txt is stale but edited: it stays
+    assert {p.name: p.read_text() for p in (isolated / "d").iterdir() if p.name != MARKER} == {
+        "a.txt": "a.txt", "b.txt": "edited by hand", "c.txt": "added by hand"}
+    assert not [p for p in isolated.iterdir() if p.name != "d"]
+
+
+def test_links_dots_and_long_names(isolated):
+    (isolated / "real").mkdir()
+    (isolated / "link").symlink_to(isolated / "real")
+    assert _compare_into("link").exit_code == 0 and (isolated / "real" / "index.html").is_file()
+    (isolated / "dangling").symlink_to(isolated / "nowhere")
+    result = _compare_into("dangling")
+    assert result.exit_code == 2 and "symbolic link to nothing" in result.output
+    result = _compare_into("x" * 256)
+    assert result.exit_code == 2 and "longer than the file system allows" in result.output
+    assert _compare_into("y" * 250).exit_code == 0  # the longest legal name; the temporary folder's is short
+    (isolated / "here").mkdir()
+    result = invoke("compare", "--data", "sample", "--no-plots", "--backends", "numpy,torch", "--out", ".")
+    assert result.exit_code == 2  # the current folder holds other things
+    os.chdir(isolated / "here")
+    assert _compare_into(".").exit_code == 0 and (isolated / "here" / "index.html").is_file()
+    assert not [p for p in isolated.rglob(".convbridge-tmp-*")]
 
 
 # ---- exit status and JSON ----------------------------------------------------------------------------------
@@ -149,9 +216,9 @@ def test_piped_text_never_splits_a_number(isolated):
 
 # ---- Ctrl-C ---------------------------------------------------------------------------------------------------
 
-def _interrupt_after(seconds: float, folder) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen([sys.executable, "-m", "convbridge", "compare", "--data", "sample", "--out", "rep"],
-                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+def _interrupt_after(seconds: float, folder, *extra: str) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen([sys.executable, "-m", "convbridge", "compare", "--data", "sample", "--out", "rep",
+                             *extra], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, HOME=str(folder)))
     time.sleep(seconds)
     proc.send_signal(signal.SIGINT)
@@ -159,19 +226,32 @@ def _interrupt_after(seconds: float, folder) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def _check_interrupted(done, folder):
+def _check_interrupted(done, folder, fmt):
     if done.returncode == 0:  # finished before the signal: a whole report
         assert (folder / "rep" / MARKER).is_file()
+        if fmt == "json":
+            assert "verdict" in strict(done.stdout)
         return
     assert done.returncode == 130, done.stderr[-2000:]
     assert "interrupted" in done.stderr and "Traceback" not in done.stderr and "Aborted" not in done.stderr
+    if fmt == "json":  # one object on stdout, still
+        assert strict(done.stdout) == {"error": {"type": "Interrupted", "message": "interrupted", "exit_code": 130}}
     leftovers = [p.name for p in folder.iterdir() if p.name not in ("rep",)]
-    assert not [n for n in leftovers if n.startswith(".rep")], leftovers  # no temporary report folder
+    assert not [n for n in leftovers if n.startswith(".")], leftovers  # no temporary report folder
     assert not (folder / "rep").exists() or (folder / "rep" / MARKER).is_file()  # never half a report
 
 
-@pytest.mark.parametrize("seconds", [2.5, pytest.param(0.3, marks=pytest.mark.slow),
-                                     pytest.param(1.5, marks=pytest.mark.slow),
-                                     pytest.param(4.0, marks=pytest.mark.slow)])
-def test_ctrl_c_exits_130_and_leaves_nothing_half_written(tmp_path, seconds):
-    _check_interrupted(_interrupt_after(seconds, tmp_path), tmp_path)
+@pytest.mark.parametrize("seconds, fmt", [(2.5, "json"), pytest.param(0.05, "text", marks=pytest.mark.slow),
+                                          pytest.param(0.3, "text", marks=pytest.mark.slow),
+                                          pytest.param(1.5, "json", marks=pytest.mark.slow),
+                                          pytest.param(4.0, "text", marks=pytest.mark.slow)])
+def test_ctrl_c_exits_130_and_leaves_nothing_half_written(tmp_path, seconds, fmt):
+    _check_interrupted(_interrupt_after(seconds, tmp_path, "--format", fmt), tmp_path, fmt)
+
+
+def test_json_is_asked_for_by_the_format_option_only(isolated):
+    result = invoke("compare", "--out", "--format", "json")  # --format is --out's value here; json is stray
+    assert result.exit_code == 2 and "unexpected extra argument (json)" in result.output
+    assert not result.stdout.lstrip().startswith("{")
+    result = invoke("compare", "--format=json", "--groups", "0")
+    assert strict(result.stdout)["error"]["exit_code"] == 2

@@ -85,8 +85,24 @@ def _padding(text: str) -> PaddingLike:
 
 
 def _wants_json(argv: Sequence[str]) -> bool:
-    args = list(argv)
-    return "--format=json" in args or any(a == "--format" and b == "json" for a, b in zip(args, args[1:]))
+    """Whether the command line asks for --format json (the value of another option, as in
+    ``--out --format``, does not count)."""
+    takes_value = {name for command in main.commands.values() for p in command.params
+                   if isinstance(p, click.Option) and not p.is_flag for name in p.opts}
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--format=json" or argv[i] == "--format" and argv[i + 1:i + 2] == ["json"]:
+            return True
+        if argv[i] == "--":
+            break
+        i += 2 if argv[i] in takes_value else 1
+    return False
+
+
+def _error_json(kind: str, message: str, code: int) -> str:
+    from convbridge.reportdir import strict_json
+
+    return strict_json({"error": {"type": kind, "message": message, "exit_code": code}}, indent=2)
 
 
 class _Command(click.Group):
@@ -120,9 +136,9 @@ def _fail(argv: Sequence[str], kind: str, message: str, code: int,
           click_error: click.ClickException | None = None) -> int:
     """Say what went wrong once: a JSON error object on stdout with --format json, else a line on stderr."""
     if _wants_json(argv):
-        from convbridge.reportdir import strict_json
-
-        click.echo(strict_json({"error": {"type": kind, "message": message, "exit_code": code}}, indent=2))
+        with interrupts.critical():  # this error object, or the interrupt's: one JSON object either way
+            interrupts.report_on_stdout(None)
+            click.echo(_error_json(kind, message, code))
     elif click_error is not None:
         click_error.show()
     else:
@@ -139,6 +155,8 @@ def main() -> None:
 def run() -> None:
     """The ``convbridge`` program: Ctrl-C handled (status 130, nothing half-written), then the command."""
     interrupts.install()
+    if _wants_json(sys.argv[1:]):  # Ctrl-C still prints one JSON object
+        interrupts.report_on_stdout(_error_json("Interrupted", "interrupted", EXIT_CODES["interrupted"]))
     main(prog_name="convbridge")
 
 
@@ -196,7 +214,7 @@ def compare(**opts: Any) -> int:
     """
     from convbridge import memory
 
-    with memory.limit(opts["memory_limit"]) if opts["memory_limit"] else contextlib.nullcontext():
+    with memory.limit(opts["memory_limit"]) if opts["memory_limit"] is not None else contextlib.nullcontext():
         return _compare(opts)
 
 
@@ -216,11 +234,12 @@ def _config(opts: dict[str, Any]) -> ExperimentConfig:
 
 def _compare(opts: dict[str, Any]) -> int:
     from convbridge import experiment
-    from convbridge.reportdir import check_out_dir, write_report
+    from convbridge.reportdir import REPORT_FILES, check_out_dir, write_report
 
     cfg = _config(opts)
     experiment.check_config(cfg)
-    out = check_out_dir(opts["out"])
+    check_out_dir(opts["out"], will_write=REPORT_FILES)  # before any work
+    out = Path(opts["out"]).expanduser()
     err = _console(stderr=True)
     notice = (lambda msg: err.print(f"note: {msg}", markup=False))
     t0 = time.perf_counter()
@@ -235,7 +254,10 @@ def _compare(opts: dict[str, Any]) -> int:
     if opts["fmt"] == "json":
         from convbridge.reportdir import strict_json
 
-        click.echo(strict_json(summary, indent=2))
+        text = strict_json(summary, indent=2)
+        with interrupts.critical():  # the report, or the interrupt's error object: one JSON object either way
+            interrupts.report_on_stdout(None)
+            click.echo(text)
     else:
         _print_text(result, summary, out)
     return int(summary["exit_code"])
@@ -401,15 +423,17 @@ def _explain(input_shape: str, kernel_shape: str | None, layer: str | None, stri
     kernel = None if kernel_shape is None else _shape(kernel_shape, "--kernel")
     if draw is not None:
         from convbridge.reportdir import check_out_dir
+        from convbridge.viz.explanation import DRAWINGS
 
-        check_out_dir(draw, "--draw")  # before any work
+        check_out_dir(draw, "--draw", DRAWINGS)  # before any work
     e = cb.explain(_shape(input_shape, "INPUT_SHAPE"), kernel, layer=layer, bias=bias, **kwargs)
     click.echo(str(e))
     if draw is not None:
         from convbridge.reportdir import write_folder
         from convbridge.viz.explanation import draw_explanation
 
-        for path in write_folder(draw, lambda tmp: draw_explanation(e, tmp, max_frames=max_frames), flag="--draw"):
+        for path in write_folder(draw, lambda tmp: draw_explanation(e, tmp, max_frames=max_frames), flag="--draw",
+                                 will_write=DRAWINGS):
             click.echo(f"wrote {path}")
 
 

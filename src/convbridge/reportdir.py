@@ -1,23 +1,27 @@
 """Write the figures and the self-contained HTML report of an experiment into a folder, safely.
 
-- A report folder is recognised by the marker file it holds (``.convbridge-report.json``,
-  listing the files the report wrote). ``--out`` accepts a new folder, an empty one, or a
-  previous report; any other folder is refused, so nothing of the user's is ever touched.
-- Everything is written into a temporary folder beside the target first. A new or empty
-  target then receives it in one rename; a previous report has only its own files replaced
-  (its other, stale ones removed, anything else kept), the marker last. A failure or Ctrl-C
-  never leaves a half-written report.
+- A folder convbridge wrote is recognised by its marker file (``.convbridge-report.json``),
+  which lists each file it wrote with its SHA-256. ``--out`` (and ``explain --draw``) accept a
+  new folder, an empty one, or one with a marker; any other folder is refused.
+- Only files convbridge wrote are ever replaced or removed: a file is convbridge's if the
+  marker lists it and its content still has the listed hash. A file of the same name that is
+  not (a user's ``index.html``, a figure edited since) stops the run before any work.
+- Everything is written into a temporary folder beside the target first. A new target then
+  receives it in one rename; an existing one gets its files one by one (its own stale files
+  removed, anything else kept), the marker last. A failure or Ctrl-C never leaves a
+  half-written report.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +33,12 @@ from convbridge.errors import ConvBridgeError
 if TYPE_CHECKING:
     from convbridge.experiment import ExperimentResult
 
-__all__ = ["OutputError", "check_out_dir", "write_folder", "write_report", "strict_json", "FIGURES", "MARKER"]
+__all__ = ["OutputError", "check_out_dir", "write_folder", "write_report", "strict_json", "FIGURES", "MARKER",
+           "REPORT_FILES"]
 
-#: The file that marks a folder as a convbridge report (and lists the files it wrote).
+#: The file that marks a folder as convbridge's (and lists the files it wrote, with their SHA-256).
 MARKER = ".convbridge-report.json"
+_MARKER_VERSION = 2
 
 #: File name -> what the figure shows.
 FIGURES = {
@@ -43,72 +49,133 @@ FIGURES = {
     "inputs.png": "The input images with their class names",
     "filters.png": "The random filters",
 }
+#: Every file a report may write.
+REPORT_FILES = (*FIGURES, "report.json", "index.html")
 
 
 class OutputError(ConvBridgeError):
-    """The output folder cannot be created or written."""
+    """The output folder cannot be created or written, or holds files convbridge must not touch."""
 
 
-def check_out_dir(out: str | Path, flag: str = "--out") -> Path:
-    """Return ``out`` as a Path if it is, or can become, a convbridge folder; fail early otherwise.
+def _digest(path: Path) -> str | None:
+    """SHA-256 of a regular file (not a link), else None."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _listed(folder: Path) -> dict[str, str] | None:
+    """Name -> SHA-256 of the files the marker lists (plain names only), or None without a valid marker."""
+    try:
+        data = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.get("convbridge_report") != _MARKER_VERSION or not isinstance(files, dict):
+        return None
+    return {n: h for n, h in files.items()
+            if isinstance(n, str) and isinstance(h, str) and n == Path(n).name and n not in (MARKER, "", ".", "..")}
+
+
+def _ours(folder: Path, name: str, listed: Mapping[str, str]) -> bool:
+    """Whether ``folder/name`` is a file convbridge wrote and nobody changed since."""
+    return name in listed and _digest(folder / name) == listed[name]
+
+
+def check_out_dir(out: str | Path, flag: str = "--out", will_write: Collection[str] = ()) -> Path:
+    """Return ``out`` as an absolute Path if convbridge may write ``will_write`` into it; fail early otherwise.
 
     ``flag`` names the option in messages (``--out`` for reports, ``--draw`` for pictures).
 
     Raises:
-        OutputError: an empty path, a file, a path under a file, or a folder that holds anything but a
-            previous convbridge output.
+        OutputError: an empty or over-long path, a file, a dangling link, a path under a file, a folder
+            without a marker that holds anything, or a marked folder where one of ``will_write`` exists
+            but is not convbridge's (see the module's docstring).
     """
+    shown = repr(str(out))
     if not str(out).strip():
         raise OutputError(f"{flag} is empty; pass the folder to write into, e.g. {flag} "
                           f"{'convbridge-report' if flag == '--out' else 'pictures'}")
-    path = Path(out).expanduser()
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"output path {str(path)!r} exists and is not a folder; pass {flag} with a folder path")
-    if path.is_dir() and not (path / MARKER).is_file():
-        try:
-            others = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
-        except OSError as exc:
-            raise OutputError(f"cannot read the output folder {str(path)!r}: {exc.strerror}") from None
-        if others:
-            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-            raise OutputError(f"{flag} {str(path)!r} is a folder that holds files convbridge did not write "
-                              f"({shown}); convbridge never deletes or overwrites them: pass a new or empty folder, "
-                              "or one convbridge wrote before")
-    for parent in path.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(f"output path {str(path)!r} lies under {str(parent)!r}, which is a file, "
-                                  f"not a folder; pass {flag} with a folder path")
-            break
+    path = Path(os.path.abspath(os.path.expanduser(out)))  # '.' and '..' resolved: the parent is a real parent
+    if any(len(os.fsencode(part)) > 255 for part in path.parts) or len(os.fsencode(str(path))) > 4000:
+        raise OutputError(f"{flag} {shown} has a name longer than the file system allows (255 bytes per name); "
+                          "pass a shorter path")
+    try:
+        if path.is_symlink() and not path.exists():
+            raise OutputError(f"{flag} {shown} is a symbolic link to nothing; pass a folder path")
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"output path {shown} exists and is not a folder; pass {flag} with a folder path")
+        if path.is_dir():
+            _check_contents(path, shown, flag, will_write)
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise OutputError(f"output path {shown} lies under {str(parent)!r}, which is a file, "
+                                      f"not a folder; pass {flag} with a folder path")
+                break
+    except OSError as exc:
+        raise OutputError(f"cannot use {flag} {shown}: {exc.strerror or exc}; pass another folder") from None
     return path
 
 
-def write_folder(out: str | Path, fill: Callable[[Path], object], *, flag: str = "--out") -> list[Path]:
+def _check_contents(path: Path, shown: str, flag: str, will_write: Collection[str]) -> None:
+    listed = _listed(path)
+    if listed is None:
+        others = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+        if MARKER in others:
+            raise OutputError(f"{flag} {shown} holds a {MARKER} that this convbridge cannot read (from another "
+                              "version, or edited); convbridge never deletes or overwrites what it cannot vouch "
+                              "for: remove the folder yourself, or pass another")
+        if others:
+            names = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            raise OutputError(f"{flag} {shown} is a folder that holds files convbridge did not write ({names}); "
+                              "convbridge never deletes or overwrites them: pass a new or empty folder, or one "
+                              "convbridge wrote before")
+        return
+    clash = [n for n in will_write if os.path.lexists(path / n) and not _ours(path, n, listed)]
+    if clash:
+        raise OutputError(f"{flag} {shown} holds {', '.join(clash)}, which convbridge did not write (or which "
+                          "changed since it did); convbridge never overwrites them: move them away, or pass "
+                          "another folder")
+
+
+def write_folder(out: str | Path, fill: Callable[[Path], object], *, flag: str = "--out",
+                 will_write: Collection[str] = ()) -> list[Path]:
     """Let ``fill(tmp)`` write files into a temporary folder, then move them into ``out``; return the final paths.
 
-    ``out`` must pass :func:`check_out_dir`. The files land all at once (see the module's docstring); a
-    failure or Ctrl-C inside ``fill`` leaves ``out`` as it was.
+    ``out`` must pass :func:`check_out_dir` (for ``will_write`` before the work, for what ``fill`` wrote
+    after it). The files land all at once (see the module's docstring); a failure or Ctrl-C inside
+    ``fill`` leaves ``out`` as it was.
     """
-    target = check_out_dir(out, flag)
+    target = check_out_dir(out, flag, will_write)
+    home = Path(os.path.realpath(target)).parent if target.exists() else target.parent
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".convbridge-tmp-", dir=home))
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary folder
     except OSError as exc:
-        raise OutputError(f"cannot create the output folder {str(target)!r}: {exc.strerror}; "
+        raise OutputError(f"cannot create the output folder {str(out)!r}: {exc.strerror}; "
                           f"pass {flag} with a writable folder path") from None
     with interrupts.cleanup_on_interrupt(tmp):
         try:
             fill(tmp)
             names = sorted(p.name for p in tmp.iterdir())
-            (tmp / MARKER).write_text(json.dumps({"convbridge_report": 1, "files": names}, indent=1))
+            digests = {name: _digest(tmp / name) or "" for name in names}
+            marker = {"convbridge_report": _MARKER_VERSION, "files": digests}
+            (tmp / MARKER).write_text(json.dumps(marker, indent=1))
             with interrupts.critical():
-                _move_into_place(tmp, target, names, flag)
+                _move_into_place(tmp, target, digests, flag, str(out))
+        except OSError as exc:
+            raise OutputError(f"cannot write into {flag} {str(out)!r}: {exc.strerror or exc}") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return [target / name for name in names]
+    return [Path(os.path.expanduser(out)) / name for name in names]
 
 
 def write_report(result: ExperimentResult, out: str | Path, *, plots: bool = True,
@@ -120,32 +187,22 @@ def write_report(result: ExperimentResult, out: str | Path, *, plots: bool = Tru
         (tmp / "report.json").write_text(strict_json(summary, indent=2))
         (tmp / "index.html").write_text(_html(result, figures, summary, tmp))
 
-    return write_folder(out, fill)
+    return write_folder(out, fill, will_write=REPORT_FILES)
 
 
-def _move_into_place(tmp: Path, target: Path, names: list[str], flag: str) -> None:
-    """A new or empty target: one rename. A previous output: replace its files, drop its stale ones, marker last."""
-    check_out_dir(target, flag)  # nothing of the user's may have appeared meanwhile
-    if not target.exists() or not any(target.iterdir()):
-        if target.exists():
-            target.rmdir()
+def _move_into_place(tmp: Path, target: Path, digests: Mapping[str, str], flag: str, shown: str) -> None:
+    """A new target: one rename. An existing one: its files one by one, its own stale ones removed, marker last."""
+    check_out_dir(shown, flag, will_write=digests)  # nothing of the user's may have appeared meanwhile
+    if not os.path.lexists(target):
         tmp.rename(target)
         return
-    old = set(_listed(target)) - set(names)
-    for name in names:
+    listed = _listed(target) or {}
+    stale = [name for name in listed if name not in digests and _ours(target, name, listed)]
+    for name in digests:
         os.replace(tmp / name, target / name)
-    for name in old:
+    for name in stale:
         (target / name).unlink(missing_ok=True)
     os.replace(tmp / MARKER, target / MARKER)
-
-
-def _listed(folder: Path) -> list[str]:
-    """The plain file names a previous report's marker lists (nothing outside the folder, nothing nested)."""
-    try:
-        listed = json.loads((folder / MARKER).read_text()).get("files", [])
-    except (OSError, ValueError, AttributeError):
-        return []
-    return [n for n in listed if isinstance(n, str) and n == Path(n).name and n not in (MARKER, "", ".", "..")]
 
 
 def strict_json(data: object, **kwargs: Any) -> str:
@@ -176,6 +233,11 @@ def _json_default(o: object) -> object:
 
 
 def _figures(result: ExperimentResult, folder: Path) -> dict[str, str]:
+    with np.errstate(all="ignore"):  # outputs that overflowed to inf are drawn, not warned about
+        return _draw_figures(result, folder)
+
+
+def _draw_figures(result: ExperimentResult, folder: Path) -> dict[str, str]:
     from convbridge.viz import figures as fig
 
     cfg = result.config

@@ -20,20 +20,29 @@ from convbridge.spec import ConvSpec
 if TYPE_CHECKING:
     from convbridge.explain import Explanation
 
-__all__ = ["draw_explanation", "reduced_geometry"]
+__all__ = ["DRAWINGS", "draw_explanation", "reduced_geometry"]
+
+#: The files :func:`draw_explanation` may write.
+DRAWINGS = ("matmul.png", "conv_matrix.png", "conv.gif", "conv_transpose.gif")
 
 _MAX_MATMUL_ROWS = 4096
+_MAX_MATMUL_CELLS = 2**22  # rows x columns of the drawn im2col matrix
+_MAX_MATMUL_CHANNELS = 16  # per group, in and out, in the matmul picture (4 groups at most)
 _MAX_MATRIX = 300_000
 _MAX_ANIMATED_SIDE = 12
 
 
-def reduced_geometry(spec: ConvSpec, max_side: int | None = None, max_entries: int | None = None) -> ConvSpec:
-    """One image of ``spec`` (channels-first), shrunk to at most ``max_side`` output pixels per side
-    and at most ``max_entries`` Toeplitz-matrix entries; stride, dilation, padding and groups kept.
+def reduced_geometry(spec: ConvSpec, max_side: int | None = None, max_entries: int | None = None,
+                     max_channels: int | None = None, max_cells: int | None = None) -> ConvSpec:
+    """One image of ``spec`` (channels-first), shrunk to at most ``max_side`` output pixels per side,
+    ``max_entries`` Toeplitz-matrix entries, ``max_channels`` channels per group (and 4 groups) and
+    ``max_cells`` im2col-matrix cells; stride, dilation, padding and (up to 4) groups kept.
 
     >>> from convbridge.spec import make_conv_spec
     >>> reduced_geometry(make_conv_spec((8, 3, 224, 224), (64, 3, 7, 7), stride=2), max_side=12).out_spatial
     (12, 12)
+    >>> reduced_geometry(make_conv_spec((1, 4096, 64, 64), (4096, 4096, 3, 3)), max_channels=16).in_channels
+    16
     """
     sizes = list(spec.in_spatial)
     g, cg, og = spec.groups, spec.in_channels // spec.groups, spec.out_channels // spec.groups
@@ -42,10 +51,17 @@ def reduced_geometry(spec: ConvSpec, max_side: int | None = None, max_entries: i
     def entries(s: ConvSpec) -> int:
         return math.prod(s.canonical_out_shape) * s.in_channels * math.prod(s.in_spatial)
 
+    def cells(s: ConvSpec) -> int:
+        return math.prod(s.out_spatial) * (s.in_channels // s.groups) * math.prod(s.kernel_spatial)
+
+    if max_channels and (g > 4 or cg > max_channels or og > max_channels):
+        g = min(g, 4)
+        small = spec.resized(sizes, g * min(cg, max_channels), g * min(og, max_channels), g)
     if max_entries and entries(small) > max_entries:
         g = min(g, 4)
         small = spec.resized(sizes, g * min(cg, 2), g * min(og, 2), g)
-    while max_side and max(small.out_spatial) > max_side or max_entries and entries(small) > max_entries:
+    while (max_side and max(small.out_spatial) > max_side or max_entries and entries(small) > max_entries
+           or max_cells and cells(small) > max_cells):
         i = int(np.argmax(small.out_spatial))
         if small.out_spatial[i] <= 1:
             break
@@ -100,8 +116,8 @@ def draw_explanation(explanation: Explanation, folder: str | Path, *, max_frames
                             "you can write to") from None
     spec: ConvSpec = explanation.spec
     paths: list[Path] = []
-    small = reduced_geometry(spec, max_entries=None) if math.prod(spec.out_spatial) <= _MAX_MATMUL_ROWS else \
-        reduced_geometry(spec, max_side=int(_MAX_MATMUL_ROWS ** (1 / spec.nsp)))
+    side = None if math.prod(spec.out_spatial) <= _MAX_MATMUL_ROWS else int(_MAX_MATMUL_ROWS ** (1 / spec.nsp))
+    small = reduced_geometry(spec, max_side=side, max_channels=_MAX_MATMUL_CHANNELS, max_cells=_MAX_MATMUL_CELLS)
     x, w = _example(small)
     view = lower(small, Plan("numpy"), x[None], w, None)
     title = (f"{explanation.summary_line()}: {view.lhs.shape[1]} x {view.lhs.shape[2]} @ "

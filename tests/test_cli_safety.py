@@ -158,7 +158,8 @@ def test_inconclusive_exits_3(isolated, monkeypatch):
     from convbridge import parity
 
     monkeypatch.setattr(parity, "INCONCLUSIVE_FRACTION", 0.0)  # every bound now counts as too coarse
-    result = invoke("compare", "--data", "sample", "--no-plots", "--backends", "numpy,torch", "--format", "json")
+    result = invoke("compare", "--data", "sample", "--no-plots", "--backends", "numpy,torch", "--format", "json",
+                    "--rerun", "never")  # a float64 re-run would decide it
     assert strict(result.stdout)["verdict"] == "inconclusive" and result.exit_code == EXIT_CODES["inconclusive"] == 3
 
 

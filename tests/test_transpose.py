@@ -57,7 +57,13 @@ def test_k_and_gauge_are_conv_transposes():
     case = TRANSPOSE["groups"]  # C_in 6, groups 3, kernel 3x3, bias
     x, w, b = case.arrays(seed=1)
     report = cb.compare(x, w, b, op="conv_transpose", backends=("numpy",), **case.kwargs)
-    assert report.terms == 6 // 3 * 9 + 1
+    # per element: the products that actually reach it (strides and crops remove taps), + 1 for the bias; counted
+    # independently by torch's transposed convolution of ones
+    pytest.importorskip("torch")
+    ones = [np.ones(a.shape) for a in (x, w, b)]
+    counts = np.asarray(cb.conv_transpose(*ones, backend="torch", **case.kwargs))
+    np.testing.assert_array_equal(np.broadcast_to(report.term_map, counts.shape), counts)
+    assert report.terms == counts.max() <= 6 // 3 * 9 + 1  # never more than C_in / groups * prod(k) + 1
     expected = cb.conv_transpose(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64),
                                  np.abs(b).astype(np.float64), **case.kwargs)
     np.testing.assert_array_equal(report.gauge, expected)

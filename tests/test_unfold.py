@@ -52,7 +52,14 @@ def test_fold_k_and_gauge():
     cols = np.random.default_rng(0).standard_normal((1, 2 * 12, 4 * 6)).astype(np.float32)
     kw = dict(output_size=(8, 12), stride=(2, 1), dilation=(1, 2), padding=((1, 0), (0, 0)))
     report = cb.compare(cols, (3, 4), op="fold", backends=("numpy",), **kw)
-    assert report.terms == 2 * 4  # ceil(3 / 2) = 2 along H; min(ceil(4 * 1 / 1), 6 blocks) = 4 along W
+    spec = make_fold_spec(cols.shape, (8, 12), (3, 4), **{k: v for k, v in kw.items() if k != "output_size"})
+    assert spec.terms == 2 * 4  # ceil(3 / 2) = 2 along H; min(ceil(4 * 1 / 1), 6 blocks) = 4 along W: an upper bound
+    # the verdict reads each element's own count: the blocks that actually cover it (torch's fold of ones)
+    pytest.importorskip("torch")
+    counts = np.asarray(cb.fold(np.ones_like(cols, dtype=np.float64), (8, 12), (3, 4), backend="torch",
+                                **{k: v for k, v in kw.items() if k != "output_size"}))
+    np.testing.assert_array_equal(np.broadcast_to(report.term_map, counts.shape), counts)
+    assert report.terms == counts.max() <= spec.terms
     np.testing.assert_array_equal(report.gauge, cb.fold(np.abs(cols).astype(np.float64), (8, 12), (3, 4),
                                                         **{k: v for k, v in kw.items() if k != "output_size"}))
 

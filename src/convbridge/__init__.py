@@ -16,7 +16,7 @@ TYPE_CHECKING = False  # no typing import at run time: `convbridge` starts in a 
 # The public names load on first use (PEP 562), so that ``convbridge.cli`` starts, and takes over Ctrl-C,
 # before NumPy and the rest are imported.
 _WHERE = {
-    "compare": "api", "conv": "api", "conv_transpose": "api", "fold": "api", "unfold": "api", "verify": "api",
+    "compare": "judging", "conv": "api", "conv_transpose": "api", "fold": "api", "unfold": "api", "verify": "judging",
     "available_backends": "backends", "implementations": "dispatch", "BackendUnavailable": "errors",
     "ConvBridgeError": "errors", "explain": "explain", "MatmulView": "lowering", "as_matmul": "lowering",
     "conv_matrix": "lowering", "output_shape": "ops", "ParityReport": "parity", "Plan": "plan",
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from convbridge import memory, transpose
-    from convbridge.api import compare, conv, conv_transpose, fold, unfold, verify
+    from convbridge.api import conv, conv_transpose, fold, unfold
+    from convbridge.judging import compare, verify
     from convbridge.backends import available as available_backends
     from convbridge.dispatch import implementations
     from convbridge.errors import BackendUnavailable, ConvBridgeError

@@ -1,4 +1,5 @@
-"""The public API: ``conv``, ``conv_transpose``, ``unfold``, ``fold``, ``compare``, ``verify``.
+"""The public API for running ops: ``conv``, ``conv_transpose``, ``unfold``, ``fold`` (``compare`` and ``verify``
+ live in :mod:`convbridge.judging`).
 
 Each call parses its arguments once into a spec (framework-free), then hands the
 spec to a backend or to the NumPy reference. Which spec builder, reference and
@@ -8,32 +9,22 @@ backend function an op uses comes from the op table in :mod:`convbridge.ops`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable
 from typing import Any
 
-import numpy as np
 
-from convbridge import backends as _backends
-from convbridge import dispatch, memory
+from convbridge import dispatch
 from convbridge._types import Array, ArrayLike, IntOrInts, LayoutLike, PaddingLike
-from convbridge.arrays import dtype_name, to_numpy
 from convbridge.errors import (
-    ArgumentError,
     ArgumentTypeError,
     ConvBridgeWarning,
-    ShapeError,
     brief,
     checked_signature,
-    describe_value,
 )
-from convbridge.memory import verdict_bytes
-from convbridge.ops import build, get_op, split_plan_keywords
-from convbridge.parity import ParityReport, judge_pair
+from convbridge.ops import build, get_op
 from convbridge.plan import make_plan
-from convbridge.precision import FLOAT_DTYPES, REFERENCE, Precision, candidate
-from convbridge.spec import Spec
 
-__all__ = ["conv", "conv_transpose", "unfold", "fold", "compare", "verify"]
+__all__ = ["conv", "conv_transpose", "unfold", "fold"]
 
 
 def _run(op: str, x: ArrayLike, second: ArrayLike, bias: ArrayLike | None, kwargs: dict[str, Any],
@@ -91,16 +82,6 @@ def conv(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *, stri
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                   layout=layout)
     return _run("conv", x, kernel, bias, kwargs, backend, algorithm, precision, device)
-
-
-def _reference_and_gauge(spec: Spec, arrays: Sequence[ArrayLike | None]) -> tuple[np.ndarray, np.ndarray]:
-    """The float64 reference and the gauge G: the same op on the absolute values of the inputs."""
-    host = [None if a is None else to_numpy(a) for a in arrays]
-    reference = get_op(spec.op).reference
-    with np.errstate(over="ignore", invalid="ignore"):  # inf inputs give inf/NaN here, judged, not warned about
-        ref = reference(*host, spec)
-        gauge = reference(*(None if h is None else np.abs(h) for h in host), spec)
-    return ref, gauge
 
 
 @checked_signature
@@ -226,120 +207,3 @@ def fold(cols: ArrayLike, output_size: IntOrInts, kernel_size: IntOrInts, *, dil
     kwargs = dict(output_size=output_size, dilation=dilation, padding=padding, stride=stride)
     return _run("fold", cols, kernel_size, None, kwargs, backend, "native", "highest", device)
 
-
-@checked_signature
-def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = None, *, op: str = "conv",
-            backends: str | Sequence[str] = ("torch", "jax"), **op_kwargs: Any) -> ParityReport:
-    """Run ``op`` on several backends and judge every result against the float64 reference and each other.
-
-    Args:
-        x, kernel, bias: as for :func:`conv` / :func:`conv_transpose` (from any framework). For
-            ``"unfold"`` and ``"fold"``, ``x`` is the op's input and ``kernel`` the kernel size
-            (or pass ``kernel_size=``); they take no bias, and fold needs ``output_size=``.
-        op: ``"conv" | "conv_transpose" | "unfold" | "fold"``.
-        backends: names of two or more (or one) backends to run.
-        **op_kwargs: the op's keyword arguments (stride, padding, layout, ...) and the plan's (algorithm,
-            precision, device), which apply to every backend.
-
-    Returns:
-        A :class:`ParityReport`; ``print(report)`` shows the table, ``report.verdict`` the worst verdict.
-        Its K (``terms``) is the op's products per output element: ``C_in / groups * prod(k)`` (+1 with
-        a bias) for both convolutions, the most overlapping blocks for fold, and 0 for unfold, which
-        must be identical (allowed r = 0).
-
-    >>> import numpy as np, convbridge as cb
-    >>> rng = np.random.default_rng(0)
-    >>> x, w = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3))
-    >>> cb.compare(x.astype("float32"), w.astype("float32"), backends=("numpy",)).verdict in ("identical", "equivalent")
-    True
-    >>> cb.compare(x.astype("float32"), (3, 3), op="unfold", backends=("numpy",)).verdict
-    'identical'
-    """
-    names = _backend_names(backends)
-    kwargs, plan_kwargs = split_plan_keywords(op_kwargs)
-    spec = build(op, x, kernel, bias, kwargs)
-    arrays = (x, kernel, bias) if get_op(op).kernel_is_array else (x,)
-    memory.check(verdict_bytes(spec, len(names)), f"judging {spec.op} on {len(names)} backend(s) against the float64 "
-                 "reference", "compare a smaller batch (the statistics of several batches add up), or a smaller geometry")
-    runs = {}
-    for name in names:
-        plan = make_plan(name, x, **plan_kwargs)
-        impl = dispatch.find(spec, plan)
-        native = dispatch.place(plan, arrays)
-        y = dispatch.execute(impl, spec, plan, native)
-        be = _backends.get(name)
-        runs[name] = (be.to_numpy(y), be.precision(spec, plan, native[0]))
-    ref, gauge = _reference_and_gauge(spec, arrays)
-    return _report(spec, runs, ref, gauge)
-
-
-def _backend_names(names: str | Sequence[str]) -> tuple[str, ...]:
-    if isinstance(names, str):
-        names = (names,)
-    if not isinstance(names, Sequence):
-        raise ArgumentError(f"backends must be a name or a sequence of names such as ('torch', 'jax'), got {brief(names)}")
-    names = tuple(_backends.validate(n) for n in names)
-    if not names:
-        raise ArgumentError("compare needs at least one backend, e.g. backends=('torch', 'jax')")
-    if len(set(names)) != len(names):
-        raise ArgumentError(f"backends {names} repeats a name; list each backend once")
-    return names
-
-
-def _report(spec: Spec, runs: Mapping[str, tuple[np.ndarray, Precision]], ref: np.ndarray,
-            gauge: np.ndarray) -> ParityReport:
-    pairs, outputs = [], {"reference": ref}
-    names = list(runs)
-    for name in names:
-        out, prec = runs[name]
-        outputs[name] = out
-        pairs.append(judge_pair((name, "reference"), out, ref, gauge, spec.terms, (prec, REFERENCE),
-                                b_is_reference=True)[0])
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            pairs.append(judge_pair((a, b), runs[a][0], runs[b][0], gauge, spec.terms,
-                                    (runs[a][1], runs[b][1]))[0])
-    precisions = {n: p.label for n, (_, p) in runs.items()} | {"reference": REFERENCE.label}
-    return ParityReport(op=spec.op, description=spec.describe(), shape=spec.out_shape, dtype=str(spec.dtype),
-                        terms=spec.terms, precisions=precisions, pairs=tuple(pairs), outputs=outputs,
-                        gauge=gauge)
-
-
-@checked_signature
-def verify(y: ArrayLike, x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = None, *, op: str = "conv",
-           precision: str | Precision | None = None, name: str = "candidate", **op_kwargs: Any) -> ParityReport:
-    """Judge a candidate output ``y`` (from any framework) against the float64 reference of ``op``.
-
-    Args:
-        y: the candidate result, in the op's output layout.
-        x, kernel, bias: the op's inputs (for unfold/fold, ``kernel`` is the kernel size), as for :func:`compare`.
-        op: ``"conv" | "conv_transpose" | "unfold" | "fold"``.
-        precision: what produced ``y``: ``None``/``"highest"`` (full precision of its dtype),
-            ``"tf32"``, ``"bf16"``, ``"bf16_3x"`` (inputs rounded first) or a ``Precision``.
-        name: label of the candidate in the report.
-        **op_kwargs: the op's keyword arguments.
-
-    Raises:
-        ShapeError: ``y`` does not have the op's output shape.
-
-    >>> import numpy as np, convbridge as cb
-    >>> x = np.arange(8.0).reshape(1, 2, 4)
-    >>> cb.verify(cb.unfold(x, (2,)), x, (2,), op="unfold").verdict
-    'identical'
-    """
-    if not isinstance(name, str):
-        raise ArgumentTypeError(f"name labels the candidate in the report and must be a string, got "
-                                f"{describe_value(name)}")
-    spec = build(op, x, kernel, bias, op_kwargs)
-    arrays = (x, kernel, bias) if get_op(op).kernel_is_array else (x,)
-    memory.check(verdict_bytes(spec, 1), f"judging a {spec.op} result against the float64 reference",
-                 "verify a smaller batch, or a smaller geometry")
-    out = to_numpy(y)
-    if tuple(out.shape) != spec.out_shape:
-        raise ShapeError(f"candidate has shape {tuple(out.shape)} but this {op} gives {spec.out_shape}; "
-                         "check the arguments (stride, padding, layout) used to produce it")
-    cand_dtype = dtype_name(y)
-    if cand_dtype not in FLOAT_DTYPES:
-        raise ShapeError(f"candidate dtype {cand_dtype} is not a float dtype convbridge can judge")
-    ref, gauge = _reference_and_gauge(spec, arrays)
-    return _report(spec, {name: (out, candidate(precision, cand_dtype))}, ref, gauge)

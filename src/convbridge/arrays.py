@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from convbridge._types import Array, ArrayLike, Shape
-from convbridge.errors import ArgumentTypeError, ShapeError
+from convbridge.errors import ArgumentTypeError, DTypeError, ShapeError
 
-__all__ = ["framework_of", "shape_of", "dtype_name", "to_numpy", "check_array", "is_tracer"]
+__all__ = ["framework_of", "shape_of", "dtype_name", "to_numpy", "to_host", "check_array", "is_tracer"]
 
 
 def framework_of(a: object) -> str:
@@ -127,6 +127,24 @@ def to_numpy(a: ArrayLike, role: str = "argument") -> np.ndarray:
     >>> to_numpy([1.0, 2.0]).dtype.name
     'float64'
     """
+    return _host(a, role, keep_bfloat16=False)
+
+
+def to_host(a: ArrayLike, role: str = "argument") -> np.ndarray:
+    """Any array as a NumPy array on the host in exactly its dtype: torch bfloat16 becomes ml_dtypes' bfloat16 (the
+    same bits), as JAX's bfloat16 already is, so that a backend computing on it keeps the dtype.
+
+    Raises:
+        DTypeError: a torch bfloat16 tensor when ml_dtypes (which JAX installs) is not installed.
+        ConvBridgeError: as :func:`to_numpy`.
+
+    >>> to_host(np.zeros(2, np.float16)).dtype.name
+    'float16'
+    """
+    return _host(a, role, keep_bfloat16=True)
+
+
+def _host(a: ArrayLike, role: str, keep_bfloat16: bool) -> np.ndarray:
     if type(a) is np.ndarray:
         return a
     check_array(a, role)
@@ -135,9 +153,22 @@ def to_numpy(a: ArrayLike, role: str = "argument") -> np.ndarray:
             raise ArgumentTypeError("a torch tensor on the meta device has a shape but no values; judging or copying "
                                     "it needs data: pass a real tensor (backend='torch' computes shapes on meta)")
         t: Array = a.detach().cpu()
-        return np.asarray(t.float().numpy() if str(t.dtype) == "torch.bfloat16" else t.numpy())
+        if str(t.dtype) != "torch.bfloat16":
+            return np.asarray(t.numpy())
+        return _torch_bfloat16(t) if keep_bfloat16 else np.asarray(t.float().numpy())
     if is_tracer(a):
         raise ArgumentTypeError("a JAX tracer (inside jax.jit, grad or vmap) has no concrete values to copy; verify, "
                                 "compare and the numpy and torch backends run on concrete arrays: call them outside "
                                 "the transformation, or use backend='jax' inside it")
     return np.asarray(a)
+
+
+def _torch_bfloat16(t: Array) -> np.ndarray:
+    """A CPU torch bfloat16 tensor as an ml_dtypes bfloat16 NumPy array, the same values (through float32, which
+    holds every bfloat16 exactly)."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise DTypeError("a torch bfloat16 tensor becomes a NumPy array only through ml_dtypes' bfloat16, and "
+                         "ml_dtypes is not installed; pip install ml-dtypes, or use backend='torch'") from None
+    return np.asarray(t.float().numpy()).astype(ml_dtypes.bfloat16)

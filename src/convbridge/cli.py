@@ -201,6 +201,12 @@ def run() -> None:
 @click.option("--memory-limit", default=None,
               help="Refuse work that would need more memory: 8GiB, 500MB, 50% (of what is available). Default: "
                    "$CONVBRIDGE_MEMORY_LIMIT, else half of the available memory.")
+@click.option("--exact", is_flag=True,
+              help="Also run the conv on integer data of the same shapes, where every partial sum is exact: any "
+                   "difference is then a bug.")
+@click.option("--rerun", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="Re-run in float64 when a result lies between the probabilistic threshold and the rigorous "
+                   "bound (auto), always, or never.")
 def compare(**opts: Any) -> int:
     """Run the tutorial experiment: the same conv in several frameworks, judged by the rounding bound.
 
@@ -218,6 +224,9 @@ def compare(**opts: Any) -> int:
         return _compare(opts)
 
 
+_RERUN: dict[str, bool | str] = {"auto": "auto", "always": True, "never": False}
+
+
 def _config(opts: dict[str, Any]) -> ExperimentConfig:
     from convbridge.experiment import ExperimentConfig
 
@@ -228,7 +237,8 @@ def _config(opts: dict[str, Any]) -> ExperimentConfig:
         batch_size=opts["batch_size"], filters=opts["filters"], kernel_size=opts["kernel_size"], seed=opts["seed"],
         stride=_ints(opts["stride"], "--stride"), padding=_padding(opts["padding"]),
         dilation=_ints(opts["dilation"], "--dilation"), groups=opts["groups"], layout=opts["layout"],
-        backends=backends, image_index=opts["image_index"], channel=opts["channel"],
+        backends=backends, image_index=opts["image_index"], channel=opts["channel"], exact=opts["exact"],
+        rerun=_RERUN[opts["rerun"]],
     )
 
 
@@ -301,12 +311,14 @@ def _summary(result: ExperimentResult, seconds: float) -> dict[str, Any]:
                    "kernel": str(result.kernel.dtype), **{n: str(result.outputs[n].dtype) for n in names}},
         "class_names": [result.dataset.class_names[k] for k in result.dataset.labels],
         "max_abs_diff": first.max_abs, "array_equiv": first.array_equiv, "compared": [first.a, first.b],
-        "verdict": worst_verdict((rep.verdict, result.aggregate.verdict)) if result.aggregate else rep.verdict,
+        "verdict": worst_verdict([rep.verdict] + ([result.aggregate.verdict] if result.aggregate else [])
+                                 + ([result.exact.verdict] if result.exact else [])),
         "worst": {"pair": f"{worst.a} vs {worst.b}", "ratio": worst.max_ratio, "allowed": worst.allowed_ratio,
                   "index": list(worst.worst_index)},
         "precision": dict(rep.precisions), "unit_roundoff": rep.unit_roundoff,
         "timings_ms": {k: v * 1e3 for k, v in result.timings.items()},
         "report": rep.to_dict(),
+        "exact": result.exact.to_dict() if result.exact else None,
         "all": result.aggregate.to_dict() if result.aggregate else None,
         "seconds": seconds,
     }
@@ -323,6 +335,12 @@ def _print_text(result: ExperimentResult, summary: dict[str, Any], out: Path) ->
         facts.add_row(f"{k} time", f"{v:.3g} ms (median)")
     con.print(facts)
     con.print(_pairs_table(result.report))
+    for p in result.report.pairs:
+        con.print(f"  {p.a} vs {p.b}: {p.verdict}, {p.evidence or p.reason}", markup=False)
+    if result.exact is not None:
+        con.print(f"exact mode (integer data, every partial sum exact): [bold]{result.exact.verdict}[/]")
+        for p in result.exact.pairs:
+            con.print(f"  {p.a} vs {p.b}: {p.verdict}, {p.evidence}", markup=False)
     a, b = summary["compared"]
     pair = result.report.pair(a, b)
     con.print(f"{a} vs {b}: [bold]{pair.verdict}[/]" + (" (bitwise equal)" if pair.verdict == "identical" else

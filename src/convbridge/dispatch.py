@@ -155,11 +155,11 @@ def execute(impl: Impl, spec: Spec, plan: Plan, native: Sequence[Array]) -> Arra
     batched = spec.layout.batched
     x = native[0] if batched else native[0][None]
     y = _runner(impl)(spec.as_batched(), plan, x, *native[1:])
-    want = spec.batched_out_shape
-    if framework_of(y) != impl.backend or shape_of(y) != want or dtype_name(y) != dtype_name(x):
+    want, dtype = spec.batched_out_shape, spec.dtype or dtype_name(x)  # the user's dtype, whatever placing did
+    if framework_of(y) != impl.backend or shape_of(y) != want or dtype_name(y) != dtype:
         raise ImplementationError(
             f"the {impl.algorithm!r} {spec.op} of the {impl.backend} backend returned a {framework_of(y)} array "
-            f"{shape_of(y)} {dtype_name(y)} but the spec gives a {impl.backend} array {want} {dtype_name(x)}; "
+            f"{shape_of(y)} {dtype_name(y)} but the spec gives a {impl.backend} array {want} {dtype}; "
             f"the implementation ({impl.summary or impl.run}) breaks the dispatcher's contract. If it is one of "
             f"convbridge's own, please report it with the arguments ({spec.describe()})")
     return y if batched else y[0]

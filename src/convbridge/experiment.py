@@ -53,6 +53,8 @@ class ExperimentConfig:
     image_index: int = 0
     channel: int = 0
     repeats: int = 5
+    exact: bool = False
+    rerun: bool | str = "auto"
 
     def conv_kwargs(self) -> dict[str, Any]:
         layout = None if self.layout == "NCHW" else self.layout
@@ -73,6 +75,7 @@ class ExperimentResult:
     report: cb.ParityReport
     timings: dict[str, float]
     aggregate: Aggregate | None = None
+    exact: cb.ParityReport | None = None  # the same conv on integer data (--exact)
 
     @property
     def outputs_nchw(self) -> dict[str, np.ndarray]:
@@ -179,8 +182,9 @@ def run_experiment(cfg: ExperimentConfig, *, dataset: Dataset | None = None,
     kernel, source = make_filters(cfg.seed, kernel_shape, notice)
     x, w = _prepare(cfg, batch, kernel)
     outputs, timings = _timed_outputs(cfg, x, w)
-    report = cb.compare(x, w, backends=cfg.backends, **cfg.conv_kwargs())
-    return ExperimentResult(cfg, batch, x, kernel, source, outputs, report, timings)
+    report = cb.compare(x, w, backends=cfg.backends, rerun=cfg.rerun, **cfg.conv_kwargs())
+    exact = cb.compare(x, w, backends=cfg.backends, exact=True, **cfg.conv_kwargs()) if cfg.exact else None
+    return ExperimentResult(cfg, batch, x, kernel, source, outputs, report, timings, exact=exact)
 
 
 def _check_indices(cfg: ExperimentConfig, n: int) -> None:
@@ -241,6 +245,6 @@ def run_all(cfg: ExperimentConfig, dataset: Dataset, kernel: np.ndarray,
     for batch in iter_batches(dataset, cfg.batch_size):
         x, w = _prepare(cfg, batch, kernel)
         _, timings = _timed_outputs(quick, x, w)
-        agg.add(cb.compare(x, w, backends=cfg.backends, **cfg.conv_kwargs()), timings, len(batch))
+        agg.add(cb.compare(x, w, backends=cfg.backends, rerun=cfg.rerun, **cfg.conv_kwargs()), timings, len(batch))
         on_batch(len(batch))
     return agg

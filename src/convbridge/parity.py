@@ -1,15 +1,32 @@
-"""The rounding-bound verdict: do two results agree up to floating-point rounding?
+"""The verdict: do two results agree up to floating-point rounding, and on what evidence?
 
-For one output element y = sum of K products, a float computation with unit
-roundoff u obeys |fl(y) - y| <= gamma_K G with G = conv(|x|, |w|) + |b| and
-gamma_K = K u / (1 - K u) (Higham, *Accuracy and Stability of Numerical
-Algorithms*, 3.1). With inputs first rounded to a coarser format (TF32, bf16
-passes) the bound becomes (2 u_in + gamma_K(u)) G. convbridge measures
-r = |a - b| / (u G) per element, where u is the coarser unit roundoff of the two,
-and allows the sum of both results' bounds in those units: K / (1 - K u) against
-the float64 reference (plus the reference's own, negligible, bound) and
-2K / (1 - K u) between two float32 results. A semantic bug (a shifted tap, a
-flipped kernel, padding on the wrong side) gives r of order 1/u.
+Per output element e, a result computed with unit roundoff u obeys the rigorous bound
+
+    |fl(y_e) - y_e| <= beta(K_e) G_e + A_e
+
+with G = op(|x|, |w|) + |b| (the gauge), K_e the number of products that actually reach e
+(padding, dilation holes and transposed strides remove terms; +1 for a bias),
+beta(K) = 2 u_in + gamma_K + u_out (1 + gamma_K), gamma_K = K u / (1 - K u) (Higham, *Accuracy and
+Stability of Numerical Algorithms*, 2nd ed., Lemma 3.1) and an absolute underflow term
+A_e = 2 K_e tiny + F_e: each product and each sum loses at most the smallest normal number
+``tiny`` to underflow or flush-to-zero, and F_e is the sum of |x||w| over products with a subnormal
+input (which flush-to-zero drops). Two results are judged by the sum of their bounds.
+
+The worst-case bound grows like K; honest errors grow like sqrt(K), and a semantic bug's
+r = |a - b| / (u G) shrinks like 1 / (u sqrt(K)). So there are three zones per element:
+
+- below the probabilistic threshold (Higham & Mary, SIAM J. Sci. Comput. 41(5), 2019: gamma_K
+  replaced by exp(lambda sqrt(K) u + K u^2 / (1 - u)) - 1, lambda chosen so that the chance of any
+  honest element of the output exceeding it is below :data:`FAILURE_PROBABILITY`): **equivalent**;
+- above the rigorous bound: **mismatch**, proven;
+- in between: **inconclusive**, with the reason; :func:`convbridge.compare` then re-runs in float64,
+  where the bound is ~1e-16 and no bug can hide.
+
+A bound that would accept an all-zeros output for most elements, or that allows differences of
+:data:`INCONCLUSIVE_FRACTION` of the gauge, has no power: never "equivalent" on its own.
+
+FFT results are judged normwise per output slice (:func:`convbridge.bounds.fft_error_bound`) and
+Winograd results by a bound through the transforms (:func:`convbridge.bounds.winograd_gauge`).
 """
 
 from __future__ import annotations
@@ -18,7 +35,7 @@ import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -28,11 +45,21 @@ from convbridge.precision import Precision
 
 _T = TypeVar("_T")
 
-__all__ = ["PairResult", "ParityReport", "judge_pair", "worst_verdict", "VERDICTS", "INCONCLUSIVE_FRACTION"]
+__all__ = ["PairResult", "ParityReport", "Gauges", "judge_pair", "worst_verdict", "VERDICTS",
+           "INCONCLUSIVE_FRACTION", "FAILURE_PROBABILITY", "FAMILIES", "NO_POWER_FRACTION"]
 
 VERDICTS = ("identical", "equivalent", "inconclusive", "mismatch")
-#: A bound of this fraction of the gauge or more cannot separate rounding from a bug.
+#: A threshold of this fraction of the gauge or more cannot separate rounding from a bug.
 INCONCLUSIVE_FRACTION = 0.05
+#: The test has no power when an all-zeros output would pass on more than this fraction of the elements.
+NO_POWER_FRACTION = 0.5
+#: The test has no power when its threshold cannot see a relative change of this size on most elements (a kernel
+#: off by 1e-3, a bias dropped at large K): then only a re-run in float64 can tell such a bug from rounding.
+POWER_RELATIVE = 1e-4
+#: The chance that an honest result exceeds the probabilistic threshold anywhere in its output.
+FAILURE_PROBABILITY = 1e-6
+#: Algorithm families with their own error bounds.
+FAMILIES = ("direct", "fft", "winograd")
 
 
 def _quietly(fn: Callable[..., _T]) -> Callable[..., _T]:
@@ -47,9 +74,54 @@ def _quietly(fn: Callable[..., _T]) -> Callable[..., _T]:
     return quiet
 
 
+def lam(terms: float, elements: int, failure: float = FAILURE_PROBABILITY, u: float = 2.0**-24) -> float:
+    """lambda such that no honest element of ``elements`` exceeds the probabilistic threshold, except with
+    probability ``failure``: elements * Q(lambda, K) <= failure with Q <= 2 K exp(-lambda^2 (1 - u)^2 / 2).
+
+    >>> round(lam(262144, 10**6), 2)
+    9.03
+    """
+    n = max(float(terms), 1.0) * max(int(elements), 1)
+    return math.sqrt(2 * math.log(2 * n / failure)) / (1 - u)
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """What the bounds read, computed once per judged op from its inputs (float64).
+
+    Attributes:
+        gauge: G = op(|x|, |w|) + |b|.
+        terms: K_e, products that reach each element (+1 with a bias), broadcastable to the output.
+        reference: the float64 reference values (for the power check), or None.
+        flushed: F_e, sum of |x||w| over products with a subnormal input (0 when there are none).
+        fft: ``u -> per-slice bound`` on ||fl(y) - y||_2, broadcastable to the output (spatial axes size 1).
+        winograd: ``u -> elementwise bound`` on |fl(y) - y| for F(m, 3), m = 2..6.
+        spatial_axes: the output's spatial axes (the FFT's norms run over them).
+    """
+
+    gauge: np.ndarray
+    terms: np.ndarray
+    reference: np.ndarray | None = None
+    flushed: np.ndarray | float = 0.0
+    fft: Callable[[float], np.ndarray] | None = None
+    winograd: Callable[[float], np.ndarray] | None = None
+    spatial_axes: tuple[int, ...] = ()
+
+    @classmethod
+    def uniform(cls, gauge: np.ndarray, terms: int | np.ndarray) -> Gauges:
+        """Every element has the same K."""
+        return cls(np.asarray(gauge, np.float64), np.asarray(terms, np.float64))
+
+
 @dataclass(frozen=True)
 class PairResult:
-    """How result ``a`` compares with result ``b`` (``b`` is the reference when it is one)."""
+    """How result ``a`` compares with result ``b`` (``b`` is the reference when it is one).
+
+    ``max_ratio`` is the largest r = |a - b| / (u G + A) over the elements; ``allowed_ratio`` the
+    rigorous bound and ``threshold_ratio`` the probabilistic one, both in units of r at the element
+    with the largest r (they vary with K_e). ``evidence`` says what decided; ``reason`` why a result
+    is inconclusive (and what would decide it).
+    """
 
     a: str
     b: str
@@ -64,6 +136,13 @@ class PairResult:
     n_exceeding: int
     size: int
     verdict: str
+    threshold_ratio: float = math.nan
+    n_middle: int = 0  # elements between the probabilistic threshold and the rigorous bound
+    zero_pass_fraction: float = 0.0  # elements where an all-zeros output would pass the threshold
+    weak: bool = False  # equivalent, but blind to a relative change of POWER_RELATIVE on most elements
+    evidence: str = ""
+    reason: str = ""
+    family: str = "direct"
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -73,14 +152,26 @@ class PairResult:
 
 
 @_quietly
-def _ratios(a: np.ndarray, b: np.ndarray, gauge: np.ndarray, u: float) -> np.ndarray:
-    """Elementwise r = |a - b| / (u G): 0 where equal (NaN == NaN), inf where G = 0 and they differ."""
+def _ratios(a: np.ndarray, b: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Elementwise |a - b| / scale: 0 where equal (NaN == NaN), inf where scale = 0 and they differ."""
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.abs(a64 - b64) / (u * gauge)
+    r = np.abs(a64 - b64) / scale
     r = np.where(np.isnan(r), np.inf, r)
     return np.where(same, 0.0, r)
+
+
+def _model(p: Precision, g: Gauges, family: str, lam_: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rigorous, probabilistic, absolute part) bounds on |fl(y) - y| of one result, elementwise."""
+    k = g.terms
+    absolute = (2 * k + (1 if p.u_out else 0)) * p.underflow + (g.flushed if p.u > 2.0**-53 else 0.0)
+    if family == "winograd":
+        if g.winograd is None:
+            raise ValueError("no Winograd gauge was computed")
+        rigorous = g.winograd(p.u) + 2 * p.u_in * g.gauge + absolute
+        return rigorous, rigorous, absolute
+    rigorous = p.bounds(k) * g.gauge + absolute
+    return rigorous, p.probable(k, lam_) * g.gauge + absolute, absolute
 
 
 @_quietly
@@ -88,58 +179,175 @@ def judge_pair(
     names: tuple[str, str],
     a: np.ndarray,
     b: np.ndarray,
-    gauge: np.ndarray,
-    terms: int,
+    gauge: np.ndarray | Gauges,
+    terms: int | np.ndarray | None,
     precisions: tuple[Precision, Precision],
     *,
     b_is_reference: bool = False,
+    families: tuple[str, str] = ("direct", "direct"),
+    failure: float = FAILURE_PROBABILITY,
 ) -> tuple[PairResult, np.ndarray]:
-    """Judge two results of the same op; return the verdict and the elementwise ratio map.
+    """Judge two results of the same op; return the verdict and the elementwise ratio map r.
 
     Args:
         names: labels of ``a`` and ``b``.
         a, b: the two results, same shape.
-        gauge: G = op(|x|, |w|) + |b|, float64, same shape.
-        terms: K, the number of products per output element (+1 with a bias).
+        gauge: a :class:`Gauges`, or G = op(|x|, |w|) + |b| in float64 (then ``terms`` gives K).
+        terms: K per element (an int, or a map broadcastable to the output); ignored with a :class:`Gauges`.
         precisions: what each result's computation used.
         b_is_reference: ``b`` is the float64 reference; "identical" then means ``a`` equals
             the reference correctly rounded to ``a``'s dtype.
+        families: each result's algorithm family (``"direct" | "fft" | "winograd"``).
+        failure: the probabilistic threshold's failure probability over the whole output.
     """
+    g = gauge if isinstance(gauge, Gauges) else Gauges.uniform(gauge, 0 if terms is None else terms)
+    if g.reference is None and b_is_reference:
+        g = replace(g, reference=np.asarray(b, np.float64))
     a, b = np.asarray(a), np.asarray(b)
     pa, pb = precisions
-    u = max(pa.u, pb.u)
-    r = _ratios(a, b, gauge, u)
-    allowed = (pa.bound(terms) + pb.bound(terms)) / u
+    u = max(pa.u, pb.u, pa.u_out, pb.u_out)
+    kmax = float(np.max(g.terms)) if np.size(g.terms) else 0.0
+    lam_ = lam(kmax, a.size, failure, u)
     rounded_b = b.astype(a.dtype) if b_is_reference else b
     identical = a.dtype == rounded_b.dtype and np.array_equal(a, rounded_b, equal_nan=True)
-    exceeding = int(np.count_nonzero(r > allowed))
-    if identical:
-        verdict = "identical"
-    elif exceeding:
-        verdict = "mismatch"
-    elif not math.isfinite(allowed) or allowed * u >= INCONCLUSIVE_FRACTION:
-        verdict = "inconclusive"
-    else:
-        verdict = "equivalent"
     diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(diff == 0, 0.0, diff / np.abs(b.astype(np.float64)))
-    worst = np.unravel_index(int(np.argmax(r)), r.shape) if r.size else ()
-    result = PairResult(
+    common: dict[str, Any] = dict(
         a=names[0], b=names[1],
         max_abs=float(np.nanmax(diff)) if diff.size else 0.0,
-        max_rel=float(np.nanmax(rel)) if rel.size else 0.0,
+        max_rel=_max_rel(diff, b),
         array_equiv=bool(np.array_equiv(a, b)),
-        max_ratio=float(r.max()) if r.size else 0.0,
-        allowed_ratio=float(allowed),
-        worst_index=tuple(int(i) for i in worst),
         unit_roundoff=u,
         n_different=int(np.count_nonzero(~((a == rounded_b) | (np.isnan(a) & np.isnan(rounded_b))))),
-        n_exceeding=exceeding,
         size=int(a.size),
+    )
+    if "fft" in families:
+        return _normwise(common, a, b, g, (pa, pb), families, lam_, identical)
+    fam = "winograd" if "winograd" in families else "direct"
+    ra, pra, aa = _model(pa, g, families[0], lam_)
+    rb, prb, ab = _model(pb, g, families[1], lam_)
+    rigorous, probable = ra + rb, pra + prb
+    scale = np.broadcast_to(u * g.gauge + aa + ab, a.shape)
+    r = _ratios(a, b, scale)
+    allowed = np.broadcast_to(_over(rigorous, scale), a.shape)
+    threshold = np.broadcast_to(_over(probable, scale), a.shape)
+    exceeding = int(np.count_nonzero(r > allowed))
+    middle = int(np.count_nonzero((r > threshold) & (r <= allowed)))
+    zero_pass, coarse, blind = _power(g, np.broadcast_to(probable, a.shape), a.shape)
+    worst = np.unravel_index(int(np.argmax(r)), r.shape) if r.size else ()
+    if identical and not exceeding:
+        verdict, evidence, reason = "identical", "bitwise equal" + (" to the correctly rounded reference"
+                                                                    if b_is_reference else ""), ""
+    elif exceeding:
+        verdict, evidence, reason = "mismatch", "rigorous bound" + (" (Winograd)" if fam == "winograd" else ""), ""
+    elif middle:
+        verdict, evidence = "inconclusive", ""
+        reason = (f"{middle} element(s) lie between the probabilistic threshold and the rigorous bound (largest r "
+                  f"{float(r.max()):.3g}; equivalent below {float(threshold[worst]):.4g}, mismatch above "
+                  f"{float(allowed[worst]):.4g} there): a re-run in float64 or on exact integer data decides")
+    elif coarse or zero_pass > NO_POWER_FRACTION:
+        verdict, evidence = "inconclusive", ""
+        reason = (f"the threshold would accept an all-zeros output on {zero_pass:.0%} of the elements"
+                  if zero_pass > NO_POWER_FRACTION else
+                  f"the threshold allows differences of {coarse:.2g} of the gauge G")
+        reason += ": the test has no power here; a re-run in float64 or on exact integer data decides"
+    else:
+        verdict, reason = "equivalent", ""
+        if fam == "winograd":
+            evidence = "rigorous bound (Winograd)"
+        elif np.all((probable >= rigorous) | (r == 0)):
+            evidence = "rigorous bound"
+        else:
+            evidence = f"probabilistic bound (failure probability {failure:g})"
+        if blind > NO_POWER_FRACTION:  # compare re-runs such results in float64
+            weak = (f"weak: the threshold cannot see a relative change of {POWER_RELATIVE:g} on {blind:.0%} of the "
+                    "elements")
+            evidence += f" ({weak})"
+    result = PairResult(
+        **common,
+        max_ratio=float(r.max()) if r.size else 0.0,
+        allowed_ratio=float(allowed[worst]) if r.size else 0.0,
+        worst_index=tuple(int(i) for i in worst),
+        n_exceeding=exceeding,
         verdict=verdict,
+        threshold_ratio=float(threshold[worst]) if r.size else 0.0,
+        n_middle=middle,
+        zero_pass_fraction=zero_pass,
+        weak=bool(blind > NO_POWER_FRACTION) and verdict == "equivalent",
+        evidence=evidence,
+        reason=reason,
+        family=fam,
     )
     return result, r
+
+
+def _over(bound: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """bound / scale in units of r: 0 where both are 0 (nothing may differ), inf where only the scale is."""
+    return np.where(bound == 0, 0.0, bound / np.where(scale == 0, 1.0, scale) + np.where(scale == 0, np.inf, 0.0))
+
+
+def _max_rel(diff: np.ndarray, b: np.ndarray) -> float:
+    if not diff.size:
+        return 0.0
+    rel = np.where(diff == 0, 0.0, diff / np.abs(b.astype(np.float64)))
+    return float(np.nanmax(rel))
+
+
+def _power(g: Gauges, threshold: np.ndarray, shape: Shape) -> tuple[float, float, float]:
+    """(fraction of tested elements an all-zeros output would pass, the threshold's largest fraction of G when
+    that is coarse (else 0), fraction of tested elements where it cannot see a relative change of POWER_RELATIVE)."""
+    gauge = np.broadcast_to(g.gauge, shape)
+    tested = gauge > 0
+    n = int(np.count_nonzero(tested))
+    if not n:
+        return 0.0, 0.0, 0.0
+    coef = float(np.max(threshold[tested] / gauge[tested]))
+    coarse = coef if not math.isfinite(coef) or coef >= INCONCLUSIVE_FRACTION else 0.0
+    if g.reference is None:
+        return 0.0, coarse, 0.0
+    ref = np.broadcast_to(np.abs(g.reference), shape)[tested]
+    t = threshold[tested]
+    return (float(np.count_nonzero(ref <= t)) / n, coarse,
+            float(np.count_nonzero(POWER_RELATIVE * ref <= t)) / n)
+
+
+def _normwise(common: dict[str, Any], a: np.ndarray, b: np.ndarray, g: Gauges, precisions: tuple[Precision, Precision],
+              families: tuple[str, str], lam_: float, identical: bool) -> tuple[PairResult, np.ndarray]:
+    """FFT results: ||a - b||_2 per output slice against the sum of both results' normwise bounds."""
+    axes = g.spatial_axes
+    bounds = []
+    for p, fam in zip(precisions, families):
+        if fam == "fft":
+            if g.fft is None:
+                raise ValueError("no FFT bound was computed")
+            bounds.append(np.asarray(g.fft(p.u)) * (1 + 2 * p.u_in / p.u) + np.sqrt(np.sum(
+                np.broadcast_to(((2 * g.terms + 1) * p.underflow + g.flushed + p.u * g.gauge) ** 2, a.shape), axis=axes,
+                keepdims=True)))
+        else:
+            rig = _model(p, g, fam, lam_)[0]
+            bounds.append(np.sqrt(np.sum(np.broadcast_to(rig, a.shape) ** 2, axis=axes, keepdims=True)))
+    bound = bounds[0] + bounds[1]
+    d = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    dn = np.sqrt(np.sum(np.where(np.isnan(d), np.inf, d) ** 2, axis=axes, keepdims=True))
+    u = common["unit_roundoff"]
+    gn = np.sqrt(np.sum(np.broadcast_to(g.gauge, a.shape) ** 2, axis=axes, keepdims=True))
+    scale = u * gn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(dn == 0, 0.0, dn / scale)
+        allowed = bound / scale
+    r = np.where(np.isnan(r), np.inf, r)
+    exceeding = int(np.count_nonzero(dn > bound))
+    worst = np.unravel_index(int(np.argmax(r)), r.shape) if r.size else ()
+    if identical and not exceeding:
+        verdict, evidence = "identical", "bitwise equal"
+    elif exceeding:
+        verdict, evidence = "mismatch", "FFT normwise bound (Higham 2002, §24.1)"
+    else:
+        verdict, evidence = "equivalent", "FFT normwise bound (Higham 2002, §24.1)"
+    result = PairResult(**common, max_ratio=float(r.max()) if r.size else 0.0,
+                        allowed_ratio=float(allowed[worst]) if r.size else 0.0,
+                        worst_index=tuple(int(i) for i in worst), n_exceeding=exceeding, verdict=verdict,
+                        threshold_ratio=float(allowed[worst]) if r.size else 0.0, evidence=evidence, family="fft")
+    return result, np.broadcast_to(r, a.shape)
 
 
 def worst_verdict(verdicts: Iterable[str]) -> str:
@@ -155,11 +363,16 @@ class ParityReport:
         op: the op compared (``"conv"``).
         description: the resolved arguments, in words.
         shape: output shape; dtype: output dtype name.
-        terms: K, products per output element (+1 with a bias).
+        terms: K, the most products that reach one output element (+1 with a bias); the verdict reads
+            each element's own count (:attr:`term_map`).
         precisions: what each result's computation used, by name.
         pairs: one :class:`PairResult` per compared pair.
         outputs: the results as NumPy arrays, by name (``"reference"`` is float64).
         gauge: G = op(|x|, |w|) + |b| in float64.
+        term_map: K per element (broadcastable to the output).
+        rerun: the same comparison re-run in float64 when a result landed between the thresholds.
+        exact: the comparison ran on integer-valued data where every partial sum is exact.
+        notes: what the reader should know (weak evidence, re-runs that could not run).
     """
 
     op: str
@@ -171,11 +384,17 @@ class ParityReport:
     pairs: tuple[PairResult, ...]
     outputs: Mapping[str, np.ndarray] = field(repr=False, compare=False)
     gauge: np.ndarray = field(repr=False, compare=False)
+    term_map: np.ndarray | None = field(default=None, repr=False, compare=False)
+    rerun: ParityReport | None = field(default=None, repr=False, compare=False)
+    exact: bool = False
+    notes: tuple[str, ...] = ()
 
     @property
     def verdict(self) -> str:
-        """The worst verdict over all pairs."""
-        return worst_verdict(p.verdict for p in self.pairs)
+        """The worst verdict of the results against the reference (pairs between results inform, but do not
+        downgrade two certified results); the worst of all pairs when no reference was judged."""
+        against = [p.verdict for p in self.pairs if p.b == "reference"]
+        return worst_verdict(against or [p.verdict for p in self.pairs])
 
     @property
     def unit_roundoff(self) -> float:
@@ -192,20 +411,26 @@ class ParityReport:
     def ratio_map(self, a: str, b: str = "reference") -> np.ndarray:
         """Elementwise r = |a - b| / (u G) for a compared pair."""
         p = self.pair(a, b)
-        return _ratios(self.outputs[a], self.outputs[b], self.gauge, p.unit_roundoff)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return _ratios(self.outputs[a], self.outputs[b], np.broadcast_to(p.unit_roundoff * self.gauge,
+                                                                             self.outputs[a].shape))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no arrays)."""
-        return {
+        d = {
             "op": self.op, "description": self.description, "shape": list(self.shape), "dtype": self.dtype,
             "terms": self.terms, "unit_roundoff": self.unit_roundoff, "verdict": self.verdict,
             "precisions": dict(self.precisions), "pairs": [p.to_dict() for p in self.pairs],
+            "exact": self.exact, "notes": list(self.notes),
         }
+        if self.rerun is not None:
+            d["rerun"] = self.rerun.to_dict()
+        return d
 
     def __str__(self) -> str:
         head = [
-            f"{self.op}: {self.description}",
-            f"output {self.shape} {self.dtype}; K = {self.terms} terms per element; "
+            f"{self.op}: {self.description}" + (" (exact mode: integer-valued data)" if self.exact else ""),
+            f"output {self.shape} {self.dtype}; K <= {self.terms} terms per element; "
             f"unit roundoff u = {self.unit_roundoff:.3g}",
             "precision: " + "; ".join(f"{k}: {v}" for k, v in self.precisions.items()),
         ]
@@ -218,7 +443,11 @@ class ParityReport:
         widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(head + [""] + lines + ["", f"verdict: {self.verdict}"])
+        why = [f"  {p.a} vs {p.b}: {p.verdict}, " + (p.evidence or p.reason) for p in self.pairs]
+        tail = ["", "evidence:", *why, *(f"note: {n}" for n in self.notes)]
+        if self.rerun is not None:
+            tail += ["", "re-run in float64:", *("  " + line for line in str(self.rerun).splitlines())]
+        return "\n".join(head + [""] + lines + tail + ["", f"verdict: {self.verdict}"])
 
     def _repr_html_(self) -> str:
         import html

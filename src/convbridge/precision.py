@@ -11,9 +11,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from types import MappingProxyType
+
+import numpy as np
 
 from convbridge._args import choice
 from convbridge.errors import ArgumentError, DTypeError, brief
@@ -59,14 +60,21 @@ class Precision:
     """What a computation actually used.
 
     Attributes:
-        u: unit roundoff of the accumulation and result.
+        u: unit roundoff of the accumulation.
         u_in: unit roundoff the inputs were rounded to first (TF32: 2**-11, bf16: 2**-8); 0 if none.
         label: human-readable description, e.g. ``"float32 (IEEE), cpu"``.
+        u_out: unit roundoff of a final rounding of the accumulated result to a coarser format (a bfloat16
+            result of a float32 accumulation: 2**-8); 0 if the result is stored as accumulated.
+        tiny: the smallest normal number of the formats involved (the result's, or the accumulation's if
+            larger); ``None`` reads it from ``u`` and ``u_out``. Underflow and flush-to-zero lose at most
+            this much per rounding, whatever the magnitudes.
     """
 
     u: float
     u_in: float = 0.0
     label: str = ""
+    u_out: float = 0.0
+    tiny: float | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.u, (int, float)) and 0 < self.u < 1):
@@ -74,6 +82,23 @@ class Precision:
         if not (isinstance(self.u_in, (int, float)) and 0 <= self.u_in < 1):
             raise ArgumentError(f"Precision.u_in is a unit roundoff in [0, 1) (0: inputs not rounded), got "
                                 f"{brief(self.u_in)}")
+        if not (isinstance(self.u_out, (int, float)) and 0 <= self.u_out < 1):
+            raise ArgumentError(f"Precision.u_out is a unit roundoff in [0, 1) (0: result stored as accumulated), "
+                                f"got {brief(self.u_out)}")
+        if self.tiny is not None and not (isinstance(self.tiny, (int, float)) and 0 < self.tiny < 1):
+            raise ArgumentError(f"Precision.tiny is the smallest normal number, in (0, 1), got {brief(self.tiny)}")
+
+    @property
+    def underflow(self) -> float:
+        """The smallest normal number that bounds what one rounding can lose to underflow or flush-to-zero.
+
+        >>> Precision.of("float16").underflow == 2.0**-14
+        True
+        """
+        if self.tiny is not None:
+            return float(self.tiny)
+        found = [_TINY.get(u, _TINY_UNKNOWN) for u in (self.u, self.u_out) if u]
+        return max(found)
 
     @classmethod
     def of(cls, dtype: str, label: str | None = None) -> Precision:
@@ -81,16 +106,41 @@ class Precision:
         return cls(unit_roundoff(dtype), 0.0, label or f"{dtype} (IEEE)")
 
     def bound(self, terms: int) -> float:
-        """Coefficient beta with |fl(y) - y| <= beta G; infinite when K u >= 1.
+        """Coefficient beta with |fl(y) - y| <= beta G (+ the underflow term); infinite when K u >= 1.
+
+        beta = 2 u_in + gamma_K + u_out (1 + gamma_K), gamma_K = K u / (1 - K u) (Higham 2002, Lemma 3.1).
 
         >>> Precision.of("float32").bound(1) == 2.0**-24 / (1 - 2.0**-24)
         True
         """
         if terms < 0:
             raise ArgumentError(f"K, the number of terms, is >= 0, got {terms}")
-        ku = terms * self.u
-        return math.inf if ku >= 1 else 2 * self.u_in + ku / (1 - ku)
+        return float(self.bounds(np.asarray(float(terms))))
 
+    def bounds(self, terms: np.ndarray) -> np.ndarray:
+        """:meth:`bound` elementwise, for a map of per-element term counts K (inf where K u >= 1)."""
+        ku = np.asarray(terms, dtype=np.float64) * self.u
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gamma = np.where(ku < 1, ku / np.where(ku < 1, 1 - ku, 1.0), np.inf)
+        return 2 * self.u_in + gamma + self.u_out * (1 + gamma)
+
+    def probable(self, terms: np.ndarray, lam: float) -> np.ndarray:
+        """The probabilistic coefficient: |fl(y) - y| <= beta G holds with probability at least
+        1 - Q(lam, K) per element (Higham & Mary, "A new approach to probabilistic rounding error analysis",
+        SIAM J. Sci. Comput. 41(5), 2019, Theorem 2.4), with gamma_K replaced by
+        gamma~_K(lam) = exp(lam sqrt(K) u + K u^2 / (1 - u)) - 1; never above :meth:`bounds`.
+        Input rounding (2 u_in) and the final rounding (u_out) keep their worst-case terms.
+        """
+        k = np.asarray(terms, dtype=np.float64)
+        with np.errstate(over="ignore"):
+            gamma = np.expm1(lam * np.sqrt(k) * self.u + k * self.u**2 / (1 - self.u))
+        return np.minimum(2 * self.u_in + gamma + self.u_out * (1 + gamma), self.bounds(k))
+
+
+#: The smallest normal number of each format, by unit roundoff (bfloat16 shares float32's exponent range).
+_TINY = MappingProxyType({2.0**-53: 2.0**-1022, 2.0**-24: 2.0**-126, 2.0**-11: 2.0**-14, 2.0**-8: 2.0**-126})
+#: For a unit roundoff convbridge does not know: float16's, the largest smallest-normal of the formats it judges.
+_TINY_UNKNOWN = 2.0**-14
 
 #: The float64 NumPy reference.
 REFERENCE = Precision.of("float64", "float64 NumPy reference")

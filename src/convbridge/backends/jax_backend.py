@@ -20,8 +20,8 @@ from jax import lax
 
 from convbridge import precision as _precision
 from convbridge._types import Array, ArrayLike, Pairs
-from convbridge.arrays import framework_of, native_order, to_numpy
-from convbridge.backends._common import pad_by_mode
+from convbridge.arrays import framework_of, native_order, to_host, to_numpy
+from convbridge.backends._common import HALF_DTYPES, accumulates_in_float32, float32_accumulation, pad_by_mode
 from convbridge.dispatch import Impl, register
 from convbridge.errors import ArgumentError, ConvBridgeError, DTypeError
 from convbridge.plan import Plan
@@ -54,7 +54,7 @@ def place(arrays: Sequence[ArrayLike | None], device: object) -> tuple[Array | N
     out = []
     for a in arrays:
         if a is not None and not isinstance(a, jax.Array):
-            a = jnp.asarray(to_numpy(a) if framework_of(a) == "torch" else native_order(a))
+            a = jnp.asarray(to_host(a) if framework_of(a) == "torch" else native_order(a))
         out.append(a if a is None or target is None else jax.device_put(a, target))
     return tuple(out)
 
@@ -80,8 +80,12 @@ def _platform(x: Array) -> str:
 
 
 def precision(spec: Spec, plan: Plan, x: Array) -> Precision:
-    """What XLA uses: CPUs compute in the dtype; GPUs use TF32 and TPUs bf16 passes below 'highest'."""
-    return _precision.model(str(spec.dtype), plan.precision, _platform(x))
+    """What XLA uses: CPUs compute in the dtype (the native convolutions ask a float16/bfloat16 input for a float32
+    result and round it once); GPUs use TF32 and TPUs bf16 passes below 'highest'."""
+    platform = _platform(x)
+    if platform == "cpu" and accumulates_in_float32(spec, plan):
+        return float32_accumulation(spec, f"precision={plan.precision}, cpu")
+    return _precision.model(str(spec.dtype), plan.precision, platform)
 
 
 def transpose(a: Array, axes: Sequence[int]) -> Array:
@@ -102,12 +106,19 @@ def compile(fn: Callable[..., Array]) -> Callable[..., Array]:
     return jax.jit(fn, static_argnums=(0, 1))
 
 
-def _add_bias(y: Array, b: Array | None, axis: int) -> Array:
-    if b is None:
-        return y
-    shape = [1] * y.ndim
-    shape[axis] = -1
-    return y + b.reshape(shape)
+def _wide(x: Array) -> Any:
+    """The result type to ask of a convolution: float32 for a 16-bit float (the bias is added before the one
+    rounding, as torch does), else None (the input's)."""
+    return jnp.float32 if jnp.dtype(x.dtype).name in HALF_DTYPES else None
+
+
+def _add_bias(y: Array, b: Array | None, axis: int, dtype: Any) -> Array:
+    """``y + b`` along ``axis``, rounded to ``dtype`` once."""
+    if b is not None:
+        shape = [1] * y.ndim
+        shape[axis] = -1
+        y = y + b.reshape(shape).astype(y.dtype)
+    return y.astype(dtype)
 
 
 def conv(spec: ConvSpec, plan: Plan, x: Array, w: Array, b: Array | None) -> Array:
@@ -116,8 +127,9 @@ def conv(spec: ConvSpec, plan: Plan, x: Array, w: Array, b: Array | None) -> Arr
     x, pads = pad_by_mode(spec, x, take, lay.lhs_perm[2:])
     dn = lax.ConvDimensionNumbers(lay.lhs_perm, lay.rhs_perm, lay.out_perm)
     y = lax.conv_general_dilated(x, w, spec.stride, pads, rhs_dilation=spec.dilation, dimension_numbers=dn,
-                                 feature_group_count=spec.groups, precision=_lax_precision(plan))
-    return _add_bias(y, b, lay.out_perm[1])
+                                 feature_group_count=spec.groups, precision=_lax_precision(plan),
+                                 preferred_element_type=_wide(x))
+    return _add_bias(y, b, lay.out_perm[1], x.dtype)
 
 
 def _transpose_kernel(spec: ConvTransposeSpec, w: Array) -> Array:
@@ -150,10 +162,10 @@ def conv_transpose(spec: ConvTransposeSpec, plan: Plan, x: Array, w: Array, b: A
     y = lax.conv_general_dilated(
         x, _transpose_kernel(spec, w), (1,) * nsp, [(max(a, 0), max(c, 0)) for a, c in want],
         lhs_dilation=spec.stride, rhs_dilation=spec.dilation, dimension_numbers=dn,
-        feature_group_count=spec.groups, precision=_lax_precision(plan),
+        feature_group_count=spec.groups, precision=_lax_precision(plan), preferred_element_type=_wide(x),
     )
     y = _crop(y, tuple((max(-a, 0), max(-c, 0)) for a, c in want), lay.out_perm[2:])
-    return _add_bias(y, b, lay.out_perm[1])
+    return _add_bias(y, b, lay.out_perm[1], x.dtype)
 
 
 def _block_index(axes: Sequence[ConvAxis]) -> np.ndarray:

@@ -10,7 +10,8 @@ import numpy as np
 
 from convbridge import reference
 from convbridge._types import ArrayLike
-from convbridge.arrays import to_numpy
+from convbridge.arrays import to_host, to_numpy
+from convbridge.backends._common import float32_accumulation
 from convbridge.dispatch import Impl, register
 from convbridge.errors import ArgumentError, ConvBridgeError, DTypeError
 from convbridge.memory import reference_bytes
@@ -24,11 +25,11 @@ __all__ = ["NAME", "place", "to_numpy", "unsupported", "precision", "transpose",
 
 
 def place(arrays: Sequence[ArrayLike | None], device: object) -> tuple[np.ndarray | None, ...]:
-    """Any arrays (numpy, jax, torch, lists) as NumPy arrays on the host, dtypes unchanged."""
+    """Any arrays (numpy, jax, torch, lists) as NumPy arrays on the host, dtypes unchanged (bfloat16: ml_dtypes')."""
     on_host = device in (None, "cpu") or "cpu" in (getattr(device, "type", None), getattr(device, "platform", None))
     if not on_host:
         raise ArgumentError(f"the numpy backend computes on the host; device must be None or 'cpu', got {device!r}")
-    return tuple(None if a is None else to_numpy(a) for a in arrays)
+    return tuple(None if a is None else to_host(a) for a in arrays)
 
 
 def unsupported(spec: Spec, plan: Plan) -> ConvBridgeError | None:
@@ -47,9 +48,11 @@ def _compute_dtype(a: np.ndarray) -> np.dtype:
 
 
 def precision(spec: Spec, plan: Plan, x: np.ndarray) -> Precision:
+    """The input's dtype (float16 is rounded to between steps: per-tap adds, blocks, bias); bfloat16 is computed
+    in float32 and each output rounded once, except by unfold, which only copies."""
     how = "NumPy einsum" if spec.op in ("conv", "conv_transpose") else "NumPy"
-    if x.dtype.name == "bfloat16":
-        how += ", computed in float32 and rounded to bfloat16"
+    if spec.dtype == "bfloat16" and spec.op != "unfold":
+        return float32_accumulation(spec, how)
     return Precision.of(str(spec.dtype), f"{spec.dtype} (IEEE), {how}")
 
 

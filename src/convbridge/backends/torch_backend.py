@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from convbridge import precision as _precision
 from convbridge._types import ArrayLike, Pairs
 from convbridge.arrays import framework_of, native_order, to_numpy
-from convbridge.backends._common import pad_by_mode
+from convbridge.backends._common import accumulates_in_float32, float32_accumulation, pad_by_mode
 from convbridge.dispatch import Impl, register
 from convbridge.errors import ArgumentError, ConvBridgeError
 from convbridge.plan import Plan
@@ -84,8 +84,11 @@ def _three_spatial_dims(spec: Spec, plan: Plan) -> ConvBridgeError | None:
 
 
 def precision(spec: Spec, plan: Plan, x: torch.Tensor) -> Precision:
-    """CPU computes in the dtype; CUDA float32 uses TF32 inputs unless precision='highest'."""
+    """CPU computes in the dtype, but widens float16/bfloat16 to float32 in the native convolutions; CUDA float32
+    uses TF32 inputs unless precision='highest'."""
     device = str(x.device)
+    if not x.is_cuda and accumulates_in_float32(spec, plan):
+        return float32_accumulation(spec, f"precision={plan.precision}, {device}")
     return _precision.model(str(spec.dtype), plan.precision, "gpu" if x.is_cuda else "cpu", where=device)
 
 

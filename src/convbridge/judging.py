@@ -1,0 +1,519 @@
+"""``compare`` and ``verify``: run an op on backends (or any callable), and judge every result.
+
+What a judgment reads is computed once per op from its inputs (:func:`gauges`): the float64
+reference, the gauge G, the per-element term counts K_e, the products that flush-to-zero may drop,
+and the FFT / Winograd bounds when those families are judged. The verdict itself lives in
+:mod:`convbridge.parity`. Two ways to turn an undecided result into a decided one live here:
+
+- a **re-run in float64** (numpy and torch natively, jax under a scoped x64 context), automatic when a
+  float32/16 result lands between the probabilistic threshold and the rigorous bound;
+- **exact mode**: integer-valued data of the same shapes, thinned so that every partial sum is an
+  integer the compute format holds exactly; then any difference is a bug.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from convbridge import backends as _backends
+from convbridge import dispatch, memory
+from convbridge._types import ArrayLike
+from convbridge.arrays import dtype_name, framework_of, shape_of, to_numpy
+from convbridge.errors import ArgumentError, ArgumentTypeError, DTypeError, ShapeError, brief, checked_signature, \
+    describe_value
+from convbridge.memory import verdict_bytes
+from convbridge.ops import build, get_op, split_plan_keywords
+from convbridge.parity import FAMILIES, Gauges, PairResult, ParityReport, judge_pair
+from convbridge.plan import make_plan
+from convbridge.precision import FLOAT_DTYPES, REFERENCE, Precision, candidate
+from convbridge.spec import NUMPY_PAD_MODES, ConvSpec, Spec
+
+__all__ = ["compare", "verify", "gauges", "exact_inputs", "RERUN"]
+
+#: ``compare(rerun=...)``: ``"auto"`` re-runs in float64 when a result is undecided; True always; False never.
+RERUN = ("auto", True, False)
+#: Significand bits (with the implicit one) of each dtype: the integers up to 2**p are exact.
+_BITS = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}
+
+
+# ----------------------------------------------------------------------------------------------- gauges
+
+def _batch_axis(spec: Spec, x: np.ndarray) -> int | None:
+    if not spec.layout.batched:
+        return None
+    return 0 if spec.op == "fold" else spec.layout.lhs.index("N")
+
+
+def _one_image(a: np.ndarray, axis: int | None) -> np.ndarray:
+    return a if axis is None else a[(slice(None),) * axis + (slice(0, 1),)]
+
+
+def term_map(spec: Spec, host: Sequence[np.ndarray | None]) -> np.ndarray:
+    """K_e: the products that reach each output element (+1 with a bias), for one image (broadcastable).
+
+    Counted by running the reference on ones: zero padding, dilation holes and transposed strides add
+    nothing; reflect/replicate/circular padding reads real values, which count.
+    """
+    if spec.op == "unfold":
+        return np.zeros(())
+    reference = get_op(spec.op).reference
+    x0 = np.asarray(host[0])
+    x1 = np.ones(_one_image(x0, _batch_axis(spec, x0)).shape)
+    if get_op(spec.op).kernel_is_array:
+        w, b = np.asarray(host[1]), host[2]
+        return np.asarray(reference(x1, np.ones(w.shape), None if b is None else np.ones(np.asarray(b).shape), spec))
+    return np.asarray(reference(x1, spec))
+
+
+def _subnormal(a: np.ndarray) -> np.ndarray:
+    """|a| where a is subnormal in its own dtype, else 0."""
+    try:
+        tiny = float(np.finfo(a.dtype).tiny)
+    except ValueError:
+        import ml_dtypes
+
+        tiny = float(ml_dtypes.finfo(a.dtype).tiny)
+    m = np.abs(a.astype(np.float64))
+    return np.where((m > 0) & (m < tiny), m, 0.0)
+
+
+def gauges(spec: Spec, arrays: Sequence[ArrayLike | None], families: Sequence[str] = ("direct",)) -> Gauges:
+    """Everything the verdict reads, from the op's inputs (any framework), in float64."""
+    host = [None if a is None else to_numpy(a) for a in arrays]
+    reference = get_op(spec.op).reference
+    with np.errstate(over="ignore", invalid="ignore"):  # inf inputs give inf/NaN here, judged, not warned about
+        ref = np.asarray(reference(*host, spec))
+        absolute = [None if h is None else np.abs(h.astype(np.float64)) for h in host]
+        gauge = np.asarray(reference(*absolute, spec))
+        flushed: np.ndarray | float = 0.0
+        subs = [None if h is None else _subnormal(h) for h in host]
+        if any(s is not None and s.any() for s in subs[:2]):
+            if get_op(spec.op).kernel_is_array:
+                flushed = np.asarray(reference(subs[0], absolute[1], None, spec)) + np.asarray(
+                    reference(absolute[0], subs[1], None, spec))
+            else:
+                flushed = np.asarray(reference(subs[0], spec))
+    terms = term_map(spec, host)
+    g = Gauges(gauge=gauge, terms=terms, reference=ref, flushed=flushed, spatial_axes=_spatial_axes(spec))
+    if "fft" in families or "winograd" in families:
+        g = _fast_bounds(g, spec, host, families)
+    return g
+
+
+def _spatial_axes(spec: Spec) -> tuple[int, ...]:
+    if spec.op not in ("conv", "conv_transpose"):
+        return ()
+    out = spec.layout.out if spec.layout.batched else spec.layout.out.replace("N", "")
+    return tuple(i for i, c in enumerate(out) if c not in "NC")
+
+
+def _fast_bounds(g: Gauges, spec: Spec, host: Sequence[np.ndarray | None], families: Sequence[str]) -> Gauges:
+    """The FFT and Winograd bounds, for a conv (canonical arrays in, the user's output layout out)."""
+    from dataclasses import replace
+
+    from convbridge import bounds
+    from convbridge.reference import from_canonical, to_canonical
+
+    if not isinstance(spec, ConvSpec):
+        raise ArgumentError(f"the FFT and Winograd bounds cover conv, not {spec.op}; judge it with "
+                            "algorithm='direct'")
+    xc = to_canonical(np.asarray(host[0], np.float64), spec)
+    xc = np.pad(xc, [(0, 0), (0, 0), *spec.padding], mode=NUMPY_PAD_MODES[spec.padding_mode])  # type: ignore[call-overload]
+    wc = np.asarray(host[1], np.float64).transpose(spec.layout.rhs_perm)
+    canon_slices = (spec.batch if spec.layout.batched else 1, spec.out_channels) + (1,) * spec.nsp
+    fft = wino = None
+    if "fft" in families:
+        def fft(u: float) -> np.ndarray:
+            e = bounds.fft_error_bound(xc, wc, groups=spec.groups, stride=spec.stride, dilation=spec.dilation, u=u)
+            return from_canonical(np.asarray(e).reshape(canon_slices), spec)
+    if "winograd" in families:
+        if spec.nsp > 2 or set(spec.kernel_spatial) != {3} or set(spec.stride) != {1} or set(spec.dilation) != {1}:
+            raise ArgumentError(f"the Winograd bound covers F(m, 3) for 1-d and 2-d convolutions with stride 1 and "
+                                f"dilation 1; this conv has kernel {spec.kernel_spatial}, stride {spec.stride}, "
+                                f"dilation {spec.dilation}: judge it with algorithm='direct'")
+        channels = spec.in_channels // spec.groups
+        gauges_m = {m: from_canonical(bounds.winograd_gauge(xc, wc, m=m, groups=spec.groups), spec)
+                    for m in range(2, 7)}
+
+        def wino(u: float) -> np.ndarray:
+            worst = None
+            for m, gw in gauges_m.items():
+                n = bounds.winograd_terms(m, channels) * u
+                b = (n / (1 - n) if n < 1 else math.inf) * gw + u * g.gauge  # + the bias addition
+                worst = b if worst is None else np.maximum(worst, b)
+            assert worst is not None
+            return worst
+    return replace(g, fft=fft, winograd=wino)
+
+
+# ----------------------------------------------------------------------------------------------- who runs
+
+@dataclass(frozen=True)
+class _Runner:
+    """A named backend, or a callable ``fn(x, w, b) -> y`` on the caller's arrays."""
+
+    name: str
+    backend: str | None = None
+    fn: Callable[..., Any] | None = None
+
+
+def _runners(entries: object) -> tuple[_Runner, ...]:
+    if isinstance(entries, str) or callable(entries):
+        entries = (entries,)
+    if isinstance(entries, Mapping):
+        entries = tuple(entries.items())
+    if not isinstance(entries, Sequence):
+        raise ArgumentError(f"backends must be a name or a sequence of names (or callables fn(x, w, b) -> y) such "
+                            f"as ('torch', 'jax', my_conv), got {brief(entries)}")
+    out: list[_Runner] = []
+    for e in entries:
+        if isinstance(e, str):
+            out.append(_Runner(_backends.validate(e), backend=_backends.validate(e)))
+        elif callable(e):
+            out.append(_Runner(_callable_name(e), fn=e))
+        elif isinstance(e, tuple) and len(e) == 2 and isinstance(e[0], str) and callable(e[1]):
+            out.append(_Runner(e[0], fn=e[1]))
+        else:
+            raise ArgumentTypeError(f"each of backends is a backend name, a callable fn(x, w, b) -> y or a "
+                                    f"(name, callable) pair, got {describe_value(e)}")
+    if not out:
+        raise ArgumentError("compare needs at least one backend, e.g. backends=('torch', 'jax')")
+    names = [r.name for r in out]
+    clash = sorted({n for n in names if names.count(n) > 1} | ({"reference"} & set(names)))
+    if clash:
+        raise ArgumentError(f"backends {tuple(names)} repeats a name ({', '.join(clash)}; 'reference' is taken); "
+                            "list each backend once, and name callables with (name, fn) pairs")
+    return tuple(out)
+
+
+def _callable_name(fn: Callable[..., Any]) -> str:
+    """``__qualname__`` without the enclosing function (``test.<locals>.my_port`` -> ``my_port``)."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if not isinstance(name, str):
+        inner = getattr(fn, "func", None)  # functools.partial
+        name = getattr(inner, "__qualname__", None) or type(fn).__name__
+    return str(name).rpartition("<locals>.")[2]
+
+
+@contextlib.contextmanager
+def _float64_scope(needed: bool) -> Iterator[None]:
+    """JAX's x64 mode for the duration (restored after), when JAX is loaded; nothing otherwise."""
+    if needed and "jax" in sys.modules:
+        import jax
+
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def _run_all(spec: Spec, runners: Sequence[_Runner], arrays: Sequence[ArrayLike | None], x: ArrayLike,
+             plan_kwargs: Mapping[str, Any], family: str) -> dict[str, tuple[np.ndarray, Precision, str]]:
+    runs: dict[str, tuple[np.ndarray, Precision, str]] = {}
+    for r in runners:
+        if r.backend is not None:
+            plan = make_plan(r.backend, x, **plan_kwargs)
+            impl = dispatch.find(spec, plan)
+            native = dispatch.place(plan, arrays)
+            y = dispatch.execute(impl, spec, plan, native)
+            be = _backends.get(r.backend)
+            runs[r.name] = (be.to_numpy(y), be.precision(spec, plan, native[0]), "direct")
+        else:
+            assert r.fn is not None
+            args = tuple(arrays) + (None,) * (3 - len(arrays)) if get_op(spec.op).kernel_is_array else tuple(arrays)
+            y = r.fn(*args)
+            runs[r.name] = (_checked_result(y, r.name, spec), candidate(None, dtype_name(y)), family)
+    return runs
+
+
+def _checked_result(y: object, name: str, spec: Spec) -> np.ndarray:
+    """A callable's result as NumPy, after its shape and dtype are checked against the spec."""
+    if y is None or isinstance(y, (str, bytes, Mapping)) or not hasattr(y, "shape"):
+        raise ShapeError(f"{name} returned {describe_value(y)}, not an array; compare expects fn(x, w, b) -> y")
+    shape = tuple(shape_of(y))
+    if shape != tuple(spec.out_shape):
+        raise ShapeError(f"{name} returned shape {shape} but this {spec.op} gives {tuple(spec.out_shape)}: a "
+                         "different result, not rounding (check its layout, padding, stride)")
+    got = dtype_name(y)
+    if got != str(spec.dtype):
+        raise DTypeError(f"{name} returned {got} for {spec.dtype} inputs; a result in another dtype is not the same "
+                         "computation (cast inside the callable, or compare in that dtype)")
+    return to_numpy(y, f"the result of {name}")
+
+
+# ----------------------------------------------------------------------------------------------- exact data
+
+def exact_inputs(spec: Spec, arrays: Sequence[ArrayLike | None], *, seed: int = 0,
+                 bits: int | None = None) -> tuple[np.ndarray | None, ...]:
+    """Integer-valued inputs of the same shapes (NumPy float64) on which every partial sum is exact.
+
+    Values are integers in [-a, a] with a small; the kernel is thinned (most entries zero) until
+    max G = op(|x|, |w|) + |b| <= 2**bits, so every partial sum is an integer the compute format holds
+    (2**24 for float32, 2**11 float16, 2**8 bfloat16, each result stored in the dtype).
+    """
+    dtype = str(spec.dtype)
+    p = bits if bits is not None else _BITS.get(dtype, 24)
+    budget = 2.0**p
+    reference = get_op(spec.op).reference
+    host = [None if a is None else np.shape(a) for a in arrays]
+    rng = np.random.default_rng(seed)
+    kmax = max(float(spec.terms), 1.0)
+    a = max(1, min(2 ** (p // 3), int(math.sqrt(budget / (2 * kmax)))))
+    density = min(1.0, budget / (2 * kmax * a * a))
+    for _ in range(60):
+        x = rng.integers(-a, a + 1, size=host[0]).astype(np.float64)
+        if not get_op(spec.op).kernel_is_array:
+            cols = x * (rng.random(host[0]) < density)
+            if float(np.max(np.abs(reference(np.abs(cols), spec)), initial=0.0)) <= budget:
+                return (cols,)
+        else:
+            w = rng.integers(-a, a + 1, size=host[1]).astype(np.float64) * (rng.random(host[1]) < density)
+            b = None if host[2] is None else rng.integers(-a, a + 1, size=host[2]).astype(np.float64)
+            g = reference(np.abs(x), np.abs(w), None if b is None else np.abs(b), spec)
+            if float(np.max(g, initial=0.0)) <= budget:
+                return x, w, b
+        if a > 1:
+            a = max(1, a // 2)
+        else:
+            density /= 2
+    raise ArgumentError(f"no integer data keeps every partial sum of this {spec.op} below 2**{p}; exact mode "
+                        "cannot run it")
+
+
+def _as_inputs_like(values: Sequence[np.ndarray | None], like: Sequence[ArrayLike | None],
+                    dtype: str) -> tuple[Any, ...]:
+    """NumPy values as arrays of the caller's framework and device, in ``dtype``."""
+    np_dtype = _np_dtype(dtype)
+    host = tuple(None if v is None else v.astype(np_dtype) for v in values)
+    plan = make_plan(None, like[0])
+    placed = dispatch.place(plan, host)
+    return tuple(placed)
+
+
+def _np_dtype(dtype: str) -> Any:
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.dtype(dtype)
+
+
+# ----------------------------------------------------------------------------------------------- reports
+
+def _report(spec: Spec, runs: Mapping[str, tuple[np.ndarray, Precision, str]], g: Gauges, *,
+            exact: bool = False, notes: Sequence[str] = ()) -> ParityReport:
+    pairs: list[PairResult] = []
+    outputs: dict[str, np.ndarray] = {"reference": np.asarray(g.reference)}
+    names = list(runs)
+    for name in names:
+        out, prec, fam = runs[name]
+        outputs[name] = out
+        pairs.append(_judge((name, "reference"), out, outputs["reference"], g, (prec, REFERENCE), (fam, "direct"),
+                            exact=exact, b_is_reference=True))
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            pairs.append(_judge((a, b), runs[a][0], runs[b][0], g, (runs[a][1], runs[b][1]),
+                                (runs[a][2], runs[b][2]), exact=exact))
+    precisions = {n: p.label for n, (_, p, _) in runs.items()} | {"reference": REFERENCE.label}
+    terms = int(np.max(g.terms)) if np.size(g.terms) else 0
+    return ParityReport(op=spec.op, description=spec.describe(), shape=spec.out_shape, dtype=str(spec.dtype),
+                        terms=terms, precisions=precisions, pairs=tuple(pairs), outputs=outputs,
+                        gauge=g.gauge, term_map=g.terms, exact=exact, notes=tuple(notes))
+
+
+def _judge(names: tuple[str, str], a: np.ndarray, b: np.ndarray, g: Gauges, precisions: tuple[Precision, Precision],
+           families: tuple[str, str], *, exact: bool, b_is_reference: bool = False) -> PairResult:
+    result = judge_pair(names, a, b, g, None, precisions, b_is_reference=b_is_reference, families=families)[0]
+    if not exact:
+        return result
+    from dataclasses import replace
+
+    same = np.array_equal(a.astype(np.float64), b.astype(np.float64), equal_nan=True)
+    ref = np.asarray(g.reference)
+    zeros = float(np.mean(ref == 0)) if ref.size else 0.0
+    weak = f" (weak evidence: {zeros:.0%} of the outputs are zero)" if zeros > 0.5 else ""
+    if same:
+        return replace(result, verdict="identical", evidence="exact: integer data, bitwise equal" + weak, reason="")
+    return replace(result, verdict="mismatch", reason="", evidence=f"exact: integer data where every partial sum is "
+                   f"exact, yet {result.n_different} element(s) differ: a bug, not rounding")
+
+
+def _resolved(report: ParityReport, rerun: ParityReport, how: str = "re-run in float64") -> ParityReport:
+    """Each undecided pair takes the verdict of its re-run (in float64, or on exact data), saying so."""
+    from dataclasses import replace
+
+    pairs = []
+    for p in report.pairs:
+        if p.verdict != "inconclusive" and not p.weak:
+            pairs.append(p)
+            continue
+        try:
+            q = rerun.pair(p.a, p.b)
+        except KeyError:
+            pairs.append(replace(p, reason=p.reason + f"; no {how} (see the notes)"))
+            continue
+        if q.verdict == "mismatch":
+            pairs.append(replace(p, verdict="mismatch", evidence=f"{how}: {q.evidence}"))
+        elif q.verdict in ("identical", "equivalent"):
+            pairs.append(replace(p, verdict="equivalent", evidence=f"{how}: {q.verdict}, {q.evidence}"))
+        elif p.verdict == "inconclusive":
+            pairs.append(replace(p, reason=p.reason + f"; the {how} is {q.verdict} too ({q.reason})"))
+        else:
+            pairs.append(p)
+    if rerun.exact:
+        return replace(report, pairs=tuple(pairs), notes=report.notes + (f"{how}: {rerun.verdict}",))
+    return replace(report, pairs=tuple(pairs), rerun=rerun)
+
+
+# ----------------------------------------------------------------------------------------------- the API
+
+def _family(algorithm: object) -> str:
+    if not isinstance(algorithm, str) or algorithm.lower() not in FAMILIES:
+        raise ArgumentError(f"algorithm names the family whose error bound judges the result: "
+                            f"{', '.join(map(repr, FAMILIES))}; got {brief(algorithm)}")
+    return algorithm.lower()
+
+
+@checked_signature
+def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = None, *, op: str = "conv",
+            backends: Any = ("torch", "jax"), rerun: bool | str = "auto", exact: bool = False,
+            **op_kwargs: Any) -> ParityReport:
+    """Run ``op`` on several backends (or callables) and judge every result against the float64 reference.
+
+    Args:
+        x, kernel, bias: as for :func:`conv` / :func:`conv_transpose` (from any framework). For
+            ``"unfold"`` and ``"fold"``, ``x`` is the op's input and ``kernel`` the kernel size
+            (or pass ``kernel_size=``); they take no bias, and fold needs ``output_size=``.
+        op: ``"conv" | "conv_transpose" | "unfold" | "fold"``.
+        backends: backend names, callables ``fn(x, w, b) -> y`` (b may be None; they receive the
+            caller's arrays in the spec's layout, and must return the op's output shape and dtype), or
+            ``(name, fn)`` pairs; callables are named by ``__qualname__`` unless named.
+        rerun: ``"auto"`` (default): when a float32/16 result is undecided (between the probabilistic
+            threshold and the rigorous bound, or the test has no power), run everything again in float64
+            and let that decide; ``True``: always re-run; ``False``: never.
+        exact: run on integer-valued data of the same shapes (not ``x``'s values), thinned so that every
+            partial sum is exact in the dtype; then equality must be bitwise.
+        **op_kwargs: the op's keyword arguments (stride, padding, layout, ...) and the plan's (algorithm,
+            precision, device), which apply to every backend. ``algorithm="direct" | "fft" | "winograd"``
+            names the family whose bound judges the callables' results (named backends run natively).
+
+    Returns:
+        A :class:`ParityReport`; ``print(report)`` shows the table and each pair's evidence;
+        ``report.verdict`` follows from the results against the reference.
+
+    >>> import numpy as np, convbridge as cb
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3))
+    >>> cb.compare(x.astype("float32"), w.astype("float32"), backends=("numpy",)).verdict in ("identical", "equivalent")
+    True
+    >>> cb.compare(x.astype("float32"), (3, 3), op="unfold", backends=("numpy",)).verdict
+    'identical'
+    """
+    runners = _runners(backends)
+    if rerun not in RERUN or not isinstance(rerun, (bool, str)):
+        raise ArgumentError(f"rerun is 'auto', True or False, got {brief(rerun)}")
+    if not isinstance(exact, bool):
+        raise ArgumentTypeError(f"exact is True or False, got {describe_value(exact)}")
+    kwargs, plan_kwargs = split_plan_keywords(op_kwargs)
+    family = "direct"
+    if isinstance(plan_kwargs.get("algorithm"), str) and plan_kwargs["algorithm"].lower() in FAMILIES:
+        family = _family(plan_kwargs.pop("algorithm"))
+    spec = build(op, x, kernel, bias, kwargs)
+    arrays = (x, kernel, bias) if get_op(op).kernel_is_array else (x,)
+    memory.check(verdict_bytes(spec, len(runners)), f"judging {spec.op} on {len(runners)} backend(s) against the "
+                 "float64 reference", "compare a smaller batch (the statistics of several batches add up), or a "
+                 "smaller geometry")
+    families = (family,) if any(r.fn is not None for r in runners) else ("direct",)
+    if exact:
+        values = exact_inputs(spec, arrays)
+        arrays = _as_inputs_like(values, arrays, str(spec.dtype))
+        x = arrays[0]
+        g = gauges(spec, values, families)
+        return _report(spec, _run_all(spec, runners, arrays, x, plan_kwargs, family), g, exact=True)
+    runs = _run_all(spec, runners, arrays, x, plan_kwargs, family)
+    g = gauges(spec, arrays, families)
+    report = _report(spec, runs, g)
+    undecided = any(p.verdict == "inconclusive" or p.weak for p in report.pairs)
+    if rerun is False or str(spec.dtype) == "float64" or (rerun == "auto" and not undecided):
+        return report
+    report = _resolved(report, _rerun64(op, runners, arrays, kernel, kwargs, plan_kwargs, family, g))
+    if any(p.verdict == "inconclusive" for p in report.pairs):  # float64 undecided too: integer data decides
+        values = exact_inputs(spec, arrays)
+        placed = _as_inputs_like(values, arrays, str(spec.dtype))
+        exact_report = _report(spec, _run_all(spec, runners, placed, placed[0], plan_kwargs, family),
+                               gauges(spec, values, families), exact=True)
+        report = _resolved(report, exact_report, how="re-run on exact integer data")
+    return report
+
+
+def _rerun64(op: str, runners: Sequence[_Runner], arrays: Sequence[ArrayLike | None], kernel: Any,
+             kwargs: Mapping[str, Any], plan_kwargs: Mapping[str, Any], family: str, g: Gauges) -> ParityReport:
+    """The same comparison in float64, on the same values."""
+    host = [None if a is None else to_numpy(a).astype(np.float64) for a in arrays]
+    notes = []
+    with _float64_scope(True):
+        placed = _as_inputs_like(host, arrays, "float64") if framework_of(arrays[0]) != "numpy" else tuple(host)
+        x = placed[0]
+        if get_op(op).kernel_is_array:
+            spec = build(op, x, placed[1], placed[2], dict(kwargs))
+        else:
+            spec = build(op, x, kernel, None, dict(kwargs))
+        runs: dict[str, tuple[np.ndarray, Precision, str]] = {}
+        for r in runners:
+            try:
+                runs.update(_run_all(spec, (r,), placed if r.fn is not None else tuple(host), x, plan_kwargs, family))
+            except (ShapeError, DTypeError) as e:
+                notes.append(f"{r.name} could not re-run in float64: {e}")
+    return _report(spec, runs, g, notes=notes)
+
+
+@checked_signature
+def verify(y: ArrayLike, x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = None, *, op: str = "conv",
+           precision: str | Precision | None = None, name: str = "candidate", algorithm: str = "direct",
+           **op_kwargs: Any) -> ParityReport:
+    """Judge a candidate output ``y`` (from any framework) against the float64 reference of ``op``.
+
+    Args:
+        y: the candidate result, in the op's output layout and a float dtype.
+        x, kernel, bias: the op's inputs (for unfold/fold, ``kernel`` is the kernel size), as for :func:`compare`.
+        op: ``"conv" | "conv_transpose" | "unfold" | "fold"``.
+        precision: what produced ``y``: ``None``/``"highest"`` (full precision of its dtype),
+            ``"tf32"``, ``"bf16"``, ``"bf16_3x"`` (inputs rounded first) or a ``Precision``.
+        name: label of the candidate in the report.
+        algorithm: the family whose bound judges ``y``: ``"direct"`` (any summation order), ``"fft"``
+            (normwise, per output slice) or ``"winograd"`` (F(m, 3), m <= 6).
+        **op_kwargs: the op's keyword arguments.
+
+    Raises:
+        ShapeError: ``y`` does not have the op's output shape, or is not a float array.
+
+    >>> import numpy as np, convbridge as cb
+    >>> x = np.arange(8.0).reshape(1, 2, 4)
+    >>> cb.verify(cb.unfold(x, (2,)), x, (2,), op="unfold").verdict
+    'identical'
+    """
+    if not isinstance(name, str):
+        raise ArgumentTypeError(f"name labels the candidate in the report and must be a string, got "
+                                f"{describe_value(name)}")
+    family = _family(algorithm)
+    spec = build(op, x, kernel, bias, op_kwargs)
+    arrays = (x, kernel, bias) if get_op(op).kernel_is_array else (x,)
+    memory.check(verdict_bytes(spec, 1), f"judging a {spec.op} result against the float64 reference",
+                 "verify a smaller batch, or a smaller geometry")
+    out = to_numpy(y, "the candidate")
+    if tuple(out.shape) != spec.out_shape:
+        raise ShapeError(f"candidate has shape {tuple(out.shape)} but this {op} gives {spec.out_shape}; "
+                         "check the arguments (stride, padding, layout) used to produce it")
+    cand_dtype = dtype_name(y)
+    if cand_dtype not in FLOAT_DTYPES:
+        raise ShapeError(f"candidate dtype {cand_dtype} is not a float dtype convbridge can judge")
+    g = gauges(spec, arrays, (family,))
+    return _report(spec, {name: (out, candidate(precision, cand_dtype), family)}, g)
+

@@ -256,3 +256,24 @@ def test_json_is_asked_for_by_the_format_option_only(isolated):
     assert not result.stdout.lstrip().startswith("{")
     result = invoke("compare", "--format=json", "--groups", "0")
     assert strict(result.stdout)["error"]["exit_code"] == 2
+
+
+def test_a_deeply_nested_marker_is_refused_not_a_crash(isolated):
+    (isolated / "f").mkdir()
+    (isolated / "f" / MARKER).write_text("[" * 100_000)
+    result = _compare_into("f")
+    assert result.exit_code == 2 and "cannot read" in result.output and "RecursionError" not in result.output
+
+
+def test_the_cli_guesses_json_before_it_has_read_its_options(monkeypatch):
+    """An interrupt before click has parsed anything still prints the JSON error object (python -m convbridge)."""
+    from convbridge import __main__, cli, interrupts
+
+    seen = []
+    monkeypatch.setattr(interrupts, "report_on_stdout", seen.append)
+    monkeypatch.setattr(cli, "run", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["convbridge", "compare", "--format", "json"])
+    __main__.main()
+    assert seen == [interrupts.INTERRUPTED_JSON]
+    assert json.loads(interrupts.INTERRUPTED_JSON) == {"error": {"type": "Interrupted", "message": "interrupted",
+                                                                 "exit_code": 130}}

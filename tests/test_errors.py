@@ -307,3 +307,14 @@ def test_matmul_overflow_stays_quiet(recwarn):
     cb.as_matmul(big, w)()
     cb.compare(np.where(x > 0, np.inf, -np.inf).astype("float32"), w, backends=("numpy",))
     assert not [m for m in recwarn if issubclass(m.category, RuntimeWarning)], [str(m.message) for m in recwarn]
+
+
+def test_lists_of_grad_tensors_and_wider_candidates():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 8, 8)).astype("float32"), rng.standard_normal((4, 3, 3, 3)).astype("float32")
+    with pytest.raises(ArgumentTypeError, match="stack its items into one array first"):
+        cb.conv([torch.tensor(x[0]).requires_grad_(), torch.tensor(x[1])], torch.tensor(w))
+    y = cb.conv(x, w)  # a float32 result handed over as a list or a float64 copy is judged as float32
+    assert cb.verify(y.tolist(), x, w).verdict == cb.verify(y.astype("float64"), x, w).verdict == "equivalent"
+    assert cb.verify(np.roll(y, 1, -1).tolist(), x, w).verdict == "mismatch"

@@ -8,7 +8,12 @@ from convbridge import interrupts
 
 
 def main() -> None:
+    import sys
+
     interrupts.install()
+    argv = sys.argv[1:]
+    if "--format=json" in argv or any(a == "--format" and b == "json" for a, b in zip(argv, argv[1:])):
+        interrupts.report_on_stdout(interrupts.INTERRUPTED_JSON)  # until the CLI has read its options
     from convbridge.cli import run
 
     run()

@@ -71,6 +71,10 @@ def check_array(a: object, role: str) -> None:
     except ValueError:
         raise ShapeError(f"{role} is a ragged nested sequence (rows of different lengths); give it one shape, "
                          "e.g. as a NumPy array") from None
+    except (RuntimeError, TypeError) as e:  # e.g. a list of torch tensors that require grad
+        raise ArgumentTypeError(f"{role} is a list that NumPy cannot turn into one array ({_short(str(e))}); "
+                                "stack its items into one array first (torch.stack(...).detach(), jnp.stack, "
+                                "np.stack)") from None
     if arr.dtype.kind not in "biufc":
         raise ArgumentTypeError(f"{role} must hold numbers, got {arr.dtype.name} values {_short(a)}")
 

@@ -157,6 +157,8 @@ def run() -> None:
     interrupts.install()
     if _wants_json(sys.argv[1:]):  # Ctrl-C still prints one JSON object
         interrupts.report_on_stdout(_error_json("Interrupted", "interrupted", EXIT_CODES["interrupted"]))
+    else:  # __main__'s early guess saw a --format json that is another option's value
+        interrupts.report_on_stdout(None)
     main(prog_name="convbridge")
 
 
@@ -270,6 +272,7 @@ def _compare(opts: dict[str, Any]) -> int:
             click.echo(text)
     else:
         _print_text(result, summary, out)
+    interrupts.finished()  # the report is out: a Ctrl-C now must not turn its exit status into 130
     return int(summary["exit_code"])
 
 

@@ -45,6 +45,16 @@ def report_on_stdout(text: str | None) -> None:
     _state.stdout = text
 
 
+#: The CLI's JSON error object for an interrupt (as ``strict_json(..., indent=2)`` writes it).
+INTERRUPTED_JSON = '{\n  "error": {\n    "type": "Interrupted",\n    "message": "interrupted",\n    "exit_code": 130\n  }\n}'
+
+
+def finished() -> None:
+    """The command's output is complete: from now on Ctrl-C is ignored, so its exit status stands."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def install() -> None:
     """Make SIGINT end the process cleanly with status 130 (from the main thread only; idempotent)."""
     if _state.installed or threading.current_thread() is not threading.main_thread():

@@ -72,7 +72,7 @@ def _listed(folder: Path) -> dict[str, str] | None:
     """Name -> SHA-256 of the files the marker lists (plain names only), or None without a valid marker."""
     try:
         data = json.loads((folder / MARKER).read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
         return None
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(data, dict) or data.get("convbridge_report") != _MARKER_VERSION or not isinstance(files, dict):

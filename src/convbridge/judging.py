@@ -356,8 +356,8 @@ def _resolved(report: ParityReport, rerun: ParityReport, how: str = "re-run in f
             continue
         try:
             q = rerun.pair(p.a, p.b)
-        except KeyError:
-            pairs.append(replace(p, reason=p.reason + f"; no {how} (see the notes)"))
+        except KeyError:  # not re-run (decided already, or it could not run: see the notes)
+            pairs.append(replace(p, reason=p.reason + f"; no {how}") if p.verdict == "inconclusive" else p)
             continue
         if q.verdict == "mismatch":
             pairs.append(replace(p, verdict="mismatch", evidence=f"{how}: {q.evidence}"))
@@ -444,6 +444,9 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
     undecided = any(p.verdict == "inconclusive" or p.weak for p in decisive)
     if rerun is False or str(spec.dtype) == "float64" or (rerun == "auto" and not undecided):
         return report
+    if rerun == "auto":  # only what is undecided runs again
+        again = {n for p in decisive if p.verdict == "inconclusive" or p.weak for n in (p.a, p.b)}
+        runners = tuple(r for r in runners if r.name in again)
     report = _resolved(report, _rerun64(op, runners, arrays, kernel, kwargs, plan_kwargs, family, g))
     if any(p.verdict == "inconclusive" for p in report.pairs):  # float64 undecided too: integer data decides
         values = exact_inputs(spec, arrays)

@@ -295,7 +295,8 @@ def test_exact_mode_unfold_and_fold(op, args):
 
 
 def test_exact_mode_flags_mostly_zero_outputs_as_weak():
-    x = np.zeros((1, 1, 40), np.float32)
-    x[0, 0, :3] = 1
-    report = cb.compare(x, np.ones((1, 1, 3), np.float32), backends=("numpy",), exact=True)
-    assert report.verdict == "identical"
+    x, w = np.ones((1, 1, 4), np.float32), np.ones((1, 1, 1), np.float32)
+    report = cb.compare(x, w, backends=("numpy",), exact=True, padding=20)  # 40 of 44 outputs read only padding
+    assert report.verdict == "identical" and "weak evidence: 91% of the outputs are zero" in report.pairs[0].evidence
+    dense = cb.compare(x, w, backends=("numpy",), exact=True)
+    assert dense.verdict == "identical" and "weak" not in dense.pairs[0].evidence

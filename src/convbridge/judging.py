@@ -17,7 +17,7 @@ import contextlib
 import math
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,15 +32,13 @@ from convbridge.memory import verdict_bytes
 from convbridge.ops import build, get_op, split_plan_keywords
 from convbridge.parity import FAMILIES, Gauges, PairResult, ParityReport, judge_pair
 from convbridge.plan import make_plan
-from convbridge.precision import FLOAT_DTYPES, REFERENCE, Precision, candidate
+from convbridge.precision import FLOAT_DTYPES, REFERENCE, Precision, candidate, unit_roundoff
 from convbridge.spec import NUMPY_PAD_MODES, ConvSpec, Spec
 
 __all__ = ["compare", "verify", "gauges", "exact_inputs", "RERUN"]
 
 #: ``compare(rerun=...)``: ``"auto"`` re-runs in float64 when a result is undecided; True always; False never.
 RERUN = ("auto", True, False)
-#: Significand bits (with the implicit one) of each dtype: the integers up to 2**p are exact.
-_BITS = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}
 
 
 # ----------------------------------------------------------------------------------------------- gauges
@@ -116,8 +114,6 @@ def _spatial_axes(spec: Spec) -> tuple[int, ...]:
 
 def _fast_bounds(g: Gauges, spec: Spec, host: Sequence[np.ndarray | None], families: Sequence[str]) -> Gauges:
     """The FFT and Winograd bounds, for a conv (canonical arrays in, the user's output layout out)."""
-    from dataclasses import replace
-
     from convbridge import bounds
     from convbridge.reference import from_canonical, to_canonical
 
@@ -145,7 +141,7 @@ def _fast_bounds(g: Gauges, spec: Spec, host: Sequence[np.ndarray | None], famil
         def wino(u: float) -> np.ndarray:
             worst = None
             for m, gw in gauges_m.items():
-                n = bounds.winograd_terms(m, channels) * u
+                n = bounds.winograd_terms(m, channels, rank=spec.nsp) * u
                 b = (n / (1 - n) if n < 1 else math.inf) * gw + u * g.gauge  # + the bias addition
                 worst = b if worst is None else np.maximum(worst, b)
             assert worst is not None
@@ -203,9 +199,9 @@ def _callable_name(fn: Callable[..., Any]) -> str:
 
 
 @contextlib.contextmanager
-def _float64_scope(needed: bool) -> Iterator[None]:
+def _float64_scope() -> Iterator[None]:
     """JAX's x64 mode for the duration (restored after), when JAX is loaded; nothing otherwise."""
-    if needed and "jax" in sys.modules:
+    if "jax" in sys.modules:
         import jax
 
         with jax.enable_x64(True):
@@ -259,7 +255,7 @@ def exact_inputs(spec: Spec, arrays: Sequence[ArrayLike | None], *, seed: int = 
     (2**24 for float32, 2**11 float16, 2**8 bfloat16, each result stored in the dtype).
     """
     dtype = str(spec.dtype)
-    p = bits if bits is not None else _BITS.get(dtype, 24)
+    p = bits if bits is not None else round(-math.log2(unit_roundoff(dtype)))  # integers up to 2**p are exact
     budget = 2.0**p
     reference = get_op(spec.op).reference
     host = [None if a is None else np.shape(a) for a in arrays]
@@ -333,8 +329,6 @@ def _judge(names: tuple[str, str], a: np.ndarray, b: np.ndarray, g: Gauges, prec
     result = judge_pair(names, a, b, g, None, precisions, b_is_reference=b_is_reference, families=families)[0]
     if not exact:
         return result
-    from dataclasses import replace
-
     same = np.array_equal(a.astype(np.float64), b.astype(np.float64), equal_nan=True)
     ref = np.asarray(g.reference)
     zeros = float(np.mean(ref == 0)) if ref.size else 0.0
@@ -347,8 +341,6 @@ def _judge(names: tuple[str, str], a: np.ndarray, b: np.ndarray, g: Gauges, prec
 
 def _resolved(report: ParityReport, rerun: ParityReport, how: str = "re-run in float64") -> ParityReport:
     """Each undecided pair takes the verdict of its re-run (in float64, or on exact data), saying so."""
-    from dataclasses import replace
-
     pairs = []
     for p in report.pairs:
         if p.verdict != "inconclusive" and not p.weak:
@@ -462,7 +454,7 @@ def _rerun64(op: str, runners: Sequence[_Runner], arrays: Sequence[ArrayLike | N
     """The same comparison in float64, on the same values."""
     host = [None if a is None else to_numpy(a).astype(np.float64) for a in arrays]
     notes = []
-    with _float64_scope(True):
+    with _float64_scope():
         placed = _as_inputs_like(host, arrays, "float64") if framework_of(arrays[0]) != "numpy" else tuple(host)
         x = placed[0]
         if get_op(op).kernel_is_array:
@@ -496,7 +488,8 @@ def verify(y: ArrayLike, x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike
         **op_kwargs: the op's keyword arguments.
 
     Raises:
-        ShapeError: ``y`` does not have the op's output shape, or is not a float array.
+        ShapeError: ``y`` does not have the op's output shape.
+        DTypeError: ``y`` is not a float array.
 
     >>> import numpy as np, convbridge as cb
     >>> x = np.arange(8.0).reshape(1, 2, 4)
@@ -517,10 +510,11 @@ def verify(y: ArrayLike, x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike
                          "check the arguments (stride, padding, layout) used to produce it")
     cand_dtype = dtype_name(y)
     if cand_dtype not in FLOAT_DTYPES:
-        raise ShapeError(f"candidate dtype {cand_dtype} is not a float dtype convbridge can judge")
+        raise DTypeError(f"candidate dtype {cand_dtype} is not a float dtype convbridge can judge; cast it to the "
+                         "dtype that computed it")
     g = gauges(spec, arrays, (family,))
     computed = cand_dtype
-    if _BITS.get(cand_dtype, 0) > _BITS.get(str(spec.dtype), 53):  # a float64 copy (or list) of a float32 result:
+    if unit_roundoff(cand_dtype) < unit_roundoff(str(spec.dtype)):  # a float64 copy (or list) of a float32 result:
         computed = str(spec.dtype)  # judge what the inputs' dtype computes; a float64 computation passes it too
     return _report(spec, {name: (out, candidate(precision, computed), family)}, g)
 

@@ -300,3 +300,62 @@ def test_exact_mode_flags_mostly_zero_outputs_as_weak():
     assert report.verdict == "identical" and "weak evidence: 91% of the outputs are zero" in report.pairs[0].evidence
     dense = cb.compare(x, w, backends=("numpy",), exact=True)
     assert dense.verdict == "identical" and "weak" not in dense.pairs[0].evidence
+
+
+# ---- found by trying to break it ------------------------------------------------------------------------------
+
+def test_fft_bound_has_a_power_check():
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal((2, 8, 32, 32)).astype(np.float16), rng.standard_normal((4, 8, 5, 5)).astype(np.float16)
+    y = np.asarray(cb.conv(x, w, backend="numpy"))
+    p = cb.verify(np.zeros_like(y), x, w, algorithm="fft").pairs[0]
+    assert p.verdict == "inconclusive" and "no power" in p.reason
+    x32, w32 = rng.standard_normal((1, 16, 40, 40)).astype(np.float32), rng.standard_normal((2, 16, 36, 36)).astype(
+        np.float32)  # K = 20,736
+    y32 = np.asarray(cb.conv(x32, w32, backend="numpy"))
+    p = cb.verify(y32 * np.float32(1.001), x32, w32, algorithm="fft").pairs[0]
+    assert p.verdict != "equivalent" or p.weak  # never a plain equivalent for a kernel off by 1e-3
+
+
+def test_a_callable_that_cannot_rerun_in_float64_is_decided_on_exact_data():
+    torch.manual_seed(0)
+    x, w, b = torch.randn(1, 64, 4100), torch.randn(2, 64, 4096), torch.randn(2)
+    bug = ("bug", lambda x, w, b: F.conv1d(x.float(), w.float() * 1.001, b.float() * 0))  # always float32 out
+    report = cb.compare(x, w, b, backends=("torch", bug))
+    assert report.pair("bug", "reference").verdict == "mismatch", str(report)
+    assert any("could not re-run in float64" in n for n in report.notes)
+
+
+def test_a_bug_only_in_the_16_bit_path_is_caught():
+    torch.manual_seed(1)
+    x, w, b = (torch.randn(*s).to(torch.bfloat16) for s in ((2, 3, 16, 16), (4, 3, 3, 3), (4,)))
+    half = (torch.float16, torch.bfloat16)
+    bug = ("bias_dropped_in_16_bit", lambda x, w, b: F.conv2d(x, w, None if x.dtype in half else b))
+    report = cb.compare(x, w, b, backends=("torch", bug))
+    assert report.pair("bias_dropped_in_16_bit", "reference").verdict == "mismatch", str(report)
+    assert report.pair("torch", "reference").verdict in AGREE
+
+
+def test_an_honest_callable_that_accumulates_in_float32_is_not_a_bug():
+    torch.manual_seed(2)
+    x, w, b = (torch.randn(*s).to(torch.bfloat16) for s in ((2, 3, 16, 16), (4, 3, 3, 3), (4,)))
+    honest = ("float32_inside", lambda x, w, b: F.conv2d(x.float(), w.float(), b.float()).to(x.dtype))
+    report = cb.compare(x, w, b, backends=("torch", honest), rerun=True)
+    assert report.verdict in AGREE, str(report)
+
+
+def test_inf_inputs_are_not_decided_on_integer_data():
+    torch.manual_seed(3)
+    x, w = torch.randn(1, 2, 6, 6), torch.randn(3, 2, 3, 3)
+    x[0, 0, 0, 0] = float("inf")
+    bad = ("nan_to_num", lambda x, w, b: torch.nan_to_num(F.conv2d(x, w)))
+    report = cb.compare(x, w, backends=(bad,))
+    assert report.verdict not in AGREE, str(report)
+
+
+def test_overflow_to_the_correctly_rounded_inf_is_not_a_mismatch():
+    x, w = np.array([[[3e38, 3e38]]], np.float32), np.ones((1, 1, 2), np.float32)
+    assert cb.verify(np.array([[[np.inf]]], np.float32), x, w).verdict == "identical"
+    assert cb.verify(np.array([[[np.float32(3.4e38)]]], np.float32), x, w).verdict == "mismatch"
+    xh = np.array([[[60000.0, 60000.0]]], np.float16)
+    assert cb.compare(xh, np.ones((1, 1, 2), np.float16), backends=BACKENDS).verdict in AGREE

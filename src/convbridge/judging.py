@@ -201,10 +201,10 @@ def _callable_name(fn: Callable[..., Any]) -> str:
 @contextlib.contextmanager
 def _float64_scope() -> Iterator[None]:
     """JAX's x64 mode for the duration (restored after), when JAX is loaded; nothing otherwise."""
-    if "jax" in sys.modules:
-        import jax
+    if "jax" in sys.modules:  # only a loaded JAX can be asked for float64 here
+        from convbridge.backends import jax_backend
 
-        with jax.enable_x64(True):
+        with jax_backend.float64():
             yield
     else:
         yield

@@ -33,6 +33,12 @@ NAME = "jax"
 __all__ = ["NAME", "place", "to_numpy", "unsupported", "precision", "transpose", "take", "compile"]
 
 
+def float64() -> Any:
+    """A context in which JAX computes float64 (x64 mode), restoring the global setting after: the verdict's
+    float64 re-runs use it."""
+    return jax.enable_x64(True)
+
+
 def _device(device: object) -> Any:
     """``device`` as a ``jax.Device`` (or a ``jax.sharding.Sharding``, kept as it is); None stays None."""
     if device is None or isinstance(device, (jax.Device, jax.sharding.Sharding)):

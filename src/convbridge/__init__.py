@@ -28,7 +28,7 @@ _RENAMED = {"available_backends": "available"}
 if TYPE_CHECKING:
     from typing import Any
 
-    from convbridge import memory, transpose
+    from convbridge import memory, nn, port, transpose
     from convbridge.api import conv, conv_transpose, fold, unfold
     from convbridge.judging import compare, verify
     from convbridge.backends import available as available_backends
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("memory", "transpose"):  # convbridge.memory.limit(...); convbridge.transpose.torch_to_jax(...)
+    if name in ("memory", "transpose", "port", "nn"):  # cb.memory.limit(...); cb.port.to_flax(...); cb.nn.torch.Conv
         return importlib.import_module(f"convbridge.{name}")
     if name not in _WHERE:
         raise AttributeError(f"module 'convbridge' has no attribute {name!r}")
@@ -79,6 +79,8 @@ __all__ = [
     "UnfoldSpec",
     "FoldSpec",
     "transpose",
+    "port",
+    "nn",
     "memory",
     "ParityReport",
     "Precision",

@@ -41,7 +41,8 @@ class Convention:
         transpose_flipped: the transposed kernel is torch's flipped in every spatial axis (lax.conv_transpose and
             Flax ConvTranspose without ``transpose_kernel``: not the gradient of conv, PITFALLS trap 2).
         transpose_grouped: the kernel letter whose axis holds one group's channels in a grouped transposed conv
-            (torch: ``"O"``, ``(in, out / g, *k)``; Equinox: ``"I"``, ``(out, in / g, *k)``); ``""``: no groups.
+            (torch: ``"O"``, ``(in, out / g, *k)``; Equinox: ``"I"``, ``(out, in / g, *k)``, flipped: the kernel of
+            the equivalent convolution over the stride-dilated input); ``""``: no groups.
         padding_default: what a module pads when not told (Flax: ``"SAME"``, PITFALLS' "(!)").
         same_rule: ``"xla"`` (output ceil(n / s), odd pixel high, any stride) or ``"torch"`` (symmetric,
             stride 1 only, PITFALLS trap 4).
@@ -118,7 +119,8 @@ FLAX_NNX = Convention(
     params=_frozen(weight="kernel", bias="bias"),
 )
 EQUINOX = Convention(
-    name="equinox.nn", input="C*", kernel="OI*", transpose_kernel="OI*", transpose_grouped="I", padding_default=0,
+    name="equinox.nn", input="C*", kernel="OI*", transpose_kernel="OI*", transpose_flipped=True, transpose_grouped="I",
+    padding_default=0,
     padding_modes=_frozen(zeros="ZEROS", reflect="REFLECT", replicate="REPLICATE", circular="CIRCULAR"),
     names=_frozen(bias="use_bias"), bias_broadcast=True,
 )

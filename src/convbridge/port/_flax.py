@@ -1,0 +1,190 @@
+"""The Flax side of porting (linen and nnx): read ``Conv`` / ``ConvTranspose`` (and convbridge's Flax layers),
+build them, and run them with given weights."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as linen
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from convbridge.arrays import to_numpy
+from convbridge.errors import ArgumentError, ArgumentTypeError, describe_value
+from convbridge.port.kernels import kernel as convert
+from convbridge.port.layer import Layer, resolve_conv_padding, same_like, transpose_crops
+from convbridge.spec.layout import default_spatial_letters
+from convbridge.transpose import jax_to_torch
+
+__all__ = ["read", "build", "runner", "is_linen", "is_nnx"]
+
+_MODES = {"CIRCULAR": "circular", "REFLECT": "reflect"}
+
+
+def _cb(api: str) -> Any:
+    if api == "linen":
+        from convbridge.nn import linen as mod
+    else:
+        from convbridge.nn import nnx as mod
+    return mod
+
+
+def is_linen(obj: object) -> bool:
+    return isinstance(obj, linen.Module)
+
+
+def is_nnx(obj: object) -> bool:
+    return isinstance(obj, nnx.Module)
+
+
+def _tuple(value: Any, n: int, default: int = 1) -> tuple[int, ...]:
+    if value is None:
+        return (default,) * n
+    if isinstance(value, int):
+        return (value,) * n
+    return tuple(int(v) for v in value)
+
+
+def _params(variables: Any) -> Any:
+    if variables is None:
+        raise ArgumentError("a flax.linen module holds no weights: pass its variables too, e.g. "
+                            "cb.port.to_torch(module, variables)")
+    return variables["params"] if "params" in variables else variables
+
+
+# ----------------------------------------------------------------------------------------------------------- read
+
+def read(m: Any, variables: Any = None) -> tuple[Layer, np.ndarray, np.ndarray | None]:
+    """The layer, its kernel in torch's layout and its bias, as NumPy arrays (linen needs ``variables``)."""
+    api = "linen" if is_linen(m) else "nnx"
+    if type(m).__module__.startswith("convbridge.nn"):
+        cb = _cb(api)
+        if not isinstance(m, (cb.Conv, cb.ConvTranspose)):
+            raise ArgumentTypeError(f"cannot port {describe_value(m)}: not a convolution layer")
+        return _read_cb(m, variables, api)
+    if api == "linen":
+        p = _params(variables)
+        k, b = p.get("kernel"), p.get("bias")
+    else:
+        k = None if getattr(m, "kernel", None) is None else m.kernel.get_value()
+        b = None if getattr(m, "bias", None) is None else m.bias.get_value()
+    native = (linen.Conv, linen.ConvTranspose, nnx.Conv, nnx.ConvTranspose)
+    if type(m) not in native and not isinstance(m, native):
+        raise ArgumentTypeError(f"cannot port {describe_value(m)}: convbridge ports flax Conv and ConvTranspose (linen "
+                                "and nnx) and convbridge.nn.linen / convbridge.nn.nnx layers")
+    if k is None:
+        raise ArgumentError(f"{type(m).__name__} has no 'kernel' parameter in the variables given")
+    if getattr(m, "mask", None) is not None:
+        raise ArgumentError(f"{type(m).__name__} has a mask: the kernel it applies is kernel * mask; port a module "
+                            "without one (multiply the mask into the kernel first)")
+    k = to_numpy(k, "the kernel")
+    nsp = k.ndim - 2
+    letters = default_spatial_letters(nsp)
+    strides = _tuple(m.strides, nsp)
+    dilation = _tuple(m.kernel_dilation, nsp)
+    bias = None if b is None else to_numpy(b, "the bias")
+    if isinstance(m, (linen.Conv, nnx.Conv)):
+        if any(v != 1 for v in _tuple(m.input_dilation, nsp)):
+            raise ArgumentError(f"input_dilation={m.input_dilation}: no torch layer dilates its input; convbridge "
+                                "ports convolutions with input_dilation 1 (for a transposed convolution use "
+                                "ConvTranspose)")
+        if not getattr(m, "shared_weights", True):
+            raise ArgumentTypeError("ConvLocal (unshared weights) is not a convolution torch can run")
+        groups = int(m.feature_group_count)
+        pads, mode = _conv_padding(m.padding, k.shape[:nsp], strides, dilation)
+        layer = Layer("conv", k.shape[-2] * groups, k.shape[-1], tuple(k.shape[:nsp]), strides, pads, dilation,
+                      groups, bias is not None, mode, (0,) * nsp, "N" + letters + "C", dtype=str(k.dtype))
+        return layer.validate(), convert(k, letters + "IO", "OI" + letters), bias
+    padding = m.padding
+    if isinstance(padding, str) and padding.upper() == "CIRCULAR":
+        raise ArgumentError("ConvTranspose(padding='CIRCULAR') wraps its output around, which no torch layer does; "
+                            "convbridge cannot port it")
+    if isinstance(padding, int):
+        padding = ((padding, padding),) * nsp
+    elif not isinstance(padding, str):
+        padding = tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
+    call = jax_to_torch(k, strides=strides, padding=padding, rhs_dilation=dilation,
+                        transpose_kernel=bool(m.transpose_kernel))
+    layer = Layer("conv_transpose", call.kernel.shape[0], call.kernel.shape[1], tuple(call.kernel.shape[2:]),
+                  strides, call.padding, dilation, 1, bias is not None, "zeros", call.output_padding,
+                  "N" + letters + "C", dtype=str(k.dtype))
+    return layer.validate(), call.kernel, bias
+
+
+def _conv_padding(padding: Any, kernel_size: tuple[int, ...], stride: tuple[int, ...],
+                  dilation: tuple[int, ...]) -> tuple[Any, str]:
+    if isinstance(padding, str):
+        word = padding.upper()
+        if word in _MODES:
+            return same_like(kernel_size, dilation), _MODES[word]
+        if word == "CAUSAL":
+            return ((dilation[0] * (kernel_size[0] - 1), 0),), "zeros"
+        return resolve_conv_padding(padding, kernel_size, stride, dilation), "zeros"
+    return resolve_conv_padding(padding, kernel_size, stride, dilation), "zeros"
+
+
+def _read_cb(m: Any, variables: Any, api: str) -> tuple[Layer, np.ndarray, np.ndarray | None]:
+    if api == "linen":
+        p = _params(variables)
+        k, b = p["kernel"], p.get("bias")
+    else:
+        k, b = m.kernel.get_value(), None if m.bias is None else m.bias.get_value()
+    k = to_numpy(k, "the kernel")
+    op = "conv" if isinstance(m, _cb(api).Conv) else "conv_transpose"
+    n = m.num_spatial_dims
+    if op == "conv":
+        pads: Any = resolve_conv_padding(m.padding, tuple(m.kernel_size), tuple(m.stride), tuple(m.dilation))
+        out_pad = (0,) * n
+    else:
+        pads, out_pad = transpose_crops(m.padding, m.output_padding, tuple(m.kernel_size), tuple(m.stride),
+                                        tuple(m.dilation))
+    layer = Layer(op, m.in_channels, m.out_channels, tuple(m.kernel_size), tuple(m.stride), pads, tuple(m.dilation),
+                  m.groups, m.use_bias, m.padding_mode, out_pad, m.layout, dtype=str(k.dtype))
+    letters = "".join(c for c in m.layout if c not in "NC")
+    torch_k = convert(k, letters + "IO", ("OI" if op == "conv" else "IO") + letters)
+    return layer.validate(), np.asarray(torch_k), None if b is None else to_numpy(b, "the bias")
+
+
+
+# --------------------------------------------------------------------------------------------------------- runner
+
+def kernel_format(m: Any, layer: Layer) -> tuple[str, str]:
+    """The module's kernel layout and transposed convention."""
+    sp = layer.spatial
+    if layer.op == "conv":
+        return sp + "IO", "torch"
+    if isinstance(m, (linen.ConvTranspose, nnx.ConvTranspose)):
+        return (sp + "OI", "torch") if m.transpose_kernel else (sp + "IO", "jax")
+    return sp + "IO", "torch"
+
+
+def runner(m: Any, variables: Any, layer: Layer) -> Callable[[Any, Any, Any], Any]:
+    """``fn(x, w, b) -> y`` running the module with torch-layout weight ``w`` and bias ``b``."""
+    layout, convention = kernel_format(m, layer)
+    torch_layout = ("OI" if layer.op == "conv" else "IO") + layer.spatial
+
+    def params(w: Any, b: Any) -> dict[str, Any]:
+        k = convert(jnp.asarray(w), torch_layout, layout, op=layer.op, groups=layer.groups,
+                    dst_convention=convention)
+        return {"kernel": k} if b is None else {"kernel": k, "bias": jnp.asarray(b)}
+
+    if is_linen(m):
+        rest = {k: v for k, v in (variables or {}).items() if k != "params"}
+
+        def run(x: Any, w: Any, b: Any) -> Any:
+            return m.apply({**rest, "params": params(w, b)}, jnp.asarray(x))
+
+        return run
+    graphdef, state = nnx.split(m)
+
+    def run_nnx(x: Any, w: Any, b: Any) -> Any:
+        m2 = nnx.merge(graphdef, state)
+        p = params(w, b)
+        m2.kernel.set_value(p["kernel"])
+        if b is not None:
+            m2.bias.set_value(p["bias"])
+        return m2(jnp.asarray(x))
+
+    return run_nnx

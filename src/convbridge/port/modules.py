@@ -1,0 +1,294 @@
+"""Module ports between torch.nn, Flax (linen and nnx) and Equinox, each exact, each checkable.
+
+A source module is read into a :class:`~convbridge.port.layer.Layer` (PyTorch's meaning, padding as
+explicit pairs) plus its kernel in torch's layout; the target is built from the same. The target is
+the framework's own layer whenever that layer expresses the configuration exactly (padding always
+as explicit pairs, never a ``'SAME'`` that moves strided outputs by a pixel); otherwise it is
+convbridge's layer for that framework (:mod:`convbridge.nn`), and a :class:`PortWarning` says why.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable
+
+import numpy as np
+
+from convbridge.arrays import to_numpy
+from convbridge.errors import ArgumentError, ArgumentTypeError, LayoutError, describe_value
+from convbridge.port.kernels import _permute
+from convbridge.port.layer import Layer, PortWarning
+from convbridge.port.recipe import TARGETS, Recipe, build, recipe
+from convbridge.spec.layout import permutation
+
+__all__ = ["to_flax", "to_equinox", "to_torch", "read", "check", "Side", "plan", "port"]
+
+_APIS = ("linen", "nnx")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One module read: its framework, layer, weights (torch's layout) and how to run it with other weights.
+
+    Attributes:
+        framework: ``"torch"``, ``"flax.linen"``, ``"flax.nnx"`` or ``"equinox"``.
+        layer: the configuration in PyTorch's meaning, with the module's input layout.
+        weight, bias: NumPy arrays; the kernel in torch's layout (``OI*`` conv, ``IO*`` transposed).
+        run: ``fn(x, w, b) -> y`` running the module on ``x`` (its layout) with torch-layout ``w`` and ``b``.
+        name: a label for reports, e.g. ``"torch.nn.Conv2d"``.
+        stored: ``(layout, convention)`` of the kernel as the module stores it.
+    """
+
+    framework: str
+    layer: Layer
+    weight: np.ndarray
+    bias: np.ndarray | None
+    run: Callable[[Any, Any, Any], Any]
+    name: str
+    stored: tuple[str, str]
+
+
+def _side(kind: str) -> ModuleType:
+    """The framework side's module, imported on first use."""
+    import importlib
+
+    return importlib.import_module(f"convbridge.port._{kind}")
+
+
+def _kind(obj: object) -> str:
+    """``"torch"``, ``"linen"``, ``"nnx"`` or ``"equinox"`` for a module, without importing a framework."""
+    root = type(obj).__module__.partition(".")[0]
+    mro = {c.__module__.partition(".")[0] for c in type(obj).__mro__}
+    if root == "torch" or "torch" in mro:
+        return "torch"
+    if "flax" in mro:
+        from convbridge.port import _flax
+
+        return "linen" if _flax.is_linen(obj) else "nnx"
+    if "equinox" in mro:
+        return "equinox"
+    raise ArgumentTypeError(f"cannot port {describe_value(obj)}: give a torch.nn conv layer, a flax.linen module "
+                            "with its variables, a flax.nnx module or an equinox module")
+
+
+def read(module: Any, variables: Any = None) -> Side:
+    """Read a convolution layer from any supported framework.
+
+    Args:
+        module: ``torch.nn.Conv*d`` / ``ConvTranspose*d``, flax linen or nnx ``Conv`` / ``ConvTranspose``,
+            ``equinox.nn.Conv`` / ``ConvTranspose``, or a convbridge.nn layer; a ``(linen_module, variables)``
+            pair works too.
+        variables: a linen module's variables (``{"params": ...}``).
+
+    Returns:
+        A :class:`Side`.
+
+    Raises:
+        ConvBridgeError: an unknown layer type, missing variables, or a configuration no other framework has.
+    """
+    if isinstance(module, tuple) and len(module) == 2 and variables is None:
+        module, variables = module
+    kind = _kind(module)
+    if kind != "linen" and variables is not None:
+        raise ArgumentError(f"variables are for flax.linen modules; this {type(module).__name__} holds its own weights")
+    if kind == "torch":
+        t = _side("torch")
+        layer, w, b = t.read(module)
+        return Side("torch", layer, w, b, t.runner(module), _name(module, "torch.nn"),
+                    t.kernel_format(module, layer))
+    if kind in _APIS:
+        f = _side("flax")
+        layer, w, b = f.read(module, variables)
+        return Side(f"flax.{kind}", layer, w, b, f.runner(module, variables, layer), _name(module, f"flax.{kind}"),
+                    f.kernel_format(module, layer))
+    e = _side("equinox")
+    layer, w, b = e.read(module)
+    return Side("equinox", layer, w, b, e.runner(module, layer), _name(module, "equinox.nn"),
+                e.kernel_format(module, layer))
+
+
+def _name(module: object, api: str) -> str:
+    where = type(module).__module__
+    return f"{where}.{type(module).__name__}" if where.startswith("convbridge") else f"{api}.{type(module).__name__}"
+
+
+def _layout(layer: Layer, layout: str | None, template: str) -> str:
+    if layout is None:
+        return template.replace("*", layer.spatial)
+    if not isinstance(layout, str):
+        raise ArgumentError(f"layout must be a string such as 'NCHW' or 'NHWC', got {describe_value(layout)}")
+    letters = [c for c in layout if c not in "NC"]
+    if "".join(letters) != layer.spatial or "C" not in layout or len(set(layout)) != len(layout):
+        raise LayoutError(f"layout {layout!r} does not fit this layer: write C, an optional N and the spatial letters "
+                          f"{layer.spatial!r} in this order, e.g. {'N' + layer.spatial + 'C'!r} or "
+                          f"{'NC' + layer.spatial!r}")
+    return layout
+
+
+def _warn(reason: str, target: str, op: str) -> None:
+    if reason:  # stacklevel: the user's call of to_flax / to_equinox / to_torch
+        cls = "Conv" if op == "conv" else "ConvTranspose"
+        warnings.warn(PortWarning(f"{reason}: ported to convbridge.nn.{target}.{cls}, which computes exactly the same "
+                                  "thing"), stacklevel=4)
+
+
+def to_torch(module: Any, variables: Any = None, *, layout: str | None = None) -> Any:
+    """Port a Flax (linen with ``variables``, or nnx), Equinox or torch convolution layer to torch.
+
+    Args:
+        module, variables: the source (see :func:`read`).
+        layout: the input layout the result takes; default channels-first (``NC*``).
+
+    Returns:
+        A ``torch.nn.Conv*d`` / ``ConvTranspose*d`` when it expresses the layer exactly, else a
+        ``convbridge.nn.torch`` layer (with a :class:`PortWarning`).
+    """
+    m, _ = port(module, variables, target="torch", layout=layout)
+    return m
+
+
+def to_flax(module: Any, variables: Any = None, *, api: str = "linen", layout: str | None = None) -> Any:
+    """Port a torch, Equinox or Flax convolution layer to Flax.
+
+    Args:
+        module, variables: the source (see :func:`read`).
+        api: ``"linen"`` (returns ``(module, variables)``) or ``"nnx"`` (returns a module holding its params).
+        layout: the input layout the result takes; default channels-last (``N*C``).
+
+    Returns:
+        Flax's ``Conv`` / ``ConvTranspose`` when it expresses the layer exactly (explicit padding pairs), else
+        a ``convbridge.nn.linen`` / ``convbridge.nn.nnx`` layer (with a :class:`PortWarning`).
+    """
+    if api not in _APIS:
+        raise ArgumentError(f"api must be 'linen' or 'nnx', got {describe_value(api)}")
+    m, params = port(module, variables, target=api, layout=layout)
+    return (m, params) if api == "linen" else m
+
+
+def to_equinox(module: Any, variables: Any = None, *, layout: str | None = None) -> Any:
+    """Port a torch, Flax or Equinox convolution layer to Equinox.
+
+    Args:
+        module, variables: the source (see :func:`read`).
+        layout: the input layout the result takes; default one unbatched example (``C*``, as Equinox layers).
+
+    Returns:
+        ``equinox.nn.Conv`` / ``ConvTranspose`` when it expresses the layer exactly, else a
+        ``convbridge.nn.equinox`` layer (with a :class:`PortWarning`).
+    """
+    m, _ = port(module, variables, target="equinox", layout=layout)
+    return m
+
+
+_CUSTOMARY = {"torch": "NC*", "linen": "N*C", "nnx": "N*C", "equinox": "C*"}
+
+
+def plan(module: Any, variables: Any = None, *, target: str, layout: str | None = None) -> tuple[Side, Recipe]:
+    """The source read and the target's recipe (what :func:`port` builds and ``convbridge port`` prints)."""
+    if target not in TARGETS:
+        raise ArgumentError(f"target must be one of {', '.join(map(repr, TARGETS))}, got {describe_value(target)}")
+    src = read(module, variables)
+    lay = _layout(src.layer, layout, _CUSTOMARY[target])
+    return src, recipe(src.layer, target, lay, src.weight.dtype)
+
+
+def port(module: Any, variables: Any = None, *, target: str, layout: str | None = None) -> tuple[Any, Any]:
+    """``(module, variables)`` of the port to ``target`` (variables: linen's dict, else None)."""
+    src, r = plan(module, variables, target=target, layout=layout)
+    _warn(r.reason, target, src.layer.op)
+    return build(r, src.weight, src.bias)
+
+
+# ---------------------------------------------------------------------------------------------------------- check
+
+def adapt(run: Callable[[Any, Any, Any], Any], own: str, given: str) -> Callable[[Any, Any, Any], Any]:
+    """``run`` (taking layout ``own``) as a function of ``x`` in layout ``given``, returning ``given``'s layout."""
+    if own == given:
+        return run
+    own_b = own if "N" in own else "N" + own
+    given_b = given if "N" in given else "N" + given
+    to_own, back = permutation(given_b, own_b), permutation(own_b, given_b)
+
+    def adapted(x: Any, w: Any, b: Any) -> Any:
+        xb = x if "N" in given else x[None]
+        xo = _permute(xb, to_own)
+        if "N" in own:
+            y = run(xo, w, b)
+        else:  # one example at a time (Equinox)
+            y = _each(run, xo, w, b)
+        y = _permute(y, back)
+        return y if "N" in given else y[0]
+
+    return adapted
+
+
+def _each(run: Callable[[Any, Any, Any], Any], x: Any, w: Any, b: Any) -> Any:
+    import jax
+
+    return jax.vmap(lambda xi: run(xi, w, b))(x)
+
+
+def check(src: Any, dst: Any, x: Any, *, src_variables: Any = None, dst_variables: Any = None,
+          **compare_kwargs: Any) -> Any:
+    """Judge a port: run ``src`` and ``dst`` on the same input through :func:`convbridge.compare`.
+
+    Both run as callables with the *same* weights (``dst``'s mapped from ``src``'s by :func:`kernel`), so
+    compare's float64 and exact-integer re-runs test the port's weight mapping and configuration, not one draw.
+
+    Args:
+        src, dst: modules of any supported framework, or ``(linen_module, variables)`` pairs. ``dst`` may also
+            be a plain ``fn(x) -> y`` (then judged on ``x`` alone, with no re-runs).
+        x: an input in ``src``'s layout (a batch is fine for an Equinox source: it is vmapped).
+        src_variables, dst_variables: linen variables, when not given as pairs.
+        **compare_kwargs: passed to :func:`convbridge.compare` (``rerun``, ``exact``).
+
+    Returns:
+        A :class:`convbridge.ParityReport` (``.verdict``).
+    """
+    from convbridge.judging import compare
+
+    s = read(src, src_variables)
+    given = s.layer.layout
+    xn = to_numpy(x, "x")
+    if xn.ndim == len(given) + 1 and "N" not in given:
+        given = "N" + given
+    elif xn.ndim != len(given):
+        raise ArgumentError(f"x has shape {xn.shape}, but {s.name} takes {len(given)}-d input in layout {given}")
+    runs = [(s.name, adapt(s.run, s.layer.layout, given))]
+    if callable(dst) and _is_plain_function(dst):
+        fn = dst
+        runs.append((getattr(fn, "__qualname__", "dst"), lambda x_, w_, b_: fn(x_)))
+        compare_kwargs.setdefault("rerun", False)
+    else:
+        d = read(dst, dst_variables)
+        if (d.layer.op, d.layer.in_channels, d.layer.out_channels) != (s.layer.op, s.layer.in_channels,
+                                                                       s.layer.out_channels):
+            raise ArgumentError(f"{s.name} and {d.name} are different layers ({s.layer.op} {s.layer.in_channels}->"
+                                f"{s.layer.out_channels} vs {d.layer.op} {d.layer.in_channels}->"
+                                f"{d.layer.out_channels}); check compares a layer with its port")
+        name = d.name if d.name != s.name else d.name + " (port)"
+        runs.append((name, adapt(d.run, d.layer.layout, given)))
+    kwargs = s.layer.op_kwargs(given)
+    return compare(xn.astype(s.weight.dtype, copy=False), s.weight, s.bias, op=s.layer.op,
+                   backends=[(n, _no_grad(f)) for n, f in runs], **kwargs, **compare_kwargs)
+
+
+def _is_plain_function(obj: object) -> bool:
+    roots = {c.__module__.partition(".")[0] for c in type(obj).__mro__}
+    return not roots & {"torch", "flax", "equinox"} and not isinstance(obj, tuple)
+
+
+def _no_grad(fn: Callable[[Any, Any, Any], Any]) -> Callable[[Any, Any, Any], Any]:
+    def run(x: Any, w: Any, b: Any) -> Any:
+        if "torch" in __import__("sys").modules:
+            import torch
+
+            with torch.no_grad():
+                return fn(x, w, b)
+        return fn(x, w, b)
+
+    return run
+
+

@@ -78,3 +78,54 @@ def test_explain_failures_are_clean(args, pattern):
     result = run(*args)
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert pattern in result.output, result.output
+
+
+def test_transposed_layer():
+    result = run("8,64,16,16", "--layer", "ConvTranspose2d(64, 32, 4, stride=2, padding=1, output_padding=1, groups=4)")
+    assert result.exit_code == 0, result.output
+    for needle in ("conv_transpose 2-d, torch's convention", "H: (16 - 1)*2 - 1 - 1 + 1*(4 - 1) + 1 + 1 = 33",
+                   "(256 x 16) @ (16 x 128) per image per group", "torch.nn.ConvTranspose2d(64, 32",
+                   "jax.lax.conv_general_dilated(", "feature_group_count=4", "lax.conv_transpose has no groups"):
+        assert needle in result.output, needle
+
+
+def test_transposed_kernel_with_op_and_output_padding():
+    result = run("2,4,7", "--kernel", "4,2,3", "--op", "conv_transpose", "--stride", "2", "--padding", "1",
+                 "--output-padding", "1", "--bias")
+    assert result.exit_code == 0, result.output
+    for needle in ("W: (7 - 1)*2 - 1 - 1 + 1*(3 - 1) + 1 + 1 = 14", "output (2, 2, 14)",
+                   "jax.lax.conv_transpose(x, w, strides=(2,), padding=((1, 2),)", "output_padding=(1,)",
+                   "flax.linen.ConvTranspose(features=2", "equinox.nn.ConvTranspose(num_spatial_dims=1"):
+        assert needle in result.output, needle
+
+
+def test_transposed_draw_points_to_the_convolution_it_is_the_gradient_of(tmp_path):
+    layer = "ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1)"
+    result = run("1,4,8,8", "--layer", layer, "--draw", str(tmp_path / "pics"))
+    assert result.exit_code == 2 and "--draw" in result.output, result.output
+    hint = "convbridge explain 1,2,16,16 --kernel 4,2,3,3 --stride 2,2 --padding 1:0,1:0 --dilation 1,1 --groups 1"
+    assert hint in result.output and not (tmp_path / "pics").exists()
+    conv = run(*hint.split()[2:])  # the suggested convolution maps the output back to the input's shape
+    assert conv.exit_code == 0 and "output (1, 4, 8, 8)" in conv.output, conv.output
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (("2,4,7", "--kernel", "4,2,3", "--op", "conv_transpose", "--padding-mode", "reflect"),
+     "conv_transpose has no argument 'padding_mode'"),
+    (("2,4,7", "--kernel", "4,2,3", "--output-padding", "1"), "conv has no argument 'output_padding'"),
+    (("2,4,7", "--kernel", "4,2,3", "--op", "conv_transpose", "--stride", "2", "--output-padding", "2"),
+     r"output_padding 2 on axis W must be < max(stride 2, dilation 1)"),
+    (("2,4,7", "--kernel", "4,2,3", "--op", "deconv"), "Invalid value for '--op'"),
+    (("1,4,8,8", "--layer", "ConvTranspose2d(4, 2, 3, stride=2)", "--stride", "3"),
+     "stride=3 conflicts with stride=(2, 2) of layer"),
+    (("1,4,8,8", "--layer", "ConvTranspose2d(4, 2, 3)", "--op", "conv"), "op='conv' conflicts with op='conv_transpose'"),
+    (("1,4,8,8", "--layer", "ConvTranspose2d(4, 2, 3, bias=False)", "--bias"), "bias=True conflicts with bias=False"),
+    (("1,4,8,8", "--layer", "ConvTranspose2d(4, 2, 3, padding='same')"), "ConvTranspose2d takes no padding string"),
+    (("1,4,8,8", "--layer", "Conv2d(4, 2, 3, paddin=1)"), "did you mean 'padding'?"),
+    (("1,4,8,8", "--layer", "ConvTranspose2d(4, 2, 3, stride=2, output_padding=2)"),
+     "output_padding must be smaller than either stride or dilation"),
+])
+def test_transposed_failures_are_clean(args, pattern):
+    result = run(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert pattern in result.output, result.output

@@ -397,11 +397,19 @@ def _shape(text: str, name: str) -> tuple[int, ...]:
 
 @main.command(context_settings=CONTEXT, epilog=EXIT_HELP)
 @click.argument("input_shape")
-@click.option("--kernel", "kernel_shape", default=None, help="Kernel shape, e.g. 4,3,5,5 (OIHW by default).")
-@click.option("--layer", default=None, help="A torch layer instead of --kernel, e.g. \"Conv2d(3, 4, 5)\".")
+@click.option("--kernel", "kernel_shape", default=None,
+              help="Kernel shape, e.g. 4,3,5,5 (OIHW by default; with --op conv_transpose torch's IOHW, "
+                   "(C_in, C_out/groups, *k)).")
+@click.option("--layer", default=None,
+              help="A torch layer instead of --kernel, e.g. \"Conv2d(3, 4, 5)\" or \"ConvTranspose2d(64, 32, 4, "
+                   "stride=2, padding=1)\"; other options must agree with it.")
+@click.option("--op", type=click.Choice(["conv", "conv_transpose"]), default=None,
+              help="conv (default) or conv_transpose (torch's convention, the gradient of conv); a --layer sets it.")
 @click.option("--stride", default="1", show_default=True)
 @click.option("--padding", default="0", show_default=True,
               help="valid, same, same_lower, an int, ints like 1,2, or lo:hi pairs like 1:2,0:1.")
+@click.option("--output-padding", default="0", show_default=True,
+              help="conv_transpose only: rows added on the high side, an int or ints like 1,0.")
 @click.option("--dilation", default="1", show_default=True)
 @click.option("--groups", type=int, default=1, show_default=True)
 @click.option("--padding-mode", type=click.Choice(["zeros", "reflect", "replicate", "circular"]), default="zeros",
@@ -413,49 +421,78 @@ def _shape(text: str, name: str) -> tuple[int, ...]:
                    "or empty folder, or one convbridge wrote before (only its own files are replaced).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=60, show_default=True,
               help="The most frames per GIF (evenly spaced steps when there are more).")
-def explain(input_shape: str, kernel_shape: str | None, layer: str | None, stride: str, padding: str,
-            dilation: str, groups: int, padding_mode: str, layout: str | None, bias: bool, draw: str | None,
-            max_frames: int) -> int:
-    """Explain a convolution: output-size arithmetic, matmul view, and the equivalent call in every framework.
+def explain(input_shape: str, kernel_shape: str | None, layer: str | None, op: str | None, stride: str,
+            padding: str, output_padding: str, dilation: str, groups: int, padding_mode: str, layout: str | None,
+            bias: bool, draw: str | None, max_frames: int) -> int:
+    """Explain a convolution or a transposed convolution: output-size arithmetic, matmul view, and the equivalent
+    call in every framework.
 
-    INPUT_SHAPE is the input's shape, e.g. 32,3,32,32. Example: convbridge explain 32,3,32,32 --kernel 4,3,5,5
+    INPUT_SHAPE is the input's shape, e.g. 32,3,32,32. Examples: convbridge explain 32,3,32,32 --kernel 4,3,5,5;
+    convbridge explain 8,64,16,16 --layer "ConvTranspose2d(64, 32, 4, stride=2, padding=1, output_padding=1)"
     """
-    _explain(input_shape, kernel_shape, layer, stride, padding, dilation, groups, padding_mode, layout, bias,
-             draw, max_frames)
-    return 0
-
-
-def _explain(input_shape: str, kernel_shape: str | None, layer: str | None, stride: str, padding: str,
-             dilation: str, groups: int, padding_mode: str, layout: str | None, bias: bool, draw: str | None,
-             max_frames: int) -> None:
-    import convbridge as cb
-
-    kwargs: dict[str, Any] = {}
-    if layer is None or stride != "1":
+    kwargs: dict[str, Any] = {} if op is None else {"op": op}
+    if layer is None or stride != "1":  # with a layer, only what the command line changes (the rest must agree)
         kwargs["stride"] = _ints(stride, "--stride")
     if layer is None or padding != "0":
         kwargs["padding"] = _padding(padding)
     if layer is None or dilation != "1":
         kwargs["dilation"] = _ints(dilation, "--dilation")
-    if layer is None:
-        kwargs.update(groups=groups, padding_mode=padding_mode)
+    if layer is None or groups != 1:
+        kwargs["groups"] = groups
+    if padding_mode != "zeros" or layer is None and op != "conv_transpose":
+        kwargs["padding_mode"] = padding_mode
+    if output_padding != "0" or layer is None and op == "conv_transpose":
+        kwargs["output_padding"] = _ints(output_padding, "--output-padding")
     if layout:
         kwargs["layout"] = layout
+    _explain(input_shape, kernel_shape, layer, bias, kwargs, draw, max_frames)
+    return 0
+
+
+def _explain(input_shape: str, kernel_shape: str | None, layer: str | None, bias: bool, kwargs: dict[str, Any],
+             draw: str | None, max_frames: int) -> None:
+    import convbridge as cb
+
     kernel = None if kernel_shape is None else _shape(kernel_shape, "--kernel")
-    if draw is not None:
-        from convbridge.reportdir import check_out_dir
-        from convbridge.viz.explanation import DRAWINGS
+    e = cb.explain(_shape(input_shape, "INPUT_SHAPE"), kernel, layer=layer, bias=bias or None, **kwargs)
+    if draw is None:
+        click.echo(str(e))
+        return
+    from convbridge.explain import Explanation
+    from convbridge.reportdir import check_out_dir, write_folder
+    from convbridge.viz.explanation import DRAWINGS, draw_explanation
 
-        check_out_dir(draw, "--draw", DRAWINGS)  # before any work
-    e = cb.explain(_shape(input_shape, "INPUT_SHAPE"), kernel, layer=layer, bias=bias, **kwargs)
+    if not isinstance(e, Explanation):
+        raise click.BadParameter(f"the pictures draw convolutions, not transposed ones; {_adjoint_hint(e.spec)}",
+                                 param_hint="--draw")
+    check_out_dir(draw, "--draw", DRAWINGS)  # before any drawing
     click.echo(str(e))
-    if draw is not None:
-        from convbridge.reportdir import write_folder
-        from convbridge.viz.explanation import draw_explanation
+    conv = e
+    for path in write_folder(draw, lambda tmp: draw_explanation(conv, tmp, max_frames=max_frames), flag="--draw",
+                             will_write=DRAWINGS):
+        click.echo(f"wrote {path}")
 
-        for path in write_folder(draw, lambda tmp: draw_explanation(e, tmp, max_frames=max_frames), flag="--draw",
-                                 will_write=DRAWINGS):
-            click.echo(f"wrote {path}")
+
+def _adjoint_hint(spec: object) -> str:
+    """The command that draws the convolution a transposed one is the gradient of (its GIF animates the scatter)."""
+    from convbridge.spec import ConvTransposeSpec
+
+    if not isinstance(spec, ConvTransposeSpec):  # pragma: no cover - only transposed explanations get here
+        return ""
+    try:
+        conv = spec.adjoint()
+    except ConvBridgeError:
+        return "and its output_padding exceeds its high crop, so no convolution has it as its gradient"
+    x = (conv.batch, conv.in_channels, *conv.in_spatial)[0 if spec.layout.batched else 1:]  # the transposed output
+    w = (conv.out_channels, conv.in_channels // conv.groups, *conv.kernel_spatial)
+
+    def ints(values: Sequence[int]) -> str:
+        return ",".join(map(str, values))
+
+    pads = ",".join(f"{lo}:{hi}" for lo, hi in conv.padding)
+    return (f"draw the convolution it is the gradient of (its conv_transpose.gif animates this scatter): convbridge "
+            f"explain {ints(x)} --kernel {ints(w)} --stride {ints(conv.stride)} --padding {pads} --dilation "
+            f"{ints(conv.dilation)} --groups {conv.groups} --draw DIR")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,29 +1,38 @@
-"""Explain a convolution: its output-size arithmetic, its matmul view, and the exact call in every framework.
+"""Explain a convolution or a transposed convolution: its output-size arithmetic, its matmul view, and the exact
+call in every framework.
 
 ``cb.explain((32, 3, 32, 32), (4, 3, 5, 5))`` prints, among other things,
 ``H: (32 + 0 + 0 - 1*(5-1) - 1)/1 + 1 = 28`` and
 ``(784 x 75) @ (75 x 4) per image``. Every emitted snippet is runnable: it reads
 ``x``, ``w`` and ``b`` (that framework's arrays, in the layout given to explain)
-and leaves the result in ``y`` (in the output layout).
+and leaves the result in ``y`` (in the output layout). ``op="conv_transpose"`` (torch's
+convention) is explained by :mod:`convbridge.explain_transpose`; a torch layer string
+(``layer="ConvTranspose2d(64, 32, 4, stride=2)"``) is read by :mod:`convbridge.layer_string`,
+whose :class:`Layer` and :func:`read_layer` this module re-exports.
 """
 
 from __future__ import annotations
 
-import ast
 import html
 import math
-import reprlib
-from dataclasses import dataclass
+import sys
+import types
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from convbridge._args import per_dim
 from convbridge._types import Shape
-from convbridge.errors import ArgumentError, ArgumentTypeError, brief, checked_signature
+from convbridge.errors import ArgumentError, brief, checked_signature
+from convbridge.explain_transpose import TransposeExplanation, explain_transpose
+from convbridge.frameworks import TORCH
+from convbridge.layer_string import Layer, read_layer
 from convbridge.ops import get_op
 from convbridge.snippets import Snippet, snippets
-from convbridge.spec import ConvAxis, ConvSpec, as_shape, make_conv_spec, resolve_layout
+from convbridge.spec import ConvAxis, ConvSpec, as_shape, make_conv_spec
+from convbridge.spec.layout import RESERVED
+from convbridge.spec.padding import parse_padding
 
-__all__ = ["explain", "Explanation", "DimArithmetic", "parse_layer"]
+__all__ = ["explain", "Explanation", "TransposeExplanation", "DimArithmetic", "Layer", "read_layer", "parse_layer"]
 
 
 @dataclass(frozen=True)
@@ -131,111 +140,132 @@ class Explanation:
         return f"<pre>{html.escape(str(self))}</pre>"
 
 
-_LAYER_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
-               "padding_mode")
-
-
 def parse_layer(text: str) -> tuple[int, dict[str, Any]]:
-    """Parse a torch layer description such as ``"Conv2d(3, 4, 5, stride=2)"`` (literals only).
+    """Parse a torch layer such as ``"Conv2d(3, 4, 5, stride=2)"`` into torch's argument names (see :func:`read_layer`,
+    which this wraps).
 
     Returns:
-        ``(nsp, arguments)`` with torch's argument names and defaults filled in.
+        ``(nsp, arguments)``: per-dim sizes as tuples, ``padding`` as given.
 
     >>> parse_layer("nn.Conv2d(3, 4, 5, padding=1)")[1]["padding"]
     1
     """
-    if not isinstance(text, str):
-        raise ArgumentTypeError(f"layer must be a string such as 'Conv2d(3, 4, 5)', got {reprlib.repr(text)}")
-    try:
-        call = ast.parse(text.strip(), mode="eval").body
-        if not isinstance(call, ast.Call):
-            raise ValueError
-        name = ast.unparse(call.func).rsplit(".", 1)[-1]
-        args = [ast.literal_eval(a) for a in call.args]
-        kwargs = {str(k.arg): ast.literal_eval(k.value) for k in call.keywords}
-    except (SyntaxError, ValueError):
-        raise ArgumentError(f"cannot read layer {brief(text)}; write a torch layer with literal arguments, "
-                            "e.g. 'Conv2d(3, 4, 5, stride=2, padding=1)'") from None
-    if name not in ("Conv1d", "Conv2d", "Conv3d"):
-        raise ArgumentError(f"unknown layer {name!r}; use Conv1d, Conv2d or Conv3d, e.g. 'Conv2d(3, 4, 5)'")
-    if len(args) > len(_LAYER_ARGS):
-        raise ArgumentError(f"layer {brief(text)} has {len(args)} positional arguments; Conv takes at most 9")
-    values: dict[str, Any] = dict(stride=1, padding=0, dilation=1, groups=1, bias=True, padding_mode="zeros")
-    values.update(zip(_LAYER_ARGS, args))
-    unknown = set(kwargs) - set(_LAYER_ARGS)
-    if unknown:
-        raise ArgumentError(f"layer {brief(text)} has unknown arguments {sorted(unknown)}; Conv takes {_LAYER_ARGS}")
-    values.update(kwargs)
-    missing = [a for a in _LAYER_ARGS[:3] if a not in values]
-    if missing:
-        raise ArgumentError(f"layer {brief(text)} lacks {missing}; e.g. 'Conv2d(3, 4, 5)' = in, out, kernel size")
-    return int(name[4]), values
+    layer = read_layer(text)
+    values = {f.name: getattr(layer, f.name) for f in fields(layer)}
+    if layer.kind == "Conv":
+        del values["output_padding"]
+    del values["kind"], values["num_spatial_dims"]
+    return layer.num_spatial_dims, values
 
 
-def _from_layer(layer: str) -> tuple[Shape, dict[str, Any]]:
-    nsp, a = parse_layer(layer)
-    for name in ("in_channels", "out_channels", "groups"):
-        value = a[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ArgumentError(f"layer {brief(layer)}: {name} must be a positive int, got {brief(value)}")
-    ks = per_dim(a["kernel_size"], "kernel_size", nsp, minimum=1)
-    groups = a["groups"]
-    if a["in_channels"] % groups:
-        raise ArgumentError(f"layer groups={brief(groups)} must be a positive int dividing in_channels "
-                            f"({a['in_channels']})")
-    kernel = (a["out_channels"], a["in_channels"] // groups, *ks)
-    kw = dict(stride=a["stride"], padding=a["padding"], dilation=a["dilation"], groups=groups,
-              padding_mode=a["padding_mode"], bias=bool(a["bias"]))
-    return kernel, kw
+def _merge_layer(layer: Layer, text: str, op: str | None, bias: bool | None,
+                 kwargs: dict[str, Any]) -> tuple[str, bool, dict[str, Any]]:
+    """The layer's own arguments with the explicit ones; an explicit value that differs from the layer's raises."""
+    own = layer.op_kwargs()
+    given: dict[str, Any] = dict(kwargs, op=op, bias=bias)
+    mine: dict[str, Any] = dict(own, op=layer.op, bias=layer.bias)
+    for key, value in given.items():
+        if key in mine and value is not None and not _same(key, value, mine[key], layer.num_spatial_dims):
+            raise ArgumentError(f"{key}={brief(value)} conflicts with {key}={brief(mine[key])} of layer "
+                                f"{brief(text.strip())}; give it once (an equal value is fine)")
+    if "output_size" in kwargs:
+        del own["output_padding"]  # torch's forward(x, output_size) picks output_padding itself
+    return layer.op, layer.bias, {**own, **kwargs}
+
+
+def _layer_kernel(layer: Layer, layout: object) -> tuple[Shape, object]:
+    """The layer's weight shape and the layout to read it with: torch's kernel layout (``OI...``, or ``IO...`` for
+    ConvTranspose) unless the layout names the kernel's letters, which then reorder the weight's shape."""
+    if isinstance(layout, str) and "," not in layout and "->" not in layout:
+        lhs, rhs, out = layout, None, layout
+    elif isinstance(layout, str) and layout.count(",") == 1 and layout.count("->") == 1:
+        (lhs, rhs), out = layout.split("->")[0].split(","), layout.split("->")[1]
+    elif isinstance(layout, (tuple, list)) and len(layout) == 3 and all(isinstance(p, str) for p in layout):
+        lhs, rhs, out = layout
+    else:  # None, or malformed: the spec says why
+        return layer.weight_shape, layout
+    sp = "".join(c for c in lhs.strip() if c not in RESERVED)
+    own = TORCH.kernel_layout(sp) if layer.kind == "Conv" else TORCH.transpose_layout(sp)
+    if rhs is None:
+        return layer.weight_shape, (lhs.strip(), own, out.strip())
+    if sorted(rhs.strip()) != sorted(own):
+        return layer.weight_shape, layout  # the spec reports the letters that disagree
+    sizes = dict(zip(own, layer.weight_shape))
+    return tuple(sizes[c] for c in rhs.strip()), layout
+
+
+def _same(key: str, value: object, own: object, nsp: int) -> bool:
+    if key in ("stride", "dilation", "output_padding"):
+        return per_dim(value, key, nsp, minimum=0) == per_dim(own, key, nsp, minimum=0)
+    if key == "padding":
+        return parse_padding(value, nsp) == parse_padding(own, nsp)
+    return value == own and isinstance(value, bool) == isinstance(own, bool)
 
 
 @checked_signature
-def explain(input_shape: Shape, kernel_shape: Shape | None = None, *, layer: str | None = None, bias: bool = False,
-            **conv_kwargs: Any) -> Explanation:
-    """Explain a convolution's arithmetic and give its exact equivalent in every framework.
+def explain(input_shape: Shape, kernel_shape: Shape | None = None, *, op: str | None = None,
+            layer: str | None = None, bias: bool | None = None,
+            **op_kwargs: Any) -> Explanation | TransposeExplanation:
+    """Explain a convolution or a transposed convolution: its arithmetic, and its exact equivalent in every framework.
 
     Args:
         input_shape: the input's shape, e.g. ``(32, 3, 32, 32)`` (unbatched works too).
-        kernel_shape: the kernel's shape, e.g. ``(4, 3, 5, 5)``; or give ``layer``.
-        layer: a torch layer description instead of a kernel, e.g. ``"Conv2d(3, 4, 5)"``.
-        bias: whether a bias is added (a layer's own ``bias=`` wins).
-        **conv_kwargs: stride, padding, dilation, groups, padding_mode, layout, as for ``cb.conv``.
+        kernel_shape: the kernel's shape, e.g. ``(4, 3, 5, 5)``; for ``op="conv_transpose"`` torch's
+            ``(C_in, C_out / groups, *k)``; or give ``layer``.
+        op: ``"conv"`` (default) or ``"conv_transpose"`` (torch's convention, the gradient of conv);
+            a layer's kind sets it.
+        layer: a torch layer instead of a kernel, e.g. ``"Conv2d(3, 4, 5)"`` or
+            ``"nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1)"`` (:func:`read_layer`).
+        bias: whether a bias is added (default: the layer's, else False).
+        **op_kwargs: stride, padding, dilation, groups, layout, and padding_mode (conv) or output_padding,
+            output_size (conv_transpose), as for ``cb.conv`` / ``cb.conv_transpose``. With a layer, a value
+            that differs from the layer's own raises; layout and output_size add to it.
 
     Returns:
-        An :class:`Explanation`; ``print()`` it.
+        An :class:`Explanation` (conv) or a :class:`~convbridge.explain_transpose.TransposeExplanation`;
+        ``print()`` it.
 
     Raises:
-        ConvBridgeError: invalid shapes or arguments.
+        ConvBridgeError: invalid shapes or arguments, an unreadable layer, or arguments that contradict it.
+
+    Shape:
+        conv: out = floor((n + lo + hi - dilation * (k - 1) - 1) / stride) + 1;
+        conv_transpose: out = (n - 1) * stride - lo - hi + dilation * (k - 1) + output_padding + 1.
 
     >>> e = explain((32, 3, 32, 32), (4, 3, 5, 5))
     >>> e.dims[0].formula
     'H: (32 + 0 + 0 - 1*(5-1) - 1)/1 + 1 = 28'
     >>> e.matmul
     (784, 75, 4)
+    >>> t = explain((8, 64, 16, 16), layer="ConvTranspose2d(64, 32, 4, stride=2, padding=1, output_padding=1)")
+    >>> t.dims[0].formula, t.output_shape
+    ('H: (16 - 1)*2 - 1 - 1 + 1*(4 - 1) + 1 + 1 = 33', (8, 32, 33, 33))
     """
     input_shape = as_shape(input_shape, "input")
-    if not isinstance(bias, bool):
+    if bias is not None and not isinstance(bias, bool):
         raise ArgumentError(f"bias must be True or False (whether the convolution adds one), got {brief(bias)}")
-    get_op("conv").check_keywords(conv_kwargs)  # what is computed only: no plan keywords (algorithm, device)
     if layer is not None:
         if kernel_shape is not None:
             raise ArgumentError("give kernel_shape or layer, not both")
-        kernel_shape, layer_kw = _from_layer(layer)
-        bias = layer_kw.pop("bias")
-        conv_kwargs = {**layer_kw, **conv_kwargs}
+        parsed = read_layer(layer)
+        op, bias, op_kwargs = _merge_layer(parsed, layer, op, bias, op_kwargs)
+        kernel_shape, layout = _layer_kernel(parsed, op_kwargs.get("layout"))
+        if layout is not None:
+            op_kwargs["layout"] = layout
+    entry = get_op("conv" if op is None else op)
+    if entry.name not in ("conv", "conv_transpose"):
+        raise ArgumentError(f"explain explains op='conv' and op='conv_transpose', got op={entry.name!r}")
+    entry.check_keywords(op_kwargs)  # what is computed only: no plan keywords (algorithm, device)
     if kernel_shape is None:
         raise ArgumentError("explain needs a kernel_shape such as (4, 3, 5, 5) or a layer such as 'Conv2d(3, 4, 5)'")
     kernel_shape = as_shape(kernel_shape, "kernel")
-    spec = make_conv_spec(input_shape, kernel_shape, (kernel_shape[_o_axis(conv_kwargs, kernel_shape)],)
-                          if bias else None, **conv_kwargs)
+    if entry.name == "conv_transpose":
+        return explain_transpose(input_shape, kernel_shape, bool(bias), op_kwargs,
+                                 module_output_size=layer is not None and "output_size" in op_kwargs)
+    spec = replace(make_conv_spec(input_shape, kernel_shape, **op_kwargs), has_bias=bool(bias))
     dims = tuple(DimArithmetic(c, a) for c, a in zip(spec.layout.spatial, spec.axes))
-    note = _padding_note(spec, conv_kwargs.get("padding", 0))
+    note = _padding_note(spec, op_kwargs.get("padding", 0))
     return Explanation(spec, input_shape, kernel_shape, dims, note, snippets(spec))
-
-
-def _o_axis(conv_kwargs: dict[str, Any], kernel_shape: Shape) -> int:
-    lay = resolve_layout(conv_kwargs.get("layout"), len(kernel_shape), len(kernel_shape))
-    return lay.rhs_perm[0]
 
 
 def _padding_note(spec: ConvSpec, given: object) -> str:
@@ -248,3 +278,15 @@ def _padding_note(spec: ConvSpec, given: object) -> str:
     if any(lo != hi for lo, hi in spec.padding):
         text += "; asymmetric: torch's conv cannot express it alone, so torch pads first"
     return text
+
+
+class _CallableModule(types.ModuleType):
+    """``import convbridge.explain`` (e.g. for :func:`read_layer`) binds this module to ``convbridge.explain``,
+    shadowing the function the package exports under the same name; calling the module calls the function, so
+    ``cb.explain(...)`` works in either order of imports."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Explanation | TransposeExplanation:
+        return explain(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,4 +1,4 @@
-"""Exact equivalent calls of a convolution in torch, jax.lax, Flax and Equinox, as runnable code.
+"""Exact equivalent calls of a convolution in torch, jax.lax, Flax (linen and nnx) and Equinox, as runnable code.
 
 Each snippet reads ``x``, ``w`` and ``b`` (that framework's arrays, in the user's
 layouts; ``b`` only when the spec has a bias) and leaves the result in ``y``, in
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from convbridge.frameworks import EQUINOX, FLAX_LINEN, LAX, TORCH, Convention
-from convbridge.spec import NUMPY_PAD_MODES, ConvSpec, permutation
+from convbridge.frameworks import EQUINOX, FLAX_LINEN, FLAX_NNX, LAX, TORCH, Convention
+from convbridge.spec import NUMPY_PAD_MODES, ConvSpec, ConvTransposeSpec, SpatialSpec, permutation
 
 __all__ = ["Snippet", "snippets"]
 
@@ -33,21 +33,26 @@ class Snippet:
     note: str = ""
 
 
-def snippets(spec: ConvSpec) -> tuple[Snippet, ...]:
-    """All framework snippets for ``spec`` (torch ones only for 1-3 spatial dims).
+def snippets(spec: ConvSpec | ConvTransposeSpec) -> tuple[Snippet, ...]:
+    """All framework snippets for ``spec`` (torch ones only for 1-3 spatial dims); a transposed convolution's come
+    from :mod:`convbridge.snippets_transpose`.
 
     >>> from convbridge.spec import make_conv_spec
     >>> [s.framework for s in snippets(make_conv_spec((1, 3, 8, 8), (4, 3, 3, 3)))]
-    ['torch.nn.functional', 'torch.nn', 'jax.lax', 'flax.linen', 'equinox.nn']
+    ['torch.nn.functional', 'torch.nn', 'jax.lax', 'flax.linen', 'flax.nnx', 'equinox.nn']
     """
+    if isinstance(spec, ConvTransposeSpec):
+        from convbridge.snippets_transpose import transpose_snippets
+
+        return transpose_snippets(spec)
     out = []
     if spec.nsp <= 3:
         out += [_torch_functional(spec), _torch_module(spec)]
-    out += [_lax(spec), _flax(spec), _equinox(spec)]
+    out += [_lax(spec), _flax(spec, FLAX_LINEN), _flax(spec, FLAX_NNX), _equinox(spec)]
     return tuple(out)
 
 
-def _sp(spec: ConvSpec) -> str:
+def _sp(spec: SpatialSpec) -> str:
     return "".join(spec.layout.spatial)
 
 
@@ -148,8 +153,8 @@ def _lax(spec: ConvSpec) -> Snippet:
     return Snippet(LAX.name, "\n".join(lines), note)
 
 
-def _flax(spec: ConvSpec) -> Snippet:
-    fw = FLAX_LINEN
+def _flax(spec: ConvSpec, fw: Convention) -> Snippet:
+    """flax.linen's Conv (kernel passed as params) or flax.nnx's (kernel assigned to the module's Param)."""
     lines, x_fw, out_user = _to_framework(spec, fw, "jnp.transpose({var}, {perm})")
     pads, note = spec.padding, "Flax is channels-last" if spec.layout.user(spec.layout.lhs) != x_fw else ""
     if spec.padding_mode != "zeros":
@@ -158,12 +163,28 @@ def _flax(spec: ConvSpec) -> Snippet:
         note = "Flax padding modes always pad SAME-like widths: jnp.pad first, then no padding"
     args = {"out_channels": spec.out_channels, "kernel_size": spec.kernel_spatial, "stride": spec.stride,
             "padding": pads, "dilation": spec.dilation, "groups": spec.groups, "bias": spec.has_bias}
+    if fw is FLAX_NNX:
+        args = {"in_channels": spec.in_channels, **args}
     text = ", ".join(f"{fw.name_of(k)}={v}" for k, v in args.items())
-    lines.append(f"m = flax.linen.Conv({text}, precision=jax.lax.Precision.HIGHEST)")
-    params = f"{{{fw.params['weight']!r}: w" + (f", {fw.params['bias']!r}: b}}" if spec.has_bias else "}")
-    lines.append(f"y = m.apply({{'params': {params}}}, x)  # modules own their kernel: pass it as params")
+    lines += _flax_apply(fw, f"{fw.name}.Conv({text}, precision=jax.lax.Precision.HIGHEST", spec.has_bias)
     lines += _permute_line("y", x_fw, out_user, "jnp.transpose({var}, {perm})")
     return Snippet(fw.name, "\n".join(lines), note)
+
+
+def _flax_apply(fw: Convention, constructor: str, has_bias: bool) -> list[str]:
+    """Build the module (``constructor`` lacks its closing parenthesis), give it ``w`` and ``b``, apply it to ``x``.
+
+    >>> _flax_apply(FLAX_NNX, "flax.nnx.Conv(in_features=3, out_features=4, kernel_size=(3,)", False)[1]
+    'm.kernel[...] = w  # modules own their kernel: overwrite it'
+    """
+    weight, bias = fw.params["weight"], fw.params["bias"]
+    if fw is not FLAX_NNX:
+        params = f"{{{weight!r}: w" + (f", {bias!r}: b}}" if has_bias else "}")
+        return [f"m = {constructor})", f"y = m.apply({{'params': {params}}}, x)  # modules own their kernel: pass it "
+                "as params"]
+    lines = [f"m = {constructor}, rngs=flax.nnx.Rngs(0))", f"m.{weight}[...] = w  # modules own their kernel: "
+             "overwrite it"]
+    return lines + ([f"m.{bias}[...] = b"] if has_bias else []) + ["y = m(x)"]
 
 
 def _equinox(spec: ConvSpec) -> Snippet:

@@ -215,6 +215,22 @@ def jax_to_torch(kernel: ArrayLike, *, strides: IntOrInts, padding: PaddingLike,
     return TransposeCall("torch", np.ascontiguousarray(wt), stride, tuple(pads), tuple(out_pad), dilation, dims)
 
 
+def torch_crops(lo: int, hi_eff: int, room: int) -> tuple[tuple[int, int], int] | None:
+    """torch's ``((lo, hi), output_padding)`` cropping ``lo`` and ``hi_eff`` (negative: adding rows) from the full
+    output, symmetric when possible; None when torch's rule ``output_padding < room`` cannot reach it.
+
+    >>> torch_crops(1, 0, 2), torch_crops(1, 2, 2), torch_crops(0, -1, 2), torch_crops(0, -2, 2)
+    (((1, 1), 1), ((1, 2), 0), ((0, 0), 1), None)
+    """
+    if lo >= 0 and 0 <= lo - hi_eff < room:
+        return (lo, lo), lo - hi_eff
+    if lo >= 0 and hi_eff >= 0:
+        return (lo, hi_eff), 0
+    if lo >= 0 and -hi_eff < room:
+        return (lo, 0), -hi_eff
+    return None
+
+
 def _torch_side(axis: TransposeAxis, letter: str) -> tuple[tuple[int, int], int]:
     """torch's ``((lo, hi), output_padding)`` for the axis' crops ``(lo, hi - output_padding)``; symmetric when
     possible."""
@@ -224,12 +240,9 @@ def _torch_side(axis: TransposeAxis, letter: str) -> tuple[tuple[int, int], int]
         raise PaddingError(f"this lax padding adds {-lo} zero rows before the first output the kernel reaches on "
                            f"axis {letter}; torch's padding only crops, so no torch call equals it: keep "
                            "convention='jax' or pad the result yourself")
-    if 0 <= lo - hi_eff < room:
-        return (lo, lo), lo - hi_eff
-    if hi_eff >= 0:
-        return (lo, hi_eff), 0
-    if -hi_eff < room:
-        return (lo, 0), -hi_eff
+    found = torch_crops(lo, hi_eff, room)
+    if found is not None:
+        return found
     raise PaddingError(f"this lax padding adds {-hi_eff} rows after the full output on axis {letter}, but torch's "
                        f"output_padding must be < max(stride {s}, dilation {d}) = {room}; no torch call equals it: "
                        "keep convention='jax' or pad the result yourself")

@@ -59,9 +59,12 @@ def place(arrays: Sequence[ArrayLike | None], device: object) -> tuple[Array | N
     target = _device(device)
     out = []
     for a in arrays:
-        if a is not None and not isinstance(a, jax.Array):
-            a = jnp.asarray(to_host(a) if framework_of(a) == "torch" else native_order(a))
-        out.append(a if a is None or target is None else jax.device_put(a, target))
+        if a is not None and not isinstance(a, jax.Array):  # device_put: jnp.asarray compiles a copy per shape
+            host = np.asarray(to_host(a) if framework_of(a) == "torch" else native_order(a))
+            a = jax.device_put(host, target)
+        elif a is not None and target is not None:
+            a = jax.device_put(a, target)
+        out.append(a)
     return tuple(out)
 
 

@@ -12,8 +12,8 @@ import numpy as np
 
 from convbridge.arrays import to_numpy
 from convbridge.errors import ArgumentError, ArgumentTypeError, describe_value
-from convbridge.port.kernels import kernel as convert
-from convbridge.port.layer import Layer, resolve_conv_padding, transpose_crops
+from convbridge.port.kernels import kernel as convert, to_jax
+from convbridge.port.layer import Layer, resolve_conv_padding, span, transpose_crops
 
 __all__ = ["read", "build", "runner", "is_module"]
 
@@ -77,9 +77,8 @@ def _transpose_padding(padding: Any, output_padding: Any, k: tuple[int, ...], s:
         return ((0, 0),) * len(k), a
     pairs, out = [], []
     for kk, ss, dd, aa in zip(k, s, d, a):
-        total = dd * (kk - 1) - ss + aa + 1
-        if total < 0:
-            aa, total = -total, 0
+        total = span(kk, dd) - ss + aa
+        aa, total = max(-total, 0), max(total, 0)  # Equinox then replaces output_padding by this
         lo = (total + (padding == "SAME_LOWER")) // 2
         pairs.append((lo, total - lo))
         out.append(aa)
@@ -116,12 +115,11 @@ def runner(m: Any, layer: Layer) -> Callable[[Any, Any, Any], Any]:
     sp, n = layer.spatial, layer.nsp
 
     def run(x: Any, w: Any, b: Any) -> Any:
-        w = jnp.asarray(w)
-        if native_t:
+        if native_t:  # NumPy stays NumPy: no XLA compile to permute
             w = convert(w, "IO" + sp, "OI" + sp, op="conv_transpose", groups=layer.groups, dst_convention="jax")
-        m2 = eqx.tree_at(lambda t: t.weight, m, w)
+        m2 = eqx.tree_at(lambda t: t.weight, m, to_jax(w))
         if b is not None:
-            m2 = eqx.tree_at(lambda t: t.bias, m2, jnp.asarray(b).reshape((-1,) + (1,) * n))
-        return m2(jnp.asarray(x))
+            m2 = eqx.tree_at(lambda t: t.bias, m2, to_jax(b).reshape((-1,) + (1,) * n))
+        return m2(to_jax(x))
 
     return run

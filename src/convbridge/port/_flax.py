@@ -13,8 +13,8 @@ from flax import nnx
 
 from convbridge.arrays import to_numpy
 from convbridge.errors import ArgumentError, ArgumentTypeError, describe_value
-from convbridge.port.kernels import kernel as convert
-from convbridge.port.layer import Layer, resolve_conv_padding, same_like, transpose_crops
+from convbridge.port.kernels import kernel as convert, to_jax
+from convbridge.port.layer import Layer, resolve_conv_padding, same_like, span, transpose_crops
 from convbridge.spec.layout import default_spatial_letters
 from convbridge.transpose import jax_to_torch
 
@@ -24,11 +24,9 @@ _MODES = {"CIRCULAR": "circular", "REFLECT": "reflect"}
 
 
 def _cb(api: str) -> Any:
-    if api == "linen":
-        from convbridge.nn import linen as mod
-    else:
-        from convbridge.nn import nnx as mod
-    return mod
+    import importlib
+
+    return importlib.import_module(f"convbridge.nn.{api}")
 
 
 def is_linen(obj: object) -> bool:
@@ -120,7 +118,7 @@ def _conv_padding(padding: Any, kernel_size: tuple[int, ...], stride: tuple[int,
         if word in _MODES:
             return same_like(kernel_size, dilation), _MODES[word]
         if word == "CAUSAL":
-            return ((dilation[0] * (kernel_size[0] - 1), 0),), "zeros"
+            return ((span(kernel_size[0], dilation[0]) - 1, 0),), "zeros"
         return resolve_conv_padding(padding, kernel_size, stride, dilation), "zeros"
     return resolve_conv_padding(padding, kernel_size, stride, dilation), "zeros"
 
@@ -165,26 +163,26 @@ def runner(m: Any, variables: Any, layer: Layer) -> Callable[[Any, Any, Any], An
     layout, convention = kernel_format(m, layer)
     torch_layout = ("OI" if layer.op == "conv" else "IO") + layer.spatial
 
-    def params(w: Any, b: Any) -> dict[str, Any]:
-        k = convert(jnp.asarray(w), torch_layout, layout, op=layer.op, groups=layer.groups,
-                    dst_convention=convention)
-        return {"kernel": k} if b is None else {"kernel": k, "bias": jnp.asarray(b)}
+    def params(w: Any, b: Any) -> dict[str, Any]:  # NumPy stays NumPy until the end: no XLA compile to permute
+        k = convert(w if isinstance(w, np.ndarray) else to_jax(w), torch_layout, layout, op=layer.op,
+                    groups=layer.groups, dst_convention=convention)
+        k = to_jax(k)
+        return {"kernel": k} if b is None else {"kernel": k, "bias": to_jax(b)}
 
     if is_linen(m):
         rest = {k: v for k, v in (variables or {}).items() if k != "params"}
 
         def run(x: Any, w: Any, b: Any) -> Any:
-            return m.apply({**rest, "params": params(w, b)}, jnp.asarray(x))
+            return m.apply({**rest, "params": params(w, b)}, to_jax(x))
 
         return run
     graphdef, state = nnx.split(m)
 
-    def run_nnx(x: Any, w: Any, b: Any) -> Any:
-        m2 = nnx.merge(graphdef, state)
-        p = params(w, b)
-        m2.kernel.set_value(p["kernel"])
-        if b is not None:
-            m2.bias.set_value(p["bias"])
-        return m2(jnp.asarray(x))
+    def run_nnx(x: Any, w: Any, b: Any) -> Any:  # functional: works under jax.jit and grad
+        pure = nnx.to_pure_dict(state)
+        pure.update(params(w, b))
+        fresh = jax.tree.map(lambda a: a, state)
+        nnx.replace_by_pure_dict(fresh, pure)
+        return nnx.merge(graphdef, fresh)(to_jax(x))
 
     return run_nnx

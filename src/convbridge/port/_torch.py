@@ -104,4 +104,4 @@ def runner(m: Any) -> Callable[[Any, Any, Any], Any]:
 def _tensor(a: Any) -> Any:
     if isinstance(a, torch.Tensor):
         return a
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(a)))
+    return torch.from_numpy(np.array(a))  # a copy: JAX's host arrays are read-only

@@ -27,7 +27,7 @@ from convbridge.arrays import framework_of, shape_of
 from convbridge.errors import ArgumentError, LayoutError, ShapeError, brief
 from convbridge.spec.layout import default_spatial_letters, permutation
 
-__all__ = ["kernel", "kernel_format", "CONVENTIONS"]
+__all__ = ["kernel", "kernel_format", "CONVENTIONS", "to_jax"]
 
 CONVENTIONS = ("torch", "jax")
 _OPS = ("conv", "conv_transpose")
@@ -179,3 +179,15 @@ def _flip(a: Any, axes: tuple[int, ...]) -> Any:
 
     return np.ascontiguousarray(np.flip(a, axes))
 
+
+
+def to_jax(a: Any) -> Any:
+    """A JAX array of ``a``: host arrays by ``jax.device_put`` (``jnp.asarray`` compiles an XLA copy per shape);
+    JAX arrays and tracers as they are."""
+    import jax
+
+    if framework_of(a) == "jax":
+        return a
+    import numpy as np
+
+    return jax.device_put(np.asarray(a))

@@ -13,10 +13,11 @@ from typing import Any
 
 from convbridge.errors import ArgumentError, ConvBridgeWarning
 from convbridge.spec import make_conv_spec
+from convbridge.spec.geometry import ConvAxis, TransposeAxis
 from convbridge.spec.layout import default_spatial_letters
 from convbridge.spec.transpose import make_conv_transpose_spec
 
-__all__ = ["Layer", "PortWarning", "same_like", "torch_same"]
+__all__ = ["Layer", "PortWarning", "same_like", "torch_same", "span", "transpose_crops", "resolve_conv_padding"]
 
 Pairs = tuple[tuple[int, int], ...]
 
@@ -68,6 +69,17 @@ class Layer:
             object.__setattr__(self, "padding", ((0, 0),) * n)
         if not self.layout:
             object.__setattr__(self, "layout", "NC" + default_spatial_letters(n))
+        if self.op == "conv_transpose" and not isinstance(self.padding, str):  # one form for one meaning
+            from convbridge.transpose import torch_crops
+
+            pads, out_pad = [], []
+            for (lo, hi), op, s, d in zip(self.padding, self.output_padding, self.stride, self.dilation):
+                found = torch_crops(lo, hi - op, max(s, d))
+                (pair, extra) = found if found is not None else ((lo, hi), op)
+                pads.append(pair)
+                out_pad.append(extra)
+            object.__setattr__(self, "padding", tuple(pads))
+            object.__setattr__(self, "output_padding", tuple(out_pad))
 
     @property
     def nsp(self) -> int:
@@ -93,6 +105,13 @@ class Layer:
         return ("OI" if self.op == "conv" else "IO") + self.spatial
 
     @property
+    def pairs(self) -> Pairs:
+        """The padding as per-dim pairs (a strided ``"same"`` has none: its pairs depend on the input)."""
+        if isinstance(self.padding, str):
+            raise ArgumentError(f"padding {self.padding!r} has no fixed pairs: they depend on the input's size")
+        return self.padding
+
+    @property
     def symmetric(self) -> bool:
         return not isinstance(self.padding, str) and all(lo == hi for lo, hi in self.padding)
 
@@ -116,9 +135,8 @@ class Layer:
 
     def lax_pairs(self) -> Pairs:
         """A transposed layer's ``lax.conv_transpose`` paddings ``(D - lo, D - hi + output_padding)``."""
-        assert not isinstance(self.padding, str)
-        return tuple((d * (k - 1) - lo, d * (k - 1) - hi + op) for (lo, hi), k, d, op
-                     in zip(self.padding, self.kernel_size, self.dilation, self.output_padding))
+        return tuple(TransposeAxis(1, k, s, d, lo, hi, op).lax_padding for (lo, hi), k, s, d, op
+                     in zip(self.pairs, self.kernel_size, self.stride, self.dilation, self.output_padding))
 
     def validate(self) -> Layer:
         """Check the configuration with convbridge's own spec builders (on a dummy input); return self.
@@ -127,7 +145,7 @@ class Layer:
             ConvBridgeError: what ``cb.conv`` / ``cb.conv_transpose`` would refuse.
         """
         most = 0 if isinstance(self.padding, str) else max(max(abs(lo), abs(hi)) for lo, hi in self.padding)
-        x = (1, self.in_channels, *(d * (k - 1) + 2 * most + 2 for k, d in zip(self.kernel_size, self.dilation)))
+        x = (1, self.in_channels, *(span(k, d) + 2 * most + 1 for k, d in zip(self.kernel_size, self.dilation)))
         g = max(self.groups, 1)
         if self.op == "conv":
             make_conv_spec(x, (self.out_channels, self.in_channels // g, *self.kernel_size), stride=self.stride,
@@ -142,14 +160,19 @@ class Layer:
         return self
 
 
+def span(kernel: int, dilation: int) -> int:
+    """The dilated kernel's extent (the geometry's)."""
+    return TransposeAxis(1, kernel, 1, dilation).span
+
+
 def same_like(kernel_size: tuple[int, ...], dilation: tuple[int, ...]) -> Pairs:
     """The widths Flax's padding modes always pad: ``((k' - 1) // 2, k' // 2)`` with ``k' = d (k - 1) + 1``."""
-    return tuple(((d * (k - 1)) // 2, (d * (k - 1) + 1) // 2) for k, d in zip(kernel_size, dilation))
+    return tuple(((span(k, d) - 1) // 2, span(k, d) // 2) for k, d in zip(kernel_size, dilation))
 
 
 def torch_same(kernel_size: tuple[int, ...], dilation: tuple[int, ...]) -> Pairs:
     """torch's ``padding='same'`` (stride 1): total ``d (k - 1)``, the odd pixel on the high side."""
-    return tuple(((d * (k - 1)) // 2, d * (k - 1) - (d * (k - 1)) // 2) for k, d in zip(kernel_size, dilation))
+    return tuple(ConvAxis.same(span(k, d), k, 1, d).padding for k, d in zip(kernel_size, dilation))
 
 
 def resolve_conv_padding(padding: Any, kernel_size: tuple[int, ...], stride: tuple[int, ...],

@@ -218,10 +218,20 @@ def adapt(run: Callable[[Any, Any, Any], Any], own: str, given: str) -> Callable
             y = run(xo, w, b)
         else:  # one example at a time (Equinox)
             y = _each(run, xo, w, b)
+        y = _host(y, x)
         y = _permute(y, back)
         return y if "N" in given else y[0]
 
     return adapted
+
+
+def _host(y: Any, x: Any) -> Any:
+    """A JAX result as NumPy when the input was NumPy (permuting on the host compiles nothing)."""
+    from convbridge.arrays import framework_of, is_tracer
+
+    if isinstance(x, np.ndarray) and framework_of(y) == "jax" and not is_tracer(y):
+        return np.asarray(y)
+    return y
 
 
 def _each(run: Callable[[Any, Any, Any], Any], x: Any, w: Any, b: Any) -> Any:
@@ -256,7 +266,7 @@ def check(src: Any, dst: Any, x: Any, *, src_variables: Any = None, dst_variable
         given = "N" + given
     elif xn.ndim != len(given):
         raise ArgumentError(f"x has shape {xn.shape}, but {s.name} takes {len(given)}-d input in layout {given}")
-    runs = [(s.name, adapt(s.run, s.layer.layout, given))]
+    runs = [(s.name, _compiled(s, adapt(s.run, s.layer.layout, given)))]
     if callable(dst) and _is_plain_function(dst):
         fn = dst
         runs.append((getattr(fn, "__qualname__", "dst"), lambda x_, w_, b_: fn(x_)))
@@ -269,10 +279,19 @@ def check(src: Any, dst: Any, x: Any, *, src_variables: Any = None, dst_variable
                                 f"{s.layer.out_channels} vs {d.layer.op} {d.layer.in_channels}->"
                                 f"{d.layer.out_channels}); check compares a layer with its port")
         name = d.name if d.name != s.name else d.name + " (port)"
-        runs.append((name, adapt(d.run, d.layer.layout, given)))
+        runs.append((name, _compiled(d, adapt(d.run, d.layer.layout, given))))
     kwargs = s.layer.op_kwargs(given)
     return compare(xn.astype(s.weight.dtype, copy=False), s.weight, s.bias, op=s.layer.op,
                    backends=[(n, _no_grad(f)) for n, f in runs], **kwargs, **compare_kwargs)
+
+
+def _compiled(side: Side, fn: Callable[[Any, Any, Any], Any]) -> Callable[[Any, Any, Any], Any]:
+    """A JAX side as one XLA program (one compile instead of one per op)."""
+    if side.framework == "torch":
+        return fn
+    import jax
+
+    return jax.jit(fn)
 
 
 def _is_plain_function(obj: object) -> bool:

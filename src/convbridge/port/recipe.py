@@ -59,13 +59,24 @@ class Recipe:
         parts += [f"{k}={v}" for k, v in self.code_kwargs.items()]
         return f"{self.cls}({', '.join(parts)})"
 
-    def instantiate(self) -> Any:
-        """The module, with the target's default weights."""
+    def instantiate(self, *, abstract: bool = False) -> Any:
+        """The module, with the target's default weights; with ``abstract``, an nnx or Equinox module whose
+        weights are shapes only (no random draw, no XLA compile), to be replaced."""
         ns = _namespace()
         module, _, name = self.cls.rpartition(".")
         cls = getattr(importlib.import_module(module), name)
-        extra = {k: eval(v, ns) for k, v in self.code_kwargs.items()}  # noqa: S307 - our own literals
-        return cls(*self.args, **self.kwargs, **extra)
+        def extra() -> dict[str, Any]:
+            return {k: eval(v, ns) for k, v in self.code_kwargs.items()}  # noqa: S307 - our own literals
+
+        if abstract and self.target == "nnx":
+            from flax import nnx
+
+            return nnx.eval_shape(lambda: cls(*self.args, **self.kwargs, **extra()))
+        if abstract and self.target == "equinox":
+            import equinox as eqx
+
+            return eqx.filter_eval_shape(cls, *self.args, **self.kwargs, **extra())
+        return cls(*self.args, **self.kwargs, **extra())
 
     def kernel_call(self, src: tuple[str, str], var: str = "w") -> str:
         """``cb.port.kernel(...)`` turning the source's stored kernel ``var`` into this target's, as code."""
@@ -118,7 +129,7 @@ def recipe(layer: Layer, target: str, layout: str, dtype: Any = np.float32) -> R
 
 def _torch(layer: Layer, dt: str, kernel: tuple[str, str]) -> Recipe:
     n = layer.nsp
-    kw: dict[str, Any] = dict(stride=layer.stride, padding=tuple(lo for lo, _ in layer.padding))
+    kw: dict[str, Any] = dict(stride=layer.stride, padding=tuple(lo for lo, _ in layer.pairs))
     if layer.op == "conv":
         cls = f"torch.nn.Conv{n}d"
         kw |= dict(dilation=layer.dilation, groups=layer.groups, bias=layer.use_bias, padding_mode=layer.padding_mode)
@@ -164,8 +175,13 @@ def _equinox(layer: Layer, dt: str, torch_kernel: tuple[str, str]) -> Recipe:
                    padding_mode=layer.padding_mode.upper())
         cls, kernel = "equinox.nn.Conv", torch_kernel
     else:
-        kw |= dict(padding=_pairs(layer.padding), output_padding=layer.output_padding, dilation=layer.dilation,
-                   groups=layer.groups, use_bias=layer.use_bias)
+        # Equinox needs output_padding < stride; an output_padding it refuses moves into the high crop (negative:
+        # rows added), which its padding arithmetic d (k - 1) - hi + output_padding reads the same way
+        keep = [op < s for op, s in zip(layer.output_padding, layer.stride)]
+        pads = [(lo, hi) if k else (lo, hi - op) for (lo, hi), op, k in zip(layer.pairs, layer.output_padding, keep)]
+        out_pad = tuple(op if k else 0 for op, k in zip(layer.output_padding, keep))
+        kw |= dict(padding=pads, output_padding=out_pad, dilation=layer.dilation, groups=layer.groups,
+                   use_bias=layer.use_bias)
         cls, kernel = "equinox.nn.ConvTranspose", ("OI" + sp, "jax")
     return Recipe("equinox", cls, (), kw, {"dtype": f"jnp.{dt}", "key": "jax.random.PRNGKey(0)"}, kernel, "", layer)
 
@@ -196,9 +212,9 @@ def _own(layer: Layer, target: str, layout: str, dt: str, reason: str, torch_ker
 def build(r: Recipe, weight: np.ndarray, bias: np.ndarray | None) -> tuple[Any, Any]:
     """``(module, variables)``: the module with ``weight`` (torch's layout) and ``bias`` loaded; ``variables`` is
     the linen variables dict (None for the other targets, whose modules hold their weights)."""
-    from convbridge.port.kernels import kernel as convert
+    from convbridge.port.kernels import kernel as convert, to_jax
 
-    m = r.instantiate()
+    m = r.instantiate(abstract=True)  # every weight is replaced below
     layer = r.layer
     k = convert(np.array(weight), layer.torch_kernel_layout, r.kernel[0], op=layer.op, groups=layer.groups,
                 dst_convention=r.kernel[1])
@@ -210,21 +226,19 @@ def build(r: Recipe, weight: np.ndarray, bias: np.ndarray | None) -> tuple[Any, 
             if bias is not None:
                 m.bias.copy_(torch.from_numpy(np.array(bias)))
         return m, None
-    import jax.numpy as jnp
-
     if r.target == "linen":
-        params = {"kernel": jnp.asarray(k)} | ({} if bias is None else {"bias": jnp.asarray(bias)})
+        params = {"kernel": to_jax(k)} | ({} if bias is None else {"bias": to_jax(bias)})
         return m, {"params": params}
     if r.target == "nnx":
-        m.kernel.set_value(jnp.asarray(k))
+        m.kernel.set_value(to_jax(k))
         if bias is not None:
-            m.bias.set_value(jnp.asarray(bias))
+            m.bias.set_value(to_jax(bias))
         return m, None
     import equinox as eqx
 
-    m = eqx.tree_at(lambda t: t.weight, m, jnp.asarray(k))
+    m = eqx.tree_at(lambda t: t.weight, m, to_jax(k))
     if bias is not None:
-        m = eqx.tree_at(lambda t: t.bias, m, jnp.asarray(bias).reshape((-1,) + (1,) * layer.nsp))
+        m = eqx.tree_at(lambda t: t.bias, m, to_jax(np.reshape(bias, (-1,) + (1,) * layer.nsp)))
     return m, None
 
 
@@ -263,12 +277,8 @@ def native_reason(layer: Layer, target: str, layout: str) -> str:
     if target == "equinox":
         if layout != "C" + sp:
             return f"equinox.nn layers take one unbatched example ({'C' + sp}), not {layout}"
-        if layer.op == "conv_transpose":
-            if any(op >= s for op, s in zip(layer.output_padding, layer.stride)):
-                return (f"equinox.nn.ConvTranspose needs output_padding < stride, here {layer.output_padding} and "
-                        f"{layer.stride} (torch allows < max(stride, dilation))")
-            if isinstance(layer.padding, str) or any(lo < 0 or hi < 0 for lo, hi in layer.padding):
-                return "equinox.nn.ConvTranspose crops only"
+        if layer.op == "conv_transpose" and isinstance(layer.padding, str):
+            return "equinox.nn.ConvTranspose reads 'SAME' its own way"
         return ""
     want = "N" + sp + "C"
     if layout != want:

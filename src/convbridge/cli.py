@@ -495,5 +495,27 @@ def _adjoint_hint(spec: object) -> str:
             f"{ints(conv.dilation)} --groups {conv.groups} --draw DIR")
 
 
+@main.command(context_settings=CONTEXT, epilog=EXIT_HELP)
+@click.argument("layer")
+@click.option("--to", "to", required=True, type=click.Choice(["flax", "linen", "nnx", "equinox", "torch"]),
+              help="The framework to port to (flax = flax.linen).")
+@click.option("--layout", default=None,
+              help="The input layout the ported layer takes, e.g. NCHW for a channels-first Flax layer (default: "
+                   "the framework's own: torch NC.., Flax N..C, Equinox one unbatched C.. example).")
+def port(layer: str, to: str, layout: str | None) -> int:
+    """Print the exact construction of LAYER in another framework, with the weight conversion.
+
+    LAYER is a constructor call with literal arguments: "ConvTranspose2d(64, 32, 4, stride=2, padding=1, groups=4)"
+    (torch), "flax.linen.Conv(8, (3, 3), strides=2, padding='SAME', in_channels=3)" (linen needs in_channels),
+    "nnx.Conv(3, 8, (3, 3))" or "eqx.nn.Conv2d(3, 8, 3)". The printed code runs as it is: it reads the source
+    layer's weight w and bias b (NumPy) and builds m, the framework's own layer when it expresses the configuration
+    exactly (explicit padding pairs), else convbridge.nn's.
+    """
+    from convbridge.port.describe import port_code
+
+    click.echo(port_code(layer, to, layout=layout))
+    return 0
+
+
 if __name__ == "__main__":  # pragma: no cover
     run()

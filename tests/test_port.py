@@ -235,6 +235,13 @@ def test_native_ports_do_not_warn():
                           eqx.nn.ConvTranspose)
         assert isinstance(cb.port.to_flax(torch.nn.ConvTranspose1d(2, 3, 4, stride=2, padding=1), api="nnx"),
                           nnx.ConvTranspose)
+        # Flax's circular widths for an even kernel, (1, 2), are torch's padding='same' at stride 1
+        fm = linen.Conv(4, (4, 4), padding="CIRCULAR")
+        variables = fm.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 2)))
+        t = cb.port.to_torch(fm, variables)
+        assert isinstance(t, torch.nn.Conv2d) and t.padding == "same" and t.padding_mode == "circular"
+    x = np.random.default_rng(0).standard_normal((2, 7, 9, 2)).astype(np.float32)
+    assert cb.port.check((fm, variables), t, x).verdict in ("identical", "equivalent")
 
 
 def test_layout_keeps_channels_first():

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from convbridge.port.layer import Layer, same_like
+from convbridge.port.layer import Layer, same_like, torch_same
 
 __all__ = ["Recipe", "recipe", "TARGETS"]
 
@@ -127,9 +127,16 @@ def recipe(layer: Layer, target: str, layout: str, dtype: Any = np.float32) -> R
     return _equinox(layer, dt, torch_kernel)
 
 
+def _torch_same(layer: Layer) -> bool:
+    """torch's own ``padding='same'`` (stride 1 only; the odd pixel high) gives exactly these pads."""
+    return (layer.op == "conv" and all(s == 1 for s in layer.stride) and not layer.symmetric
+            and layer.padding == torch_same(layer.kernel_size, layer.dilation))
+
+
 def _torch(layer: Layer, dt: str, kernel: tuple[str, str]) -> Recipe:
     n = layer.nsp
-    kw: dict[str, Any] = dict(stride=layer.stride, padding=tuple(lo for lo, _ in layer.pairs))
+    padding: Any = "same" if _torch_same(layer) else tuple(lo for lo, _ in layer.pairs)
+    kw: dict[str, Any] = dict(stride=layer.stride, padding=padding)
     if layer.op == "conv":
         cls = f"torch.nn.Conv{n}d"
         kw |= dict(dilation=layer.dilation, groups=layer.groups, bias=layer.use_bias, padding_mode=layer.padding_mode)
@@ -303,7 +310,7 @@ def _torch_reason(layer: Layer, layout: str) -> str:
         return f"torch.nn has no {layer.nsp}-d convolution"
     if isinstance(layer.padding, str):
         return f"torch.nn has no strided padding={layer.padding!r} (XLA's rule, which depends on the input's size)"
-    if not layer.symmetric:
+    if not layer.symmetric and not _torch_same(layer):
         what = "pads" if layer.op == "conv" else "crops"
         return f"torch.nn {what} each dim symmetrically, but this layer's are {layer.padding}"
     if layer.op == "conv_transpose" and any(lo < 0 for lo, _ in layer.padding):

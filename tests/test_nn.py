@@ -63,11 +63,11 @@ def cheap_draws(monkeypatch):
     """The JAX layers draw their parameters with NumPy (U(-0.5, 0.5)): no random program to compile per shape."""
     rng = np.random.default_rng(0)
 
-    def kernel(cfg, key, dtype):
-        return jnp.asarray(rng.uniform(-0.5, 0.5, cfg.kernel_shape), dtype)
+    def kernel(cfg, key, dtype):  # device_put: jnp.asarray would compile a copy per shape
+        return jax.device_put(rng.uniform(-0.5, 0.5, cfg.kernel_shape).astype(jnp.dtype(dtype)))
 
     def bias(shape):
-        return lambda cfg, key, dtype: jnp.asarray(rng.uniform(-0.5, 0.5, shape(cfg)), dtype)
+        return lambda cfg, key, dtype, **_: jax.device_put(rng.uniform(-0.5, 0.5, shape(cfg)).astype(jnp.dtype(dtype)))
 
     for module in (cbl, cbn, cbe):
         monkeypatch.setattr(module, "draw_kernel", kernel)

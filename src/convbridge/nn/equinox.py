@@ -18,14 +18,13 @@ from typing import Any
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 
 from convbridge import api
 from convbridge._types import IntOrInts, PaddingLike
-from convbridge.errors import DTypeError, brief
 from convbridge.nn._common import FrozenPadding, LayerConfig, conv_config, transpose_config
+from convbridge.nn._jax import draw_bias, draw_kernel, param_dtype
 
-__all__ = ["Conv", "ConvTranspose", "draw_kernel", "draw_bias", "param_dtype"]
+__all__ = ["Conv", "ConvTranspose"]
 
 
 class _Layer(eqx.Module):
@@ -54,7 +53,7 @@ class _Layer(eqx.Module):
         w_key, b_key = jax.random.split(key)
         dtype = param_dtype(dtype)
         self.weight = draw_kernel(cfg, w_key, dtype)
-        self.bias = draw_bias(cfg, b_key, dtype) if cfg.use_bias else None
+        self.bias = draw_bias(cfg, b_key, dtype, broadcast=True) if cfg.use_bias else None
 
     def _bias(self) -> jax.Array | None:
         return None if self.bias is None else self.bias.reshape(-1)
@@ -155,56 +154,3 @@ class ConvTranspose(_Layer):
         """The transposed convolution of ``x`` (in :attr:`layout`); ``key`` is unused."""
         return api.conv_transpose(x, self.weight, self._bias(), backend="jax",
                                   **LayerConfig.of(self, "conv_transpose").kwargs())
-
-
-# The JAX draws are written twice, here and in convbridge.nn.nnx, so that neither layer needs the other's framework
-# installed.
-
-def draw_kernel(cfg: LayerConfig, key: jax.Array, dtype: Any) -> jax.Array:
-    """A layer's kernel, in ``cfg.kernel_layout``, drawn with ``key``: ``"torch"`` U(-b, b), ``b = 1 / sqrt(fan_in)``;
-    ``"flax"`` ``jax.nn.initializers.lecun_normal()`` on the kernel laid out as Flax's ``*IO``, then permuted.
-
-    >>> import jax
-    >>> from convbridge.nn._common import conv_config
-    >>> draw_kernel(conv_config("equinox", 1, 2, 4, 3), jax.random.key(0), "float32").shape
-    (4, 2, 3)
-    """
-    if cfg.init_scheme == "torch":
-        bound = cfg.uniform_bound()
-        return jax.random.uniform(key, cfg.kernel_shape, dtype, -bound, bound)
-    return jnp.transpose(jax.nn.initializers.lecun_normal()(key, cfg.flax_kernel_shape, dtype), cfg.from_flax)
-
-
-def draw_bias(cfg: LayerConfig, key: jax.Array, dtype: Any) -> jax.Array:
-    """A layer's bias, ``(out, 1, ..., 1)`` as Equinox keeps it: ``"torch"`` U(-b, b) with the kernel's ``b`` (drawn
-    in that shape, as ``eqx.nn.Conv`` draws it); ``"flax"`` zeros.
-
-    >>> import jax
-    >>> from convbridge.nn._common import conv_config
-    >>> draw_bias(conv_config("equinox", 1, 2, 3, 3, init="flax"), jax.random.key(0), "float32").tolist()
-    [[0.0], [0.0], [0.0]]
-    """
-    shape = (cfg.out_channels,) + (1,) * cfg.num_spatial_dims
-    if cfg.init_scheme == "torch":
-        bound = cfg.uniform_bound()
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-    return jnp.zeros(shape, dtype)
-
-
-def param_dtype(dtype: Any) -> Any:
-    """The parameters' dtype: a JAX floating dtype (``None``: float32).
-
-    Raises:
-        DTypeError: not a dtype, or not a floating one.
-
-    >>> param_dtype(None), param_dtype("float64")
-    (dtype('float32'), dtype('float64'))
-    """
-    try:
-        resolved = jnp.dtype(jnp.float32 if dtype is None else dtype)
-    except TypeError:
-        raise DTypeError(f"dtype {brief(dtype)} is not a dtype; use e.g. jnp.float32 or 'float32'") from None
-    if not jnp.issubdtype(resolved, jnp.floating):
-        raise DTypeError(f"dtype {resolved} is not a floating-point dtype; parameters are float16, bfloat16, "
-                         "float32 or float64")
-    return resolved

@@ -30,7 +30,7 @@ from convbridge import api
 from convbridge._types import IntOrInts, PaddingLike
 from convbridge.errors import ArgumentTypeError
 from convbridge.nn._common import LayerConfig, conv_config, transpose_config
-from convbridge.nn.nnx import draw_bias, draw_kernel, param_dtype
+from convbridge.nn._jax import draw_bias, draw_kernel, param_dtype
 
 __all__ = ["Conv", "ConvTranspose"]
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from convbridge.arrays import to_numpy
@@ -15,7 +13,7 @@ from convbridge.errors import ArgumentError, ArgumentTypeError, describe_value
 from convbridge.port.kernels import kernel as convert, to_jax
 from convbridge.port.layer import Layer, resolve_conv_padding, span, transpose_crops
 
-__all__ = ["read", "build", "runner", "is_module"]
+__all__ = ["read", "runner", "kernel_format", "is_module"]
 
 _MODES = {"ZEROS": "zeros", "REFLECT": "reflect", "REPLICATE": "replicate", "CIRCULAR": "circular"}
 

@@ -7,7 +7,6 @@ from typing import Any, Callable
 
 import flax.linen as linen
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -18,7 +17,7 @@ from convbridge.port.layer import Layer, resolve_conv_padding, same_like, span, 
 from convbridge.spec.layout import default_spatial_letters
 from convbridge.transpose import jax_to_torch
 
-__all__ = ["read", "build", "runner", "is_linen", "is_nnx"]
+__all__ = ["read", "runner", "kernel_format", "is_linen", "is_nnx"]
 
 _MODES = {"CIRCULAR": "circular", "REFLECT": "reflect"}
 

@@ -12,7 +12,7 @@ from convbridge.arrays import to_numpy
 from convbridge.errors import ArgumentError, ArgumentTypeError, describe_value
 from convbridge.port.layer import Layer
 
-__all__ = ["read", "build", "runner", "NAME"]
+__all__ = ["read", "runner", "kernel_format", "is_module", "NAME"]
 
 NAME = "torch"
 

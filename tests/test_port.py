@@ -364,4 +364,11 @@ def test_refusals():
     with pytest.raises(ArgumentError, match="x has shape"):
         cb.port.check(torch.nn.Conv2d(3, 4, 3), cb.port.to_equinox(torch.nn.Conv2d(3, 4, 3)),
                       np.zeros((6, 6), np.float32))
+    other = linen.Conv(5, (3, 3)).init(jax.random.PRNGKey(0), jnp.zeros((1, 5, 5, 2)))
+    with pytest.raises(ShapeError, match="the variables belong to another module"):
+        cb.port.to_torch(linen.Conv(4, (3, 3)), other)
+    t = torch.nn.Conv2d(3, 4, 3)
+    t.weight = torch.nn.Parameter(torch.zeros(4, 3, 5, 5))
+    with pytest.raises(ShapeError, match="do not fit its configuration"):
+        cb.port.to_flax(t)
     assert issubclass(PortWarning, Warning) and issubclass(ArgumentError, ConvBridgeError)

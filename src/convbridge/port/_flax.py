@@ -11,7 +11,7 @@ import numpy as np
 from flax import nnx
 
 from convbridge.arrays import to_numpy
-from convbridge.errors import ArgumentError, ArgumentTypeError, describe_value
+from convbridge.errors import ArgumentError, ArgumentTypeError, ShapeError, describe_value
 from convbridge.port.kernels import kernel as convert, to_jax
 from convbridge.port.layer import Layer, resolve_conv_padding, same_like, span, transpose_crops
 from convbridge.spec.layout import default_spatial_letters
@@ -77,6 +77,7 @@ def read(m: Any, variables: Any = None) -> tuple[Layer, np.ndarray, np.ndarray |
         raise ArgumentError(f"{type(m).__name__} has a mask: the kernel it applies is kernel * mask; port a module "
                             "without one (multiply the mask into the kernel first)")
     k = to_numpy(k, "the kernel")
+    _check_declared(m, k)
     nsp = k.ndim - 2
     letters = default_spatial_letters(nsp)
     strides = _tuple(m.strides, nsp)
@@ -108,6 +109,18 @@ def read(m: Any, variables: Any = None) -> tuple[Layer, np.ndarray, np.ndarray |
                   strides, call.padding, dilation, 1, bias is not None, "zeros", call.output_padding,
                   "N" + letters + "C", dtype=str(k.dtype))
     return layer.validate(), call.kernel, bias
+
+
+def _check_declared(m: Any, k: np.ndarray) -> None:
+    """The kernel given fits the module's declared kernel_size and features (variables of another module do not)."""
+    ks = m.kernel_size
+    declared = (ks,) if isinstance(ks, int) else tuple(ks)
+    out = getattr(m, "features", None) or getattr(m, "out_features", None)
+    transposed_swapped = isinstance(m, (linen.ConvTranspose, nnx.ConvTranspose)) and m.transpose_kernel
+    k_out = k.shape[-2] if transposed_swapped else k.shape[-1]
+    if k.ndim < 3 or tuple(k.shape[:-2]) != declared or k_out != out:
+        raise ShapeError(f"the kernel has shape {k.shape}, but this {type(m).__name__} declares kernel_size "
+                         f"{declared} and {out} output features: the variables belong to another module")
 
 
 def _conv_padding(padding: Any, kernel_size: tuple[int, ...], stride: tuple[int, ...],

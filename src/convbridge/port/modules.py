@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from convbridge.arrays import to_numpy
-from convbridge.errors import ArgumentError, ArgumentTypeError, LayoutError, describe_value
+from convbridge.errors import ArgumentError, ArgumentTypeError, LayoutError, ShapeError, describe_value
 from convbridge.port.kernels import _permute
 from convbridge.port.layer import Layer, PortWarning
 from convbridge.port.recipe import TARGETS, Recipe, build, recipe
@@ -90,6 +90,17 @@ def read(module: Any, variables: Any = None) -> Side:
     """
     if isinstance(module, tuple) and len(module) == 2 and variables is None:
         module, variables = module
+    side = _read(module, variables)
+    layer = side.layer
+    if side.weight.shape != layer.torch_kernel_shape or (side.bias is not None and side.bias.shape !=
+                                                          (layer.out_channels,)):
+        raise ShapeError(f"{side.name}'s weight {side.weight.shape} and bias "
+                         f"{None if side.bias is None else side.bias.shape} do not fit its configuration (kernel "
+                         f"{layer.torch_kernel_shape} in torch's layout, bias ({layer.out_channels},))")
+    return side
+
+
+def _read(module: Any, variables: Any) -> Side:
     kind = _kind(module)
     if kind != "linen" and variables is not None:
         raise ArgumentError(f"variables are for flax.linen modules; this {type(module).__name__} holds its own weights")

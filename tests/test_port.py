@@ -372,3 +372,84 @@ def test_refusals():
     with pytest.raises(ShapeError, match="do not fit its configuration"):
         cb.port.to_flax(t)
     assert issubclass(PortWarning, Warning) and issubclass(ArgumentError, ConvBridgeError)
+
+
+# ------------------------------------------------------------------------------------- from the hostile review
+
+def test_check_judges_the_destinations_own_weights():
+    """A port whose weights are wrong (zeros, a kernel not flipped, a lost bias) is a mismatch, not 'equivalent'."""
+    m = torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1)
+    x = np.random.default_rng(0).standard_normal((2, 4, 9, 9)).astype(np.float32)
+    fm, variables = cb.port.to_flax(m)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, variables)
+    report = cb.port.check(m, (fm, zeros), x)
+    assert report.verdict == "mismatch" and any("other weights" in n for n in report.notes)
+    unflipped = {"params": {**variables["params"],
+                            "kernel": jnp.asarray(np.transpose(m.weight.detach().numpy(), (2, 3, 0, 1)))}}
+    assert cb.port.check(m, (fm, unflipped), x).verdict == "mismatch"
+    t = torch.nn.Conv2d(4, 6, 3, padding=1)
+    no_bias = torch.nn.Conv2d(4, 6, 3, padding=1, bias=False)
+    with torch.no_grad():
+        no_bias.weight.copy_(t.weight)
+    assert cb.port.check(t, no_bias, x).verdict == "mismatch"
+    assert cb.port.check(t, cb.port.to_equinox(t), x[0]).verdict in ("identical", "equivalent")  # unbatched x
+
+
+def test_flax_use_bias_is_what_the_module_applies():
+    k = jnp.asarray(np.random.default_rng(0).standard_normal((3, 3, 2, 4)).astype(np.float32))
+    fm = linen.Conv(4, (3, 3), use_bias=False)
+    t = cb.port.to_torch(fm, {"params": {"kernel": k, "bias": jnp.arange(4.0) + 1}})  # Flax ignores that bias
+    assert t.bias is None
+    x = np.random.default_rng(1).standard_normal((2, 6, 6, 2)).astype(np.float32)
+    y = fm.apply({"params": {"kernel": k}}, x)
+    np.testing.assert_allclose(t(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().permute(0, 2, 3, 1).numpy(),
+                               np.asarray(y), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ArgumentError, match="use_bias=True but no 'bias'"):
+        cb.port.to_torch(linen.Conv(4, (3, 3)), {"params": {"kernel": k}})
+
+
+def test_dtypes_are_kept_or_refused_never_rounded():
+    from convbridge.backends.jax_backend import float64
+    from convbridge.errors import DTypeError
+
+    m = torch.nn.Conv2d(4, 6, 3).double()
+    with pytest.raises(DTypeError, match="x64 mode is off"):
+        cb.port.to_flax(m)
+    with float64():
+        back = cb.port.to_torch(*cb.port.to_flax(m))
+    assert back.weight.dtype == torch.float64 and torch.equal(back.weight, m.weight)
+    b16 = torch.nn.Conv2d(4, 6, 3).to(torch.bfloat16)
+    fm, variables = cb.port.to_flax(b16)
+    assert variables["params"]["kernel"].dtype == jnp.bfloat16
+    back = cb.port.to_torch(fm, variables)
+    assert back.weight.dtype == torch.bfloat16 and torch.equal(back.weight, b16.weight)
+    pb = linen.Conv(6, (3, 3), param_dtype=jnp.bfloat16)
+    t = cb.port.to_torch(pb, pb.init(jax.random.PRNGKey(0), jnp.zeros((1, 5, 5, 2))))
+    assert t.weight.dtype == torch.bfloat16
+    computes = linen.Conv(6, (3, 3), dtype=jnp.bfloat16)
+    with pytest.raises(ArgumentError, match="computes in dtype=bfloat16 on float32 parameters"):
+        cb.port.to_torch(computes, computes.init(jax.random.PRNGKey(0), jnp.zeros((1, 5, 5, 2))))
+
+
+@pytest.mark.parametrize("variables", [{"kernel": 1}, {"params": None}, ["params"], "params", 5])
+def test_malformed_linen_variables_are_refused(variables):
+    with pytest.raises(ConvBridgeError, match="variables|kernel"):
+        cb.port.to_torch(linen.Conv(4, (3, 3)), variables)
+
+
+def test_check_refuses_a_pair_that_is_not_a_port():
+    x = np.zeros((1, 4, 6, 6), np.float32)
+    with pytest.raises(ArgumentError, match="groups 2 vs 1"):
+        cb.port.check(torch.nn.Conv2d(4, 4, 3, groups=2), torch.nn.Conv2d(4, 4, 3), x)
+
+
+def test_flax_padding_beyond_the_kernel_is_refused_clearly():
+    t = linen.ConvTranspose(4, (3,), padding=((3, 0),))
+    variables = t.init(jax.random.PRNGKey(0), jnp.zeros((1, 5, 2)))
+    with pytest.raises(ConvBridgeError, match="beyond the kernel's reach") as info:
+        cb.port.to_torch(t, variables)
+    assert "convention=" not in str(info.value)
+    c = linen.Conv(4, (3,), padding=((-1, 2),))
+    variables = c.init(jax.random.PRNGKey(0), jnp.zeros((1, 6, 2)))
+    with pytest.raises(ConvBridgeError, match="crops its input"):
+        cb.port.to_equinox(c, variables)

@@ -37,7 +37,7 @@ def _randomised(module, variables, seed=0):
                 p.copy_(torch.from_numpy(draw(tuple(p.shape))))
         return module, None, module.weight.detach().numpy(), None if module.bias is None else module.bias.detach().numpy()
     if variables is not None:
-        params = {k: jax.device_put(draw(v.shape)) for k, v in variables["params"].items()}
+        params = {k: jax.device_put(draw(v.shape).astype(v.dtype)) for k, v in variables["params"].items()}
         return module, {"params": params}, np.asarray(params["kernel"]), (None if "bias" not in params
                                                                           else np.asarray(params["bias"]))
     if isinstance(module, nnx.Module):
@@ -61,6 +61,7 @@ DESCRIPTIONS = [
     ("nnx.ConvTranspose(4, 2, (3,), strides=(2,), padding='SAME', transpose_kernel=True)", "torch", (2, 5, 4)),
     ("eqx.nn.ConvTranspose2d(4, 2, 3, stride=2, output_padding=1, groups=2)", "flax", (4, 5, 5)),
     ("equinox.nn.Conv(1, 2, 4, 3, padding='SAME', padding_mode='CIRCULAR')", "nnx", (2, 7)),
+    ("flax.linen.Conv(8, (3, 3), padding='REFLECT', in_channels=3, param_dtype='bfloat16')", "torch", (2, 7, 7, 3)),
 ]
 
 
@@ -75,7 +76,7 @@ def test_printed_code_runs_and_matches(text, to, x_shape):
     exec(compile(code, "<convbridge port>", "exec"), namespace)  # noqa: S102 - the test runs what the user pastes
     ported = (namespace["m"], namespace["variables"]) if "variables" in namespace else namespace["m"]
     source = (module, variables) if variables is not None else module
-    x = np.random.default_rng(1).standard_normal(x_shape).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal(x_shape).astype(w.dtype)
     assert cb.port.check(source, ported, x).verdict in ("identical", "equivalent"), code
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PortWarning)
@@ -98,6 +99,9 @@ def test_port_says_why_it_is_not_native():
     (["Conv2d(3, 4", "--to", "flax"], "cannot read layer"),
     (["__import__('os').system('true')", "--to", "flax"], "unknown layer"),
     (["nnx.Conv(3, 8, (3, 3), strides=0)", "--to", "torch"], "refuses|stride"),
+    (["Conv2d(100000, 100000, 30)", "--to", "flax"], "memory limit"),
+    (["Conv2d(3, 4, 99999999999999999999999)", "--to", "flax"], "refuses"),
+    (["flax.linen.Conv(8, (3, 3), input_dilation=2, in_channels=3)", "--to", "torch"], "no torch layer dilates"),
 ])
 def test_bad_descriptions_exit_2_with_a_reason(args, match, capsys):
     from convbridge.cli import EXIT_CODES
@@ -108,3 +112,4 @@ def test_bad_descriptions_exit_2_with_a_reason(args, match, capsys):
     import re
 
     assert re.search(match, err.replace("\n", " ")), err
+    assert "frame #" not in err and "Traceback" not in err

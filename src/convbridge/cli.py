@@ -502,7 +502,9 @@ def _adjoint_hint(spec: object) -> str:
 @click.option("--layout", default=None,
               help="The input layout the ported layer takes, e.g. NCHW for a channels-first Flax layer (default: "
                    "the framework's own: torch NC.., Flax N..C, Equinox one unbatched C.. example).")
-def port(layer: str, to: str, layout: str | None) -> int:
+@click.option("--memory-limit", default=None,
+              help="Refuse a layer whose placeholder weights would need more memory: 8GiB, 500MB, 50%.")
+def port(layer: str, to: str, layout: str | None, memory_limit: str | None) -> int:
     """Print the exact construction of LAYER in another framework, with the weight conversion.
 
     LAYER is a constructor call with literal arguments: "ConvTranspose2d(64, 32, 4, stride=2, padding=1, groups=4)"
@@ -511,9 +513,11 @@ def port(layer: str, to: str, layout: str | None) -> int:
     layer's weight w and bias b (NumPy) and builds m, the framework's own layer when it expresses the configuration
     exactly (explicit padding pairs), else convbridge.nn's.
     """
+    from convbridge import memory
     from convbridge.port.describe import port_code
 
-    click.echo(port_code(layer, to, layout=layout))
+    with memory.limit(memory_limit) if memory_limit is not None else contextlib.nullcontext():
+        click.echo(port_code(layer, to, layout=layout))
     return 0
 
 

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import equinox as eqx
 import numpy as np
 
-from convbridge.arrays import to_numpy
+from convbridge.arrays import to_host
 from convbridge.errors import ArgumentError, ArgumentTypeError, describe_value
 from convbridge.port.kernels import kernel as convert, to_jax
 from convbridge.port.layer import Layer, resolve_conv_padding, span, transpose_crops
@@ -40,8 +40,8 @@ def read(m: Any) -> tuple[Layer, np.ndarray, np.ndarray | None]:
                                 "ConvTranspose (any rank) and convbridge.nn.equinox layers")
     n = m.num_spatial_dims
     letters = "".join(c for c in _letters(n))
-    w = to_numpy(m.weight, "the weight")
-    bias = None if m.bias is None else to_numpy(m.bias, "the bias").reshape(-1)
+    w = to_host(m.weight, "the weight")
+    bias = None if m.bias is None else to_host(m.bias, "the bias").reshape(-1)
     k, s, d = tuple(m.kernel_size), tuple(m.stride), tuple(m.dilation)
     mode = _MODES[m.padding_mode]
     if isinstance(m, eqx.nn.Conv):
@@ -90,10 +90,10 @@ def _read_cb(m: Any, op: str) -> tuple[Layer, np.ndarray, np.ndarray | None]:
         out_pad = (0,) * m.num_spatial_dims
     else:
         pads, out_pad = transpose_crops(m.padding, m.output_padding, k, s, d)
-    w = to_numpy(m.weight, "the weight")
+    w = to_host(m.weight, "the weight")
     layer = Layer(op, m.in_channels, m.out_channels, k, s, pads, d, m.groups, m.use_bias, m.padding_mode, out_pad,
                   m.layout, dtype=str(w.dtype))
-    bias = None if m.bias is None else to_numpy(m.bias, "the bias").reshape(-1)
+    bias = None if m.bias is None else to_host(m.bias, "the bias").reshape(-1)
     return layer.validate(), w, bias
 
 

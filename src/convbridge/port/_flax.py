@@ -7,11 +7,12 @@ from typing import Any, Callable
 
 import flax.linen as linen
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from convbridge.arrays import to_numpy
-from convbridge.errors import ArgumentError, ArgumentTypeError, ShapeError, describe_value
+from convbridge.arrays import to_host
+from convbridge.errors import ArgumentError, ArgumentTypeError, PaddingError, ShapeError, describe_value
 from convbridge.port.kernels import kernel as convert, to_jax
 from convbridge.port.layer import Layer, resolve_conv_padding, same_like, span, transpose_crops
 from convbridge.spec.layout import default_spatial_letters
@@ -45,10 +46,16 @@ def _tuple(value: Any, n: int, default: int = 1) -> tuple[int, ...]:
 
 
 def _params(variables: Any) -> Any:
+    from collections.abc import Mapping
+
     if variables is None:
         raise ArgumentError("a flax.linen module holds no weights: pass its variables too, e.g. "
                             "cb.port.to_torch(module, variables)")
-    return variables["params"] if "params" in variables else variables
+    params = variables.get("params", variables) if isinstance(variables, Mapping) else None
+    if not isinstance(params, Mapping):
+        raise ArgumentTypeError(f"a linen module's variables are a dict such as {{'params': {{'kernel': ..., "
+                                f"'bias': ...}}}} (what module.init returns), got {describe_value(variables)}")
+    return params
 
 
 # ----------------------------------------------------------------------------------------------------------- read
@@ -61,28 +68,30 @@ def read(m: Any, variables: Any = None) -> tuple[Layer, np.ndarray, np.ndarray |
         if not isinstance(m, (cb.Conv, cb.ConvTranspose)):
             raise ArgumentTypeError(f"cannot port {describe_value(m)}: not a convolution layer")
         return _read_cb(m, variables, api)
+    native = (linen.Conv, linen.ConvTranspose, nnx.Conv, nnx.ConvTranspose)
+    if type(m) not in native and not isinstance(m, native):
+        raise ArgumentTypeError(f"cannot port {describe_value(m)}: convbridge ports flax Conv and ConvTranspose (linen "
+                                "and nnx) and convbridge.nn.linen / convbridge.nn.nnx layers")
     if api == "linen":
         p = _params(variables)
         k, b = p.get("kernel"), p.get("bias")
     else:
         k = None if getattr(m, "kernel", None) is None else m.kernel.get_value()
         b = None if getattr(m, "bias", None) is None else m.bias.get_value()
-    native = (linen.Conv, linen.ConvTranspose, nnx.Conv, nnx.ConvTranspose)
-    if type(m) not in native and not isinstance(m, native):
-        raise ArgumentTypeError(f"cannot port {describe_value(m)}: convbridge ports flax Conv and ConvTranspose (linen "
-                                "and nnx) and convbridge.nn.linen / convbridge.nn.nnx layers")
+    b = _declared_bias(m, b)
+    _compute_dtype(m, k)
     if k is None:
         raise ArgumentError(f"{type(m).__name__} has no 'kernel' parameter in the variables given")
     if getattr(m, "mask", None) is not None:
         raise ArgumentError(f"{type(m).__name__} has a mask: the kernel it applies is kernel * mask; port a module "
                             "without one (multiply the mask into the kernel first)")
-    k = to_numpy(k, "the kernel")
+    k = to_host(k, "the kernel")
     _check_declared(m, k)
     nsp = k.ndim - 2
     letters = default_spatial_letters(nsp)
     strides = _tuple(m.strides, nsp)
     dilation = _tuple(m.kernel_dilation, nsp)
-    bias = None if b is None else to_numpy(b, "the bias")
+    bias = None if b is None else to_host(b, "the bias")
     if isinstance(m, (linen.Conv, nnx.Conv)):
         if any(v != 1 for v in _tuple(m.input_dilation, nsp)):
             raise ArgumentError(f"input_dilation={m.input_dilation}: no torch layer dilates its input; convbridge "
@@ -92,6 +101,10 @@ def read(m: Any, variables: Any = None) -> tuple[Layer, np.ndarray, np.ndarray |
             raise ArgumentTypeError("ConvLocal (unshared weights) is not a convolution torch can run")
         groups = int(m.feature_group_count)
         pads, mode = _conv_padding(m.padding, k.shape[:nsp], strides, dilation)
+        if not isinstance(pads, str) and any(lo < 0 or hi < 0 for lo, hi in pads):
+            raise PaddingError(f"{type(m).__name__}(padding={m.padding!r}) crops its input (negative padding), which "
+                               "torch's and Equinox's layers cannot; convbridge cannot port it: crop the input "
+                               "yourself and port the layer with the remaining padding")
         layer = Layer("conv", k.shape[-2] * groups, k.shape[-1], tuple(k.shape[:nsp]), strides, pads, dilation,
                       groups, bias is not None, mode, (0,) * nsp, "N" + letters + "C", dtype=str(k.dtype))
         return layer.validate(), convert(k, letters + "IO", "OI" + letters), bias
@@ -103,12 +116,37 @@ def read(m: Any, variables: Any = None) -> tuple[Layer, np.ndarray, np.ndarray |
         padding = ((padding, padding),) * nsp
     elif not isinstance(padding, str):
         padding = tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
-    call = jax_to_torch(k, strides=strides, padding=padding, rhs_dilation=dilation,
-                        transpose_kernel=bool(m.transpose_kernel))
+    try:
+        call = jax_to_torch(k, strides=strides, padding=padding, rhs_dilation=dilation,
+                            transpose_kernel=bool(m.transpose_kernel))
+    except PaddingError as e:
+        raise PaddingError(f"{type(m).__name__}(padding={m.padding!r}) pads the stride-dilated input beyond the "
+                           f"kernel's reach, which a transposed convolution in torch's meaning (crops of the full "
+                           f"output) cannot state, so convbridge cannot port it: {str(e).split(';')[0]}") from None
     layer = Layer("conv_transpose", call.kernel.shape[0], call.kernel.shape[1], tuple(call.kernel.shape[2:]),
                   strides, call.padding, dilation, 1, bias is not None, "zeros", call.output_padding,
                   "N" + letters + "C", dtype=str(k.dtype))
     return layer.validate(), call.kernel, bias
+
+
+def _declared_bias(m: Any, b: Any) -> Any:
+    """The bias the module applies: none when ``use_bias=False`` (Flax ignores a stray one); required otherwise."""
+    if not m.use_bias:
+        return None
+    if b is None:
+        raise ArgumentError(f"this {type(m).__name__} has use_bias=True but no 'bias' parameter: it cannot run as "
+                            "given; pass the variables module.init made")
+    return b
+
+
+def _compute_dtype(m: Any, k: Any) -> None:
+    """Flax's ``dtype=`` computes in another dtype than the parameters'; no other framework's layer does."""
+    dtype = getattr(m, "dtype", None)
+    if dtype is not None and k is not None and hasattr(k, "dtype") and jnp.dtype(dtype) != jnp.dtype(k.dtype):
+        raise ArgumentError(f"this {type(m).__name__} computes in dtype={jnp.dtype(dtype)} on {jnp.dtype(k.dtype)} "
+                            "parameters; torch's and Equinox's layers compute in their parameters' dtype, so no port "
+                            "is exact: port a module with dtype=None (or equal to param_dtype), or cast its "
+                            "parameters to that dtype first")
 
 
 def _check_declared(m: Any, k: np.ndarray) -> None:
@@ -141,7 +179,7 @@ def _read_cb(m: Any, variables: Any, api: str) -> tuple[Layer, np.ndarray, np.nd
         k, b = p["kernel"], p.get("bias")
     else:
         k, b = m.kernel.get_value(), None if m.bias is None else m.bias.get_value()
-    k = to_numpy(k, "the kernel")
+    k = to_host(k, "the kernel")
     op = "conv" if isinstance(m, _cb(api).Conv) else "conv_transpose"
     n = m.num_spatial_dims
     if op == "conv":
@@ -154,7 +192,7 @@ def _read_cb(m: Any, variables: Any, api: str) -> tuple[Layer, np.ndarray, np.nd
                   m.groups, m.use_bias, m.padding_mode, out_pad, m.layout, dtype=str(k.dtype))
     letters = "".join(c for c in m.layout if c not in "NC")
     torch_k = convert(k, letters + "IO", ("OI" if op == "conv" else "IO") + letters)
-    return layer.validate(), np.asarray(torch_k), None if b is None else to_numpy(b, "the bias")
+    return layer.validate(), np.asarray(torch_k), None if b is None else to_host(b, "the bias")
 
 
 

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from convbridge.arrays import to_numpy
+from convbridge.arrays import to_host
 from convbridge.errors import ArgumentError, ArgumentTypeError, describe_value
 from convbridge.port.layer import Layer
 
@@ -42,8 +42,8 @@ def read(m: Any) -> tuple[Layer, np.ndarray, np.ndarray | None]:
     else:
         raise ArgumentTypeError(f"cannot port {describe_value(m)}: convbridge ports torch.nn.Conv1d/2d/3d, "
                                 "ConvTranspose1d/2d/3d and convbridge.nn.torch layers")
-    weight = to_numpy(m.weight.detach(), "the weight")
-    bias = None if m.bias is None else to_numpy(m.bias.detach(), "the bias")
+    weight = to_host(m.weight.detach(), "the weight")  # bfloat16 stays bfloat16 (ml_dtypes)
+    bias = None if m.bias is None else to_host(m.bias.detach(), "the bias")
     return layer.validate(), weight, bias
 
 
@@ -102,6 +102,6 @@ def runner(m: Any) -> Callable[[Any, Any, Any], Any]:
 
 
 def _tensor(a: Any) -> Any:
-    if isinstance(a, torch.Tensor):
-        return a
-    return torch.from_numpy(np.array(a))  # a copy: JAX's host arrays are read-only
+    from convbridge.backends.torch_backend import _tensor as tensor  # bfloat16 included
+
+    return a if isinstance(a, torch.Tensor) else tensor(np.array(a))  # a copy: JAX's host arrays are read-only

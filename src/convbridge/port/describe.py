@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from convbridge.errors import ArgumentError, ArgumentTypeError, brief
+from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeError, brief
 
 __all__ = ["source_from_text", "port_code"]
 
@@ -74,10 +74,14 @@ def source_from_text(text: str) -> tuple[Any, Any]:
         if kind == "nnx":
             return _nnx(func, args, kwargs), None
         return _equinox(func, args, kwargs), None
-    except (TypeError, ValueError, NotImplementedError, AssertionError) as e:
-        if isinstance(e, ArgumentError):
+    except (TypeError, ValueError, NotImplementedError, AssertionError, RuntimeError, OverflowError) as e:
+        if isinstance(e, ConvBridgeError):
             raise
-        raise ArgumentError(f"{kind} refuses {brief(text)}: {e}") from None
+        if kind in ("linen", "nnx") and kwargs.get("input_dilation", 1) not in (1, (1,), (1, 1), (1, 1, 1)):
+            raise ArgumentError(f"cannot port {brief(text)}: input_dilation={kwargs['input_dilation']}, and no torch "
+                                "layer dilates its input (convbridge ports input_dilation 1 only)") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__  # no C++ frames
+        raise ArgumentError(f"{kind} refuses {brief(text)}: {first}") from None
 
 
 def _torch(text: str) -> Any:
@@ -93,13 +97,32 @@ def _torch(text: str) -> Any:
         kw["padding_mode"] = layer.padding_mode
     else:
         kw["output_padding"] = layer.output_padding
-    return cls(layer.in_channels, layer.out_channels, layer.kernel_size, **kw)
+    m = cls(layer.in_channels, layer.out_channels, layer.kernel_size, device="meta", **kw)  # no memory, no draw
+    with torch.no_grad():
+        m.weight = torch.nn.Parameter(torch.from_numpy(_placeholder(tuple(m.weight.shape), np.float32)))
+        if m.bias is not None:
+            m.bias = torch.nn.Parameter(torch.from_numpy(_placeholder(tuple(m.bias.shape), np.float32)))
+    return m
+
+
+def _placeholder(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Zeros for a description's weights: refused past the memory limit; NumPy's zeros are never written, so the
+    pages they span are not touched until something reads them."""
+    from convbridge import memory
+
+    nbytes = int(np.prod(shape, dtype=np.float64) * np.dtype(dtype).itemsize)
+    memory.check(nbytes, f"a placeholder {shape} weight for this layer description", "describe a smaller layer")
+    try:
+        return np.zeros(shape, dtype)
+    except MemoryError:
+        raise ArgumentError(f"this machine cannot hold a {shape} weight ({nbytes / 2**30:.3g} GiB); describe a "
+                            "smaller layer") from None
 
 
 def _zeros(tree: Any) -> Any:
     import jax
 
-    return jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)), tree)
+    return jax.tree.map(lambda s: jax.device_put(_placeholder(tuple(s.shape), s.dtype)), tree)
 
 
 def _linen(func: str, args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -135,8 +158,8 @@ def _equinox(func: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         raise ArgumentError(f"unknown equinox layer {name!r}; use Conv, Conv1d..3d, ConvTranspose, "
                             "ConvTranspose1d..3d")
     m = eqx.filter_eval_shape(cls, *args, key=jax.random.PRNGKey(0), **kwargs)
-    return jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)) if isinstance(s, jax.ShapeDtypeStruct)
-                        else s, m)
+    return jax.tree.map(lambda s: jax.device_put(_placeholder(tuple(s.shape), s.dtype))
+                        if isinstance(s, jax.ShapeDtypeStruct) else s, m)
 
 
 def port_code(text: str, to: str, *, layout: str | None = None) -> str:
@@ -150,7 +173,8 @@ def port_code(text: str, to: str, *, layout: str | None = None) -> str:
     module, variables = source_from_text(text)
     side, r = plan(module, variables, target=target, layout=layout)
     src_api = {"torch": "torch.nn", "equinox": "equinox.nn"}.get(side.framework, side.framework)
-    where = {"torch": "w = layer.weight.detach().numpy(); b = layer.bias.detach().numpy()",
+    to_np = ".float().numpy()" if side.layer.dtype == "bfloat16" else ".numpy()"  # NumPy has no bfloat16
+    where = {"torch": f"w = layer.weight.detach(){to_np}; b = layer.bias.detach(){to_np}",
              "flax.linen": "w = np.asarray(variables['params']['kernel']); b = np.asarray(variables['params']['bias'])",
              "flax.nnx": "w = np.asarray(layer.kernel[...]); b = np.asarray(layer.bias[...])",
              "equinox": "w = np.asarray(layer.weight); b = np.asarray(layer.bias)"}[side.framework]
@@ -169,9 +193,10 @@ def port_code(text: str, to: str, *, layout: str | None = None) -> str:
     lines.append(f"# w, b: the {src_api} layer's weight and bias as NumPy arrays: {where}"
                  + ("" if side.layer.use_bias else " (no bias)"))
     lines += body
-    lines.append(f"# input layout: {_layout_name(r, side.layer)}; " + {
+    lay = _layout_name(r, side.layer)
+    lines.append(f"# input layout: {lay}; " + {
         "torch": "y = m(x)", "linen": "y = m.apply(variables, x)", "nnx": "y = m(x)",
-        "equinox": "y = m(x) for one example (jax.vmap(m)(x) for a batch)"}[target])
+        "equinox": "y = m(x)" if "N" in lay else "y = m(x) for one example (jax.vmap(m)(x) for a batch)"}[target])
     return "\n".join(lines)
 
 

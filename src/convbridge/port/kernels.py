@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from convbridge import frameworks
-from convbridge.arrays import framework_of, shape_of
+from convbridge.arrays import check_array, framework_of, shape_of
 from convbridge.errors import ArgumentError, LayoutError, ShapeError, brief
 from convbridge.spec.layout import default_spatial_letters, permutation
 
@@ -85,6 +85,10 @@ def kernel(w: Any, src: str, dst: str, *, op: str = "conv", groups: int = 1, src
     """
     if op not in _OPS:
         raise ArgumentError(f"op must be 'conv' or 'conv_transpose', got {brief(op)}")
+    check_array(w, "the kernel")
+    if op == "conv" and "jax" in (src_convention, dst_convention):
+        raise ArgumentError("conventions name transposed kernels (op='conv_transpose'); a convolution's kernel means "
+                            "the same in every framework: drop src_convention / dst_convention")
     shape = tuple(shape_of(w))
     nsp = len(shape) - 2
     if nsp < 1:

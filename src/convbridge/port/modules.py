@@ -130,6 +130,7 @@ def _layout(layer: Layer, layout: str | None, template: str) -> str:
         return template.replace("*", layer.spatial)
     if not isinstance(layout, str):
         raise ArgumentError(f"layout must be a string such as 'NCHW' or 'NHWC', got {describe_value(layout)}")
+    layout = layout.upper()
     letters = [c for c in layout if c not in "NC"]
     if "".join(letters) != layer.spatial or "C" not in layout or len(set(layout)) != len(layout):
         raise LayoutError(f"layout {layout!r} does not fit this layer: write C, an optional N and the spatial letters "
@@ -255,45 +256,89 @@ def check(src: Any, dst: Any, x: Any, *, src_variables: Any = None, dst_variable
           **compare_kwargs: Any) -> Any:
     """Judge a port: run ``src`` and ``dst`` on the same input through :func:`convbridge.compare`.
 
-    Both run as callables with the *same* weights (``dst``'s mapped from ``src``'s by :func:`kernel`), so
-    compare's float64 and exact-integer re-runs test the port's weight mapping and configuration, not one draw.
+    When ``dst`` holds the same weights as ``src`` (bit for bit, after :func:`kernel`), both run as callables
+    with the weights compare gives them, so its float64 and exact-integer re-runs test the port's weight mapping
+    and configuration, not one draw. When its weights differ (a kernel not flipped, a lost bias, other values),
+    ``dst`` runs with its own, the report says so in its notes, and the verdict judges what ``dst`` computes.
 
     Args:
         src, dst: modules of any supported framework, or ``(linen_module, variables)`` pairs. ``dst`` may also
             be a plain ``fn(x) -> y`` (then judged on ``x`` alone, with no re-runs).
-        x: an input in ``src``'s layout (a batch is fine for an Equinox source: it is vmapped).
+        x: an input in ``src``'s layout (a batch is fine for an Equinox source: it is vmapped; an unbatched
+            example is fine for a torch source).
         src_variables, dst_variables: linen variables, when not given as pairs.
         **compare_kwargs: passed to :func:`convbridge.compare` (``rerun``, ``exact``).
 
     Returns:
         A :class:`convbridge.ParityReport` (``.verdict``).
+
+    Raises:
+        ConvBridgeError: ``dst`` is not a port of ``src`` (another op, channels, kernel size or groups), or ``x``
+            does not fit ``src``.
     """
+    from dataclasses import replace
+
     from convbridge.judging import compare
 
     s = read(src, src_variables)
-    given = s.layer.layout
     xn = to_numpy(x, "x")
-    if xn.ndim == len(given) + 1 and "N" not in given:
-        given = "N" + given
-    elif xn.ndim != len(given):
-        raise ArgumentError(f"x has shape {xn.shape}, but {s.name} takes {len(given)}-d input in layout {given}")
+    given = _given_layout(s, xn)
     runs = [(s.name, _compiled(s, adapt(s.run, s.layer.layout, given)))]
+    notes: tuple[str, ...] = ()
     if callable(dst) and _is_plain_function(dst):
         fn = dst
         runs.append((getattr(fn, "__qualname__", "dst"), lambda x_, w_, b_: fn(x_)))
         compare_kwargs.setdefault("rerun", False)
     else:
         d = read(dst, dst_variables)
-        if (d.layer.op, d.layer.in_channels, d.layer.out_channels) != (s.layer.op, s.layer.in_channels,
-                                                                       s.layer.out_channels):
-            raise ArgumentError(f"{s.name} and {d.name} are different layers ({s.layer.op} {s.layer.in_channels}->"
-                                f"{s.layer.out_channels} vs {d.layer.op} {d.layer.in_channels}->"
-                                f"{d.layer.out_channels}); check compares a layer with its port")
+        _same_layer(s, d)
         name = d.name if d.name != s.name else d.name + " (port)"
-        runs.append((name, _compiled(d, adapt(d.run, d.layer.layout, given))))
-    kwargs = s.layer.op_kwargs(given)
-    return compare(xn.astype(s.weight.dtype, copy=False), s.weight, s.bias, op=s.layer.op,
-                   backends=[(n, _no_grad(f)) for n, f in runs], **kwargs, **compare_kwargs)
+        run = d.run
+        if not _same_weights(s, d):
+            run = _own_weights(d)
+            notes = (f"{name} holds other weights than {s.name} (compared in torch's layout): it runs with its own, so "
+                     "this verdict judges the weights as well as the configuration",)
+        runs.append((name, _compiled(d, adapt(run, d.layer.layout, given))))
+    report = compare(xn.astype(s.weight.dtype, copy=False), s.weight, s.bias, op=s.layer.op,
+                     backends=[(n, _no_grad(f)) for n, f in runs], **s.layer.op_kwargs(given), **compare_kwargs)
+    return replace(report, notes=report.notes + notes) if notes else report
+
+
+def _given_layout(s: Side, xn: np.ndarray) -> str:
+    """The layout of ``x``: the source's, batched (Equinox) or unbatched (torch) as ``x`` is."""
+    lay = s.layer.layout
+    if xn.ndim == len(lay) + 1 and "N" not in lay:
+        return "N" + lay
+    if xn.ndim == len(lay) - 1 and "N" in lay:
+        return lay.replace("N", "")
+    if xn.ndim != len(lay):
+        raise ArgumentError(f"x has shape {xn.shape}, but {s.name} takes {len(lay)}-d input in layout {lay}")
+    return lay
+
+
+def _same_layer(s: Side, d: Side) -> None:
+    fields = ("op", "in_channels", "out_channels", "kernel_size", "groups")
+    differ = [f for f in fields if getattr(s.layer, f) != getattr(d.layer, f)]
+    if differ:
+        both = ", ".join(f"{f} {getattr(s.layer, f)} vs {getattr(d.layer, f)}" for f in differ)
+        raise ArgumentError(f"{s.name} and {d.name} are different layers ({both}); check compares a layer with its "
+                            "port")
+
+
+def _same_weights(s: Side, d: Side) -> bool:
+    same = bool(np.array_equal(s.weight, d.weight))
+    if s.bias is None or d.bias is None:
+        return same and s.bias is None and d.bias is None
+    return same and bool(np.array_equal(s.bias, d.bias))
+
+
+def _own_weights(d: Side) -> Callable[[Any, Any, Any], Any]:
+    """``d.run`` with ``d``'s own weights, in the dtype of the input (float64 in a re-run)."""
+    def run(x: Any, w: Any, b: Any) -> Any:
+        dtype = x.dtype
+        return d.run(x, d.weight.astype(dtype), None if d.bias is None else d.bias.astype(dtype))
+
+    return run
 
 
 def _compiled(side: Side, fn: Callable[[Any, Any, Any], Any]) -> Callable[[Any, Any, Any], Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from convbridge.errors import DTypeError
 from convbridge.port.layer import Layer, same_like, torch_same
 
 __all__ = ["Recipe", "recipe", "TARGETS"]
@@ -221,17 +222,26 @@ def build(r: Recipe, weight: np.ndarray, bias: np.ndarray | None) -> tuple[Any, 
     the linen variables dict (None for the other targets, whose modules hold their weights)."""
     from convbridge.port.kernels import kernel as convert, to_jax
 
-    m = r.instantiate(abstract=True)  # every weight is replaced below
     layer = r.layer
+    if r.target != "torch" and np.dtype(weight.dtype) == np.float64:
+        import jax
+
+        if not jax.config.read("jax_enable_x64"):
+            raise DTypeError(f"the layer's weights are float64, but JAX's x64 mode is off, so a {r.target} port would "
+                             "round them to float32 (not exact): enable it with jax.config.update('jax_enable_x64', "
+                             "True) or JAX_ENABLE_X64=1, or cast the source to float32 first")
+    m = r.instantiate(abstract=True)  # every weight is replaced below
     k = convert(np.array(weight), layer.torch_kernel_layout, r.kernel[0], op=layer.op, groups=layer.groups,
                 dst_convention=r.kernel[1])
     if r.target == "torch":
         import torch
 
-        with torch.no_grad():
-            m.weight.copy_(torch.from_numpy(np.array(k)))
+        from convbridge.backends.torch_backend import _tensor
+
+        with torch.no_grad():  # _tensor: NumPy (ml_dtypes) bfloat16 included
+            m.weight.copy_(_tensor(np.array(k)))
             if bias is not None:
-                m.bias.copy_(torch.from_numpy(np.array(bias)))
+                m.bias.copy_(_tensor(np.array(bias)))
         return m, None
     if r.target == "linen":
         params = {"kernel": to_jax(k)} | ({} if bias is None else {"bias": to_jax(bias)})
@@ -251,27 +261,41 @@ def build(r: Recipe, weight: np.ndarray, bias: np.ndarray | None) -> tuple[Any, 
 
 def code(r: Recipe, src_kernel: tuple[str, str], *, bias_broadcast: bool = False) -> list[str]:
     """Lines that build the target from the source's stored weights ``w`` and ``b`` (NumPy arrays)."""
+    dt = _dtype_name(r)
+    wide = "np.float64" if dt == "float64" else "np.float32"  # holds every float16 / bfloat16 value exactly
+
+    def torch_cast(expr: str) -> str:
+        return f"torch.from_numpy(np.asarray({expr}, {wide})).to(torch.{dt})"
+
+    def jax_cast(expr: str) -> str:
+        return f"jnp.asarray({expr}, jnp.{dt})"
+
     k = r.kernel_call(src_kernel)
     b = "b.reshape(-1)" if bias_broadcast else "b"
     lines = [f"m = {r.constructor()}"]
     if r.target == "torch":
-        lines += ["with torch.no_grad():  # the port's weights",
-                  f"    m.weight.copy_(torch.from_numpy(np.array({k})))"]
+        lines += ["with torch.no_grad():  # the port's weights", f"    m.weight.copy_({torch_cast(k)})"]
         if r.layer.use_bias:
-            lines.append(f"    m.bias.copy_(torch.from_numpy(np.array({b})))")
+            lines.append(f"    m.bias.copy_({torch_cast(b)})")
     elif r.target == "linen":
-        bias = f", 'bias': jnp.asarray({b})" if r.layer.use_bias else ""
-        lines.append(f"variables = {{'params': {{'kernel': jnp.asarray({k}){bias}}}}}")
+        bias = f", 'bias': {jax_cast(b)}" if r.layer.use_bias else ""
+        lines.append(f"variables = {{'params': {{'kernel': {jax_cast(k)}{bias}}}}}")
     elif r.target == "nnx":
-        lines.append(f"m.kernel.set_value(jnp.asarray({k}))")
+        lines.append(f"m.kernel.set_value({jax_cast(k)})")
         if r.layer.use_bias:
-            lines.append(f"m.bias.set_value(jnp.asarray({b}))")
+            lines.append(f"m.bias.set_value({jax_cast(b)})")
     else:
-        lines.append(f"m = equinox.tree_at(lambda t: t.weight, m, jnp.asarray({k}))")
+        lines.append(f"m = equinox.tree_at(lambda t: t.weight, m, {jax_cast(k)})")
         if r.layer.use_bias:
             shape = (-1,) + (1,) * r.layer.nsp
-            lines.append(f"m = equinox.tree_at(lambda t: t.bias, m, jnp.asarray({b}).reshape({shape}))")
+            lines.append(f"m = equinox.tree_at(lambda t: t.bias, m, {jax_cast(b)}.reshape({shape}))")
     return lines
+
+
+def _dtype_name(r: Recipe) -> str:
+    """The parameters' dtype of a recipe, e.g. ``"bfloat16"``."""
+    text = r.code_kwargs.get("dtype") or r.code_kwargs.get("param_dtype") or "float32"
+    return text.rpartition(".")[2]
 
 
 # ------------------------------------------------------------------------------------------------- native or not

@@ -219,8 +219,9 @@ def _groups(groups: object, c_in: int, w_in: int, convention: str) -> int:
     if c_in != w_in:
         raise ShapeError(
             f"input has {c_in} channels but the kernel's I axis has {w_in}; a conv_transpose kernel is "
-            f"(C_in, C_out / groups, *k) as torch's ConvTranspose weight (its I axis is all {c_in} input "
-            "channels, unlike conv's): check the kernel or its layout"
+            "(C_in, C_out / groups, *k) as torch's ConvTranspose weight (its I axis holds all of the input's "
+            "channels, unlike conv's): check the input's channels, the kernel or their layouts (an input with one "
+            "dim fewer than the layout names is read as unbatched)"
         )
     return g
 

@@ -453,3 +453,39 @@ def test_flax_padding_beyond_the_kernel_is_refused_clearly():
     variables = c.init(jax.random.PRNGKey(0), jnp.zeros((1, 6, 2)))
     with pytest.raises(ConvBridgeError, match="crops its input"):
         cb.port.to_equinox(c, variables)
+
+
+def test_an_inf_in_the_input_leaves_the_verdict_decisive():
+    """Elements an inf reaches are judged by equality; the finite rest by the bound (second hostile review)."""
+    m = torch.nn.Conv2d(3, 4, 3, padding=1)
+    fm, variables = cb.port.to_flax(m)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    x[0, 0, 3, 3] = float("inf")
+    assert cb.port.check(m, (fm, variables), x).verdict in ("identical", "equivalent")
+    w, b = m.weight.detach().numpy(), m.bias.detach().numpy()
+    y = torch.nn.functional.conv2d(x, m.weight, m.bias, padding=1).detach().numpy()
+    y[1, 1, 3, 3] += 1e-2  # a finite element off by far more than rounding
+    assert cb.verify(y, x.numpy(), w, b, padding=1).verdict == "mismatch"
+    y = torch.nn.functional.conv2d(x, m.weight, m.bias, padding=1).detach().numpy()
+    y[0, 1, 3, 3] = 5.0  # an element the inf reaches, made finite
+    assert cb.verify(y, x.numpy(), w, b, padding=1).verdict == "mismatch"
+
+
+def test_a_plain_destination_gets_x_in_its_own_framework():
+    m = torch.nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert cb.port.check(m, lambda z: m(z), x).verdict in ("identical", "equivalent")
+    assert cb.port.check(m, lambda z: m(z) + 1e-3, x).verdict == "mismatch"
+    with pytest.raises(ShapeError, match="expects a destination fn"):
+        cb.port.check(m, lambda z: None, x)
+
+
+def test_convbridges_layers_take_one_unbatched_example_like_the_native_ones():
+    m = torch.nn.Conv2d(4, 6, 3, padding=2, padding_mode="replicate")
+    with pytest.warns(PortWarning):
+        fm, variables = cb.port.to_flax(m)
+    x = np.random.default_rng(0).standard_normal((4, 9, 9)).astype(np.float32)  # CHW
+    y = fm.apply(variables, jnp.asarray(x.transpose(1, 2, 0)))
+    np.testing.assert_allclose(np.asarray(y).transpose(2, 0, 1), m(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
+    assert cb.port.kernel(np.zeros((6, 4, 3, 3)), "torch.nn", "flax").shape == (3, 3, 4, 6)

@@ -113,3 +113,13 @@ def test_bad_descriptions_exit_2_with_a_reason(args, match, capsys):
 
     assert re.search(match, err.replace("\n", " ")), err
     assert "frame #" not in err and "Traceback" not in err
+
+
+def test_float64_and_torch_dtypes_are_kept_or_refused():
+    for text in ("eqx.nn.Conv2d(4, 8, 3, dtype='float64')", "nnx.Conv(4, 8, (3, 3), param_dtype='float64')",
+                 "Conv2d(4, 8, 3, dtype='float64')"):
+        out = _cli("port", text, "--to", "torch").output
+        assert "dtype=torch.float64" in out and "np.float64" in out, out
+    out = _cli("port", "Conv2d(4, 8, 3, dtype='float64')", "--to", "flax").output
+    assert "jnp.float64" in out and "jax_enable_x64" in out
+    assert main(["port", "Conv2d(4, 8, 3, dtype='int8')", "--to", "flax"], standalone_mode=False) == 2

@@ -230,8 +230,11 @@ def judge_pair(
     r = _ratios(a, b, scale)
     if b_is_reference:  # the correctly rounded reference is always right, even where it overflows to inf
         r = np.where((a == rounded_b) | (np.isnan(a) & np.isnan(rounded_b)), 0.0, r)
-    allowed = np.broadcast_to(_over(rigorous, scale), a.shape)
-    threshold = np.broadcast_to(_over(probable, scale), a.shape)
+    # where the gauge is inf or NaN (an inf or NaN input reaches the element), no bound is finite: the two results
+    # must be equal there (the same inf, or both NaN), and the power checks look at the finite elements only
+    finite = np.isfinite(np.broadcast_to(g.gauge, a.shape))
+    allowed = np.where(finite, np.broadcast_to(_over(rigorous, scale), a.shape), 0.0)
+    threshold = np.where(finite, np.broadcast_to(_over(probable, scale), a.shape), 0.0)
     exceeding = int(np.count_nonzero(r > allowed))
     middle = int(np.count_nonzero((r > threshold) & (r <= allowed)))
     zero_pass, coarse, blind = _power(g, np.broadcast_to(probable, a.shape), a.shape)
@@ -298,7 +301,7 @@ def _power(g: Gauges, threshold: np.ndarray, shape: Shape) -> tuple[float, float
     """(fraction of tested elements an all-zeros output would pass, the threshold's largest fraction of G when
     that is coarse (else 0), fraction of tested elements where it cannot see a relative change of POWER_RELATIVE)."""
     gauge = np.broadcast_to(g.gauge, shape)
-    tested = gauge > 0
+    tested = (gauge > 0) & np.isfinite(gauge)  # non-finite elements are judged by equality alone
     n = int(np.count_nonzero(tested))
     if not n:
         return 0.0, 0.0, 0.0

@@ -207,14 +207,21 @@ class LayerConfig:
         """The ``layout=`` argument of :func:`convbridge.conv`: input, stored kernel, output."""
         return f"{self.layout},{self.kernel_layout}->{self.layout}"
 
-    def kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`convbridge.conv` or :func:`convbridge.conv_transpose` (backend aside).
+    def kwargs(self, ndim: int | None = None) -> dict[str, Any]:
+        """The keyword arguments of :func:`convbridge.conv` or :func:`convbridge.conv_transpose` (backend aside) for
+        an input of ``ndim`` dims: one dim fewer than a batched layout names is one unbatched example, as torch's
+        and Flax's own layers take it.
 
         >>> conv_config("equinox", 1, 2, 2, 3, padding_mode="circular").kwargs()["layout"]
         'CW,OIW->CW'
+        >>> conv_config("torch", 2, 3, 8, 3).kwargs(ndim=3)["layout"]
+        'CHW,OIHW->CHW'
         """
+        layout = self.call_layout
+        if ndim is not None and "N" in self.layout and ndim == len(self.layout) - 1:
+            layout = layout.replace("N", "")  # kernel layouts have no N
         common = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
-                      layout=self.call_layout, precision="highest")
+                      layout=layout, precision="highest")
         if self.transposed:
             return dict(common, output_padding=self.output_padding, convention="torch")
         return dict(common, padding_mode=self.padding_mode)

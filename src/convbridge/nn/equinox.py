@@ -108,7 +108,7 @@ class Conv(_Layer):
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """The convolution of ``x`` (in :attr:`layout`); ``key`` is unused (Equinox's layer signature)."""
-        return api.conv(x, self.weight, self._bias(), backend="jax", **LayerConfig.of(self, "conv").kwargs())
+        return api.conv(x, self.weight, self._bias(), backend="jax", **LayerConfig.of(self, "conv").kwargs(x.ndim))
 
 
 class ConvTranspose(_Layer):
@@ -153,4 +153,4 @@ class ConvTranspose(_Layer):
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """The transposed convolution of ``x`` (in :attr:`layout`); ``key`` is unused."""
         return api.conv_transpose(x, self.weight, self._bias(), backend="jax",
-                                  **LayerConfig.of(self, "conv_transpose").kwargs())
+                                  **LayerConfig.of(self, "conv_transpose").kwargs(x.ndim))

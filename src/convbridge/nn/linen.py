@@ -157,7 +157,7 @@ class Conv(_Layer):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """The convolution of ``x`` (in :attr:`layout`)."""
-        return api.conv(x, *self._params(), backend="jax", **self.config.kwargs())
+        return api.conv(x, *self._params(), backend="jax", **self.config.kwargs(x.ndim))
 
 
 @_takes_init
@@ -224,4 +224,4 @@ class ConvTranspose(_Layer):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """The transposed convolution of ``x`` (in :attr:`layout`)."""
-        return api.conv_transpose(x, *self._params(), backend="jax", **self.config.kwargs())
+        return api.conv_transpose(x, *self._params(), backend="jax", **self.config.kwargs(x.ndim))

@@ -116,7 +116,7 @@ class Conv(_Layer):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """The convolution of ``x`` (in :attr:`layout`)."""
-        return api.conv(x, *self._params(), backend="jax", **self.config.kwargs())
+        return api.conv(x, *self._params(), backend="jax", **self.config.kwargs(x.ndim))
 
 
 class ConvTranspose(_Layer):
@@ -162,4 +162,4 @@ class ConvTranspose(_Layer):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """The transposed convolution of ``x`` (in :attr:`layout`)."""
-        return api.conv_transpose(x, *self._params(), backend="jax", **self.config.kwargs())
+        return api.conv_transpose(x, *self._params(), backend="jax", **self.config.kwargs(x.ndim))

@@ -130,7 +130,7 @@ class Conv(_Layer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of ``x`` (in :attr:`layout`)."""
-        out: torch.Tensor = api.conv(x, self.weight, self.bias, backend="torch", **self.config.kwargs())
+        out: torch.Tensor = api.conv(x, self.weight, self.bias, backend="torch", **self.config.kwargs(x.ndim))
         return out
 
 
@@ -176,7 +176,7 @@ class ConvTranspose(_Layer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The transposed convolution of ``x`` (in :attr:`layout`)."""
-        out: torch.Tensor = api.conv_transpose(x, self.weight, self.bias, backend="torch", **self.config.kwargs())
+        out: torch.Tensor = api.conv_transpose(x, self.weight, self.bias, backend="torch", **self.config.kwargs(x.ndim))
         return out
 
 

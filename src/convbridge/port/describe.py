@@ -66,9 +66,26 @@ def source_from_text(text: str) -> tuple[Any, Any]:
     """
     func, args, kwargs = _parse(text)
     kind = _framework(func)
+    if any(_is_float64(kwargs.get(k)) for k in ("dtype", "param_dtype")) and kind != "torch":
+        from convbridge.backends.jax_backend import float64
+
+        with float64():  # a float64 description is built in float64, whatever this process's x64 setting
+            return _build(kind, text, func, args, kwargs)
+    return _build(kind, text, func, args, kwargs)
+
+
+def _is_float64(value: object) -> bool:
+    return isinstance(value, str) and value.rpartition(".")[2] in ("float64", "double")
+
+
+_TORCH_DTYPES = {"float16": "float16", "half": "float16", "bfloat16": "bfloat16", "float32": "float32",
+                 "float": "float32", "float64": "float64", "double": "float64"}
+
+
+def _build(kind: str, text: str, func: str, args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, Any]:
     try:
         if kind == "torch":
-            return _torch(text), None
+            return _torch(text, kwargs.get("dtype")), None
         if kind == "linen":
             return _linen(func, args, kwargs)
         if kind == "nnx":
@@ -84,12 +101,16 @@ def source_from_text(text: str) -> tuple[Any, Any]:
         raise ArgumentError(f"{kind} refuses {brief(text)}: {first}") from None
 
 
-def _torch(text: str) -> Any:
+def _torch(text: str, dtype: object = None) -> Any:
     import torch
 
     from convbridge.layer_string import read_layer
 
     layer = read_layer(text)  # torch's own rules, with convbridge's messages
+    name = "float32" if dtype is None else _TORCH_DTYPES.get(str(dtype).removeprefix("torch."))
+    if name is None:
+        raise ArgumentError(f"dtype={dtype!r}: convbridge ports float16, bfloat16, float32 and float64 layers; write "
+                            "e.g. dtype='float64' (a string: the description is read as literals)")
     cls = getattr(torch.nn, f"{layer.kind}{layer.num_spatial_dims}d")
     kw: dict[str, Any] = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
                               groups=layer.groups, bias=layer.bias)
@@ -98,10 +119,13 @@ def _torch(text: str) -> Any:
     else:
         kw["output_padding"] = layer.output_padding
     m = cls(layer.in_channels, layer.out_channels, layer.kernel_size, device="meta", **kw)  # no memory, no draw
+    np_dtype = np.float32 if name == "bfloat16" else np.dtype(name)
     with torch.no_grad():
-        m.weight = torch.nn.Parameter(torch.from_numpy(_placeholder(tuple(m.weight.shape), np.float32)))
+        m.weight = torch.nn.Parameter(torch.from_numpy(_placeholder(tuple(m.weight.shape), np_dtype)).to(
+            getattr(torch, name)))
         if m.bias is not None:
-            m.bias = torch.nn.Parameter(torch.from_numpy(_placeholder(tuple(m.bias.shape), np.float32)))
+            m.bias = torch.nn.Parameter(torch.from_numpy(_placeholder(tuple(m.bias.shape), np_dtype)).to(
+                getattr(torch, name)))
     return m
 
 
@@ -190,8 +214,12 @@ def port_code(text: str, to: str, *, layout: str | None = None) -> str:
                                      "equinox": "import jax, jax.numpy as jnp, equinox"}[target]]
     if any("cb.port" in line for line in body) or r.reason:
         lines.append("import convbridge as cb" + (f", convbridge.nn.{target}" if r.reason else ""))
-    lines.append(f"# w, b: the {src_api} layer's weight and bias as NumPy arrays: {where}"
-                 + ("" if side.layer.use_bias else " (no bias)"))
+    if side.layer.use_bias:
+        lines.append(f"# w, b: the {src_api} layer's weight and bias as NumPy arrays: {where}")
+    else:
+        lines.append(f"# w: the {src_api} layer's weight as a NumPy array (it has no bias): {where.split(';')[0]}")
+    if r.target != "torch" and side.layer.dtype == "float64":
+        lines.append("jax.config.update('jax_enable_x64', True)  # float64 weights: without x64 JAX rounds them")
     lines += body
     lay = _layout_name(r, side.layer)
     lines.append(f"# input layout: {lay}; " + {

@@ -48,7 +48,8 @@ def kernel_format(api: str, nsp: int, op: str = "conv") -> tuple[str, str]:
     return fw.transpose_layout(letters), "jax" if fw.transpose_flipped else "torch"
 
 
-_API_ALIASES = {"torch": "torch.nn", "lax": "jax.lax", "jax": "jax.lax", "linen": "flax.linen", "nnx": "flax.nnx",
+_API_ALIASES = {"torch": "torch.nn", "torch.nn.functional": "torch.nn", "lax": "jax.lax", "jax": "jax.lax",
+                "flax": "flax.linen", "linen": "flax.linen", "nnx": "flax.nnx",
                 "equinox": "equinox.nn", "eqx": "equinox.nn"}
 
 

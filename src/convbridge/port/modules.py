@@ -286,8 +286,7 @@ def check(src: Any, dst: Any, x: Any, *, src_variables: Any = None, dst_variable
     runs = [(s.name, _compiled(s, adapt(s.run, s.layer.layout, given)))]
     notes: tuple[str, ...] = ()
     if callable(dst) and _is_plain_function(dst):
-        fn = dst
-        runs.append((getattr(fn, "__qualname__", "dst"), lambda x_, w_, b_: fn(x_)))
+        runs.append((str(getattr(dst, "__qualname__", "dst")), _plain(dst, x)))
         compare_kwargs.setdefault("rerun", False)
     else:
         d = read(dst, dst_variables)
@@ -302,6 +301,30 @@ def check(src: Any, dst: Any, x: Any, *, src_variables: Any = None, dst_variable
     report = compare(xn.astype(s.weight.dtype, copy=False), s.weight, s.bias, op=s.layer.op,
                      backends=[(n, _no_grad(f)) for n, f in runs], **s.layer.op_kwargs(given), **compare_kwargs)
     return replace(report, notes=report.notes + notes) if notes else report
+
+
+def _plain(fn: Callable[[Any], Any], like: Any) -> Callable[[Any, Any, Any], Any]:
+    """A plain ``fn(x) -> y`` as compare's callable: it gets ``x`` in the caller's framework."""
+    from convbridge.arrays import framework_of
+
+    fw = framework_of(like)
+
+    def run(x: Any, w: Any, b: Any) -> Any:
+        if fw == "torch":
+            import torch
+
+            x = torch.from_numpy(np.array(x))
+        elif fw == "jax":
+            import jax
+
+            x = jax.device_put(np.asarray(x))
+        y = fn(x)
+        if y is None or not hasattr(y, "shape"):
+            raise ShapeError(f"{getattr(fn, '__qualname__', 'dst')} returned {describe_value(y)}; check expects a "
+                             "destination fn(x) -> y returning an array")
+        return y
+
+    return run
 
 
 def _given_layout(s: Side, xn: np.ndarray) -> str:

@@ -265,7 +265,7 @@ def code(r: Recipe, src_kernel: tuple[str, str], *, bias_broadcast: bool = False
     wide = "np.float64" if dt == "float64" else "np.float32"  # holds every float16 / bfloat16 value exactly
 
     def torch_cast(expr: str) -> str:
-        return f"torch.from_numpy(np.asarray({expr}, {wide})).to(torch.{dt})"
+        return f"torch.from_numpy(np.array({expr}, {wide})).to(torch.{dt})"  # a copy: JAX arrays are read-only
 
     def jax_cast(expr: str) -> str:
         return f"jnp.asarray({expr}, jnp.{dt})"

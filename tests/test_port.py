@@ -197,7 +197,7 @@ def test_flax_same_strided_ports_to_convbridges_torch_layer():
 
 @pytest.mark.parametrize("build,target,match", [
     (lambda: torch.nn.Conv2d(2, 4, 3, padding=1, padding_mode="replicate"), "linen", "no 'replicate' padding mode"),
-    (lambda: torch.nn.ConvTranspose2d(4, 4, 3, stride=2, groups=2), "nnx", "ConvTranspose has no groups"),
+    (lambda: torch.nn.ConvTranspose2d(4, 4, 3, stride=2, groups=2), "nnx-NCHW", "channels-last input"),
     (lambda: torch.nn.ConvTranspose1d(2, 2, 3, stride=1, dilation=2, output_padding=1), "equinox-NCW",
      "take one unbatched example"),
     (lambda: torch.nn.Conv1d(2, 2, 4, padding=1, padding_mode="circular"), "linen",
@@ -214,6 +214,23 @@ def test_not_native_says_so_once(build, target, match):
     assert len(record) == 1
     module = out[0] if isinstance(out, tuple) else out
     assert type(module).__module__ == f"convbridge.nn.{target}"
+
+
+def test_grouped_transposed_convs_are_flax_convs_over_the_dilated_input():
+    """Flax's ConvTranspose has no groups; Conv(input_dilation=stride, feature_group_count=g) with the flipped,
+    regrouped kernel is the same op, natively, both ways."""
+    m = torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fm, variables = cb.port.to_flax(m)
+        n = cb.port.to_flax(m, api="nnx")
+    assert isinstance(fm, linen.Conv) and fm.input_dilation == (2, 2) and fm.feature_group_count == 2
+    x = np.random.default_rng(0).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    assert cb.port.check(m, (fm, variables), x).verdict in ("identical", "equivalent")
+    assert cb.port.check(m, n, x).verdict in ("identical", "equivalent")
+    back = cb.port.to_torch(fm, variables)
+    assert isinstance(back, torch.nn.ConvTranspose2d) and torch.equal(back.weight, m.weight)
+    assert (back.padding, back.output_padding, back.groups) == ((1, 1), (1, 1), 2)
 
 
 def test_equinox_takes_output_padding_beyond_stride_natively():
@@ -341,9 +358,9 @@ def test_refusals():
         cb.port.to_flax(torch.nn.Linear(3, 4))
     with pytest.raises(ArgumentTypeError, match="cannot port"):
         cb.port.to_torch("Conv2d(3, 4, 3)")
-    m = linen.Conv(4, (3, 3), input_dilation=2, padding=1)
+    m = linen.Conv(4, (3, 3), input_dilation=2, strides=2, padding=1)
     variables = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 5, 5, 2)))
-    with pytest.raises(ArgumentError, match="input_dilation=2: no torch layer dilates its input"):
+    with pytest.raises(ArgumentError, match="only with stride 1 and explicit padding pairs"):
         cb.port.to_torch(m, variables)
     with pytest.raises(ArgumentError, match="pass its variables too"):
         cb.port.to_torch(linen.Conv(4, (3, 3)))

@@ -60,6 +60,8 @@ DESCRIPTIONS = [
     ("flax.linen.Conv(8, (3, 3), strides=2, padding='SAME', in_channels=3)", "torch", (2, 9, 9, 3)),
     ("nnx.ConvTranspose(4, 2, (3,), strides=(2,), padding='SAME', transpose_kernel=True)", "torch", (2, 5, 4)),
     ("eqx.nn.ConvTranspose2d(4, 2, 3, stride=2, output_padding=1, groups=2)", "flax", (4, 5, 5)),
+    ("flax.linen.Conv(6, (3, 3), input_dilation=2, padding=((1, 2), (1, 2)), feature_group_count=2, in_channels=4)",
+     "torch", (2, 5, 5, 4)),
     ("equinox.nn.Conv(1, 2, 4, 3, padding='SAME', padding_mode='CIRCULAR')", "nnx", (2, 7)),
     ("flax.linen.Conv(8, (3, 3), padding='REFLECT', in_channels=3, param_dtype='bfloat16')", "torch", (2, 7, 7, 3)),
 ]
@@ -101,7 +103,7 @@ def test_port_says_why_it_is_not_native():
     (["nnx.Conv(3, 8, (3, 3), strides=0)", "--to", "torch"], "refuses|stride"),
     (["Conv2d(100000, 100000, 30)", "--to", "flax"], "memory limit"),
     (["Conv2d(3, 4, 99999999999999999999999)", "--to", "flax"], "refuses"),
-    (["flax.linen.Conv(8, (3, 3), input_dilation=2, in_channels=3)", "--to", "torch"], "no torch layer dilates"),
+    (["flax.linen.Conv(8, (3, 3), input_dilation=2, in_channels=3)", "--to", "torch"], "explicit padding pairs"),
 ])
 def test_bad_descriptions_exit_2_with_a_reason(args, match, capsys):
     from convbridge.cli import EXIT_CODES

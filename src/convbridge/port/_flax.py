@@ -94,9 +94,7 @@ def read(m: Any, variables: Any = None) -> tuple[Layer, np.ndarray, np.ndarray |
     bias = None if b is None else to_host(b, "the bias")
     if isinstance(m, (linen.Conv, nnx.Conv)):
         if any(v != 1 for v in _tuple(m.input_dilation, nsp)):
-            raise ArgumentError(f"input_dilation={m.input_dilation}: no torch layer dilates its input; convbridge "
-                                "ports convolutions with input_dilation 1 (for a transposed convolution use "
-                                "ConvTranspose)")
+            return _read_dilated_input(m, k, bias, strides, dilation)
         if not getattr(m, "shared_weights", True):
             raise ArgumentTypeError("ConvLocal (unshared weights) is not a convolution torch can run")
         groups = int(m.feature_group_count)
@@ -127,6 +125,38 @@ def read(m: Any, variables: Any = None) -> tuple[Layer, np.ndarray, np.ndarray |
                   strides, call.padding, dilation, 1, bias is not None, "zeros", call.output_padding,
                   "N" + letters + "C", dtype=str(k.dtype))
     return layer.validate(), call.kernel, bias
+
+
+def _read_dilated_input(m: Any, k: np.ndarray, bias: np.ndarray | None, strides: tuple[int, ...],
+                        dilation: tuple[int, ...]) -> tuple[Layer, np.ndarray, np.ndarray | None]:
+    """A Flax Conv over its stride-dilated input (``input_dilation``, stride 1) is a transposed convolution: its
+    kernel is the 'jax' convention's, its paddings lax's pairs."""
+    from convbridge.spec.transpose import lax_axes
+    from convbridge.transpose import torch_crops
+
+    nsp = k.ndim - 2
+    letters = default_spatial_letters(nsp)
+    s = _tuple(m.input_dilation, nsp)
+    if any(v != 1 for v in strides) or isinstance(m.padding, str):
+        raise ArgumentError(f"{type(m).__name__}(input_dilation={m.input_dilation}, strides={m.strides}, "
+                            f"padding={m.padding!r}): a convolution of a dilated input is a transposed convolution "
+                            "only with stride 1 and explicit padding pairs; no torch layer computes this one")
+    pads = [(p, p) if isinstance(p, int) else tuple(p) for p in ([m.padding] * nsp if isinstance(m.padding, int)
+                                                                   else m.padding)]
+    g = int(m.feature_group_count)
+    crops, out_pad = [], []
+    for axis in lax_axes(tuple(pads), (1,) * nsp, k.shape[:nsp], s, dilation):
+        lo, hi = axis.crops
+        found = torch_crops(lo, hi, axis.room)
+        if found is None:
+            raise PaddingError(f"{type(m).__name__}(padding={m.padding!r}) pads the dilated input beyond the kernel's "
+                               "reach, which a transposed convolution in torch's meaning cannot state")
+        crops.append(found[0])
+        out_pad.append(found[1])
+    layer = Layer("conv_transpose", k.shape[-2] * g, k.shape[-1], tuple(k.shape[:nsp]), s, tuple(crops), dilation, g,
+                  bias is not None, "zeros", tuple(out_pad), "N" + letters + "C", dtype=str(k.dtype))
+    torch_k = convert(k, letters + "IO", "IO" + letters, op="conv_transpose", groups=g, src_convention="jax")
+    return layer.validate(), np.asarray(torch_k), bias
 
 
 def _declared_bias(m: Any, b: Any) -> Any:
@@ -203,6 +233,8 @@ def kernel_format(m: Any, layer: Layer) -> tuple[str, str]:
     sp = layer.spatial
     if layer.op == "conv":
         return sp + "IO", "torch"
+    if type(m) in (linen.Conv, nnx.Conv):  # a grouped transposed convolution as a Conv with input_dilation
+        return sp + "IO", "jax"
     if isinstance(m, (linen.ConvTranspose, nnx.ConvTranspose)):
         return (sp + "OI", "torch") if m.transpose_kernel else (sp + "IO", "jax")
     return sp + "IO", "torch"

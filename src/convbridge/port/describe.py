@@ -95,8 +95,9 @@ def _build(kind: str, text: str, func: str, args: list[Any], kwargs: dict[str, A
         if isinstance(e, ConvBridgeError):
             raise
         if kind in ("linen", "nnx") and kwargs.get("input_dilation", 1) not in (1, (1,), (1, 1), (1, 1, 1)):
-            raise ArgumentError(f"cannot port {brief(text)}: input_dilation={kwargs['input_dilation']}, and no torch "
-                                "layer dilates its input (convbridge ports input_dilation 1 only)") from None
+            raise ArgumentError(f"cannot port {brief(text)}: a Conv with input_dilation={kwargs['input_dilation']} "
+                                "ports (as a transposed convolution) only with stride 1 and explicit padding pairs, "
+                                "e.g. padding=((1, 2), (1, 2))") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__  # no C++ frames
         raise ArgumentError(f"{kind} refuses {brief(text)}: {first}") from None
 

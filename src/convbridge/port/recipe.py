@@ -164,11 +164,16 @@ def _flax(layer: Layer, api: str, dt: str) -> Recipe:
                    use_bias=layer.use_bias)
         kernel = (sp + "IO", "torch")
         cls = "Conv"
-    else:
+    elif layer.groups == 1:  # (grouped at stride 1: convbridge's layer, see native_reason)
         kw |= dict(padding=_pairs(layer.lax_pairs()), kernel_dilation=layer.dilation, use_bias=layer.use_bias,
                    transpose_kernel=False)
         kernel = (sp + "IO", "jax")
         cls = "ConvTranspose"
+    else:  # Flax's ConvTranspose has no groups; its Conv over the stride-dilated input is the same op, exactly
+        kw |= dict(strides=(1,) * layer.nsp, padding=_pairs(layer.lax_pairs()), input_dilation=layer.stride,
+                   kernel_dilation=layer.dilation, feature_group_count=layer.groups, use_bias=layer.use_bias)
+        kernel = (sp + "IO", "jax")
+        cls = "Conv"
     args = (layer.out_channels,) if api == "linen" else (layer.in_channels, layer.out_channels)
     return Recipe(api, f"flax.{api}.{cls}", args, kw, code, kernel, "", layer)
 
@@ -315,7 +320,10 @@ def native_reason(layer: Layer, target: str, layout: str) -> str:
     if layout != want:
         return f"flax.{target} layers take channels-last input ({want}), not {layout}"
     if layer.op == "conv_transpose":
-        return f"flax.{target}.ConvTranspose has no groups (groups={layer.groups})" if layer.groups != 1 else ""
+        if layer.groups != 1 and all(v == 1 for v in layer.stride):
+            return (f"flax.{target}.ConvTranspose has no groups, and at stride 1 a Conv over the undilated input "
+                    "would read back as a plain convolution")
+        return ""  # groups at a stride > 1: a Conv with input_dilation (see _flax)
     if layer.padding_mode == "zeros":
         return ""
     if layer.padding_mode == "replicate":

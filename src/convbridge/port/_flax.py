@@ -145,12 +145,16 @@ def _read_dilated_input(m: Any, k: np.ndarray, bias: np.ndarray | None, strides:
                                                                    else m.padding)]
     g = int(m.feature_group_count)
     crops, out_pad = [], []
-    for axis in lax_axes(tuple(pads), (1,) * nsp, k.shape[:nsp], s, dilation):
+    for letter, axis in zip(letters, lax_axes(tuple(pads), (1,) * nsp, k.shape[:nsp], s, dilation)):
         lo, hi = axis.crops
         found = torch_crops(lo, hi, axis.room)
         if found is None:
-            raise PaddingError(f"{type(m).__name__}(padding={m.padding!r}) pads the dilated input beyond the kernel's "
-                               "reach, which a transposed convolution in torch's meaning cannot state")
+            side = (f"adds {-lo} zero rows before the first output the kernel reaches (low side)" if lo < 0 else
+                    f"adds {-hi} rows after the full output (high side), more than torch's output_padding < "
+                    f"max(stride, dilation) = {axis.room} allows")
+            raise PaddingError(f"{type(m).__name__}(padding={m.padding!r}) read as a transposed convolution "
+                               f"{side} on axis {letter}; torch's transposed convolution only crops, so convbridge "
+                               "cannot port it")
         crops.append(found[0])
         out_pad.append(found[1])
     layer = Layer("conv_transpose", k.shape[-2] * g, k.shape[-1], tuple(k.shape[:nsp]), s, tuple(crops), dilation, g,

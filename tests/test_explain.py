@@ -162,6 +162,8 @@ TRANSPOSED = table(
     T("t3d_pairs_dilated", (1, 2, 4, 3, 5), (2, 3, 2, 3, 2), True,
       dict(stride=(2, 1, 2), padding=((1, 0), (0, 2), (1, 1)), dilation=(1, 2, 1), output_padding=(1, 0, 0))),
     T("t2d_groups_bias", (2, 8, 5, 6), (8, 3, 3, 4), True, dict(groups=4, stride=2, padding=1, output_padding=1)),
+    # grouped at stride 1: Flax's Conv with input_dilation would read back as a plain conv, so convbridge.nn's layer
+    T("t1d_groups_stride1_op", (2, 4, 7), (4, 3, 3), True, dict(groups=2, dilation=2, padding=1, output_padding=1)),
     T("unbatched_hwc_same", (6, 5, 3), (3, 3, 3, 2), False, dict(layout="HWC", stride=2, padding="same")),
     T("depthwise_crop_beyond_reach", (2, 4, 5, 6), (4, 1, 1, 3), False, dict(groups=4, stride=(2, 3),
                                                                               padding=(1, 0))),
@@ -181,7 +183,7 @@ TRANSPOSED = table(
                                                                              dilation=(2, 1), output_padding=(1, 0))),
 )
 T_WIDE = ["t2d_odd_layouts", "t1d_op_beyond_stride", "t3d_pairs_dilated", "t2d_groups_bias", "unbatched_hwc_same",
-          "depthwise_crop_beyond_reach"]
+          "depthwise_crop_beyond_reach", "t1d_groups_stride1_op"]
 T_SNIPPET_CASES = T_WIDE + [pytest.param(n, marks=pytest.mark.slow) for n in TRANSPOSED if n not in T_WIDE]
 NN = "convbridge.nn"  # torch's arguments in Flax and Equinox, where those cannot state the configuration
 
@@ -263,7 +265,8 @@ def test_transposed_text():
                    "(256 x 16) @ (16 x 128) per image per group, 4 groups", "MACs: 16,777,216",
                    "parameters: 8,224", "torch.nn.ConvTranspose2d(64, 32, kernel_size=(4, 4)",
                    "lax.conv_transpose has no groups", "w = jnp.swapaxes(w, 1, 2)", "feature_group_count=4",
-                   "convbridge.nn.linen.ConvTranspose(", "equinox.nn.ConvTranspose("):
+                   "flax.linen.Conv(features=32, kernel_size=(4, 4), strides=(1, 1), padding=((2, 3), (2, 3)), "
+                   "input_dilation=(2, 2)", "feature_group_count=4, use_bias=True", "equinox.nn.ConvTranspose("):
         assert needle in text, needle
     assert "jax.lax.conv_transpose(" not in text and "'SAME'" not in text
     assert "<pre>" in e._repr_html_()
@@ -278,8 +281,11 @@ def test_asymmetric_crops_slice_in_torch_and_beyond_stride_leaves_equinox():
     for sn in (torch_f, torch_m):
         assert "padding=(0, 0)" in sn.code and "y = y[:, :, 0:11, 1:14]" in sn.code and "slice" in sn.note
     e = cb.explain((1, 2, 6), (2, 3, 3), op="conv_transpose", stride=2, dilation=3, output_padding=2)
-    eqx_sn = e.snippets[-1]
-    assert "convbridge.nn.equinox.ConvTranspose(" in eqx_sn.code and "requires output_padding < stride" in eqx_sn.note
+    eqx_sn = e.snippets[-1]  # Equinox's own layer, the output_padding moved into the high crop
+    assert "equinox.nn.ConvTranspose(" in eqx_sn.code and "convbridge.nn" not in eqx_sn.code
+    assert "padding=((0, -2),), output_padding=(0,)" in eqx_sn.code and "moves into the high crop" in eqx_sn.note
+    grouped_s1 = cb.explain((1, 4, 6), (4, 3, 3), op="conv_transpose", groups=2)  # stride 1: convbridge's layer
+    assert "convbridge.nn.linen.ConvTranspose(" in str(grouped_s1)
 
 
 # --- layer strings: torch's own rules -------------------------------------------------------------------------

@@ -167,6 +167,14 @@ def _flax(spec: ConvTransposeSpec, fw: Convention) -> Snippet:
                 f"kernel_dilation={spec.dilation}, use_bias={spec.has_bias}, {_HIGHEST}")
         lines += _flax_apply(fw, f"{fw.name}.ConvTranspose({args}", spec.has_bias)
         note = "Flax wraps lax.conv_transpose: kernel flipped, lax's (a, b) pairs; channels-last"
+    elif any(st > 1 for st in spec.stride):  # what convbridge.port builds: Flax's own Conv over the dilated input
+        lines += _conv_kernel(spec, fw.kernel_layout(_sp(spec)))
+        args = (f"{channels}, kernel_size={spec.kernel_spatial}, strides={(1,) * spec.nsp}, padding="
+                f"{_lax_pairs(spec)}, input_dilation={spec.stride}, kernel_dilation={spec.dilation}, "
+                f"feature_group_count={spec.groups}, use_bias={spec.has_bias}, {_HIGHEST}")
+        lines += _flax_apply(fw, f"{fw.name}.Conv({args}", spec.has_bias)
+        note = (f"{fw.name}.ConvTranspose has no groups; its Conv over the input dilated by the stride "
+                "(input_dilation) is the same op, with the kernel flipped and regrouped")
     else:
         lines += _permute_line("w", spec.layout.rhs, FLAX_LINEN.transpose_layout(_sp(spec)), _JNP)
         module = f"convbridge.nn.{fw.name.rpartition('.')[2]}"
@@ -191,21 +199,20 @@ def _equinox(spec: ConvTransposeSpec) -> Snippet:
     x_fw = ("N" if lay.batched else "") + EQUINOX.input_layout(sp)  # one example; jax.vmap over N
     lines = _permute_line("x", lay.user(lay.lhs), x_fw, _JNP)
     precision = "no precision argument: on GPU/TPU use jax.default_matmul_precision('highest')"
-    if all(a.output_padding < a.stride for a in spec.axes):
-        lines += _conv_kernel(spec, EQUINOX.transpose_layout(sp))
-        args = (f"num_spatial_dims={spec.nsp}, in_channels={spec.in_channels}, out_channels={spec.out_channels}, "
-                f"kernel_size={spec.kernel_spatial}, stride={spec.stride}, padding={spec.padding}, output_padding="
-                f"{spec.output_padding}, dilation={spec.dilation}, groups={spec.groups}, use_bias={spec.has_bias}")
-        lines.append(f"m = equinox.nn.ConvTranspose({args}, key=jax.random.PRNGKey(0))")
-        note = "Equinox's kernel is (out, in/groups, *k): torch's flipped and regrouped; padding is torch's crops"
-    else:
-        lines += _permute_line("w", lay.rhs, TORCH.transpose_layout(sp), _JNP)
-        lines = ["import convbridge.nn.equinox", *lines,
-                 f"m = convbridge.nn.equinox.ConvTranspose({_torch_arguments(spec, EQUINOX.input_layout(sp))}, "
-                 "key=jax.random.PRNGKey(0))"]
-        note = (f"equinox.nn.ConvTranspose requires output_padding < stride (here output_padding "
-                f"{spec.output_padding}, stride {spec.stride}): convbridge.nn.equinox.ConvTranspose takes torch's "
-                "arguments and kernel")
+    # Equinox requires output_padding < stride; a larger one moves into the high crop (negative: rows added),
+    # which Equinox's padding arithmetic reads the same way (what convbridge.port builds)
+    keep = [a.output_padding < a.stride for a in spec.axes]
+    pads = tuple(a.padding if k else a.crops for a, k in zip(spec.axes, keep))
+    out_pad = tuple(a.output_padding if k else 0 for a, k in zip(spec.axes, keep))
+    lines += _conv_kernel(spec, EQUINOX.transpose_layout(sp))
+    args = (f"num_spatial_dims={spec.nsp}, in_channels={spec.in_channels}, out_channels={spec.out_channels}, "
+            f"kernel_size={spec.kernel_spatial}, stride={spec.stride}, padding={pads}, output_padding="
+            f"{out_pad}, dilation={spec.dilation}, groups={spec.groups}, use_bias={spec.has_bias}")
+    lines.append(f"m = equinox.nn.ConvTranspose({args}, key=jax.random.PRNGKey(0))")
+    note = "Equinox's kernel is (out, in/groups, *k): torch's flipped and regrouped; padding is torch's crops"
+    if not all(keep):
+        note += (f"; Equinox requires output_padding < stride, so output_padding {spec.output_padding} moves into "
+                 f"the high crops: padding {pads}")
     lines.append(f"m = equinox.tree_at(lambda m: m.{EQUINOX.params['weight']}, m, w)  # modules own their kernel: "
                  "replace it")
     if spec.has_bias:

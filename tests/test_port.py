@@ -396,7 +396,6 @@ def test_refusals():
     t.weight = torch.nn.Parameter(torch.zeros(4, 3, 5, 5))
     with pytest.raises(ShapeError, match="do not fit its configuration"):
         cb.port.to_flax(t)
-    assert issubclass(PortWarning, Warning) and issubclass(ArgumentError, ConvBridgeError)
 
 
 # ------------------------------------------------------------------------------------- from the hostile review

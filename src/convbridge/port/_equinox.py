@@ -12,8 +12,9 @@ from convbridge.arrays import to_host
 from convbridge.errors import ArgumentError, ArgumentTypeError, describe_value
 from convbridge.port.kernels import kernel as convert, to_jax
 from convbridge.port.layer import Layer, resolve_conv_padding, span, transpose_crops
+from convbridge.spec.layout import default_spatial_letters
 
-__all__ = ["read", "runner", "kernel_format", "is_module"]
+__all__ = ["read", "runner", "kernel_format"]
 
 _MODES = {"ZEROS": "zeros", "REFLECT": "reflect", "REPLICATE": "replicate", "CIRCULAR": "circular"}
 
@@ -23,9 +24,6 @@ def _cb() -> Any:
 
     return cbe
 
-
-def is_module(obj: object) -> bool:
-    return isinstance(obj, eqx.Module)
 
 
 def read(m: Any) -> tuple[Layer, np.ndarray, np.ndarray | None]:
@@ -39,7 +37,7 @@ def read(m: Any) -> tuple[Layer, np.ndarray, np.ndarray | None]:
         raise ArgumentTypeError(f"cannot port {describe_value(m)}: convbridge ports equinox.nn.Conv and "
                                 "ConvTranspose (any rank) and convbridge.nn.equinox layers")
     n = m.num_spatial_dims
-    letters = "".join(c for c in _letters(n))
+    letters = default_spatial_letters(n)
     w = to_host(m.weight, "the weight")
     bias = None if m.bias is None else to_host(m.bias, "the bias").reshape(-1)
     k, s, d = tuple(m.kernel_size), tuple(m.stride), tuple(m.dilation)
@@ -58,11 +56,6 @@ def read(m: Any) -> tuple[Layer, np.ndarray, np.ndarray | None]:
     torch_w = convert(w, "OI" + letters, "IO" + letters, op="conv_transpose", groups=m.groups, src_convention="jax")
     return layer.validate(), np.asarray(torch_w), bias
 
-
-def _letters(n: int) -> str:
-    from convbridge.spec.layout import default_spatial_letters
-
-    return default_spatial_letters(n)
 
 
 def _transpose_padding(padding: Any, output_padding: Any, k: tuple[int, ...], s: tuple[int, ...],

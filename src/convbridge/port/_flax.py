@@ -18,7 +18,7 @@ from convbridge.port.layer import Layer, resolve_conv_padding, same_like, span, 
 from convbridge.spec.layout import default_spatial_letters
 from convbridge.transpose import jax_to_torch
 
-__all__ = ["read", "runner", "kernel_format", "is_linen", "is_nnx"]
+__all__ = ["read", "runner", "kernel_format", "is_linen"]
 
 _MODES = {"CIRCULAR": "circular", "REFLECT": "reflect"}
 
@@ -32,9 +32,6 @@ def _cb(api: str) -> Any:
 def is_linen(obj: object) -> bool:
     return isinstance(obj, linen.Module)
 
-
-def is_nnx(obj: object) -> bool:
-    return isinstance(obj, nnx.Module)
 
 
 def _tuple(value: Any, n: int, default: int = 1) -> tuple[int, ...]:

@@ -11,10 +11,9 @@ import torch
 from convbridge.arrays import to_host
 from convbridge.errors import ArgumentError, ArgumentTypeError, describe_value
 from convbridge.port.layer import Layer
+from convbridge.spec.layout import default_spatial_letters
 
-__all__ = ["read", "runner", "kernel_format", "is_module", "NAME"]
-
-NAME = "torch"
+__all__ = ["read", "runner", "kernel_format"]
 
 
 def _cb() -> Any:
@@ -22,9 +21,6 @@ def _cb() -> Any:
 
     return cbt
 
-
-def is_module(obj: object) -> bool:
-    return isinstance(obj, torch.nn.Module)
 
 
 def read(m: Any) -> tuple[Layer, np.ndarray, np.ndarray | None]:
@@ -49,7 +45,7 @@ def read(m: Any) -> tuple[Layer, np.ndarray, np.ndarray | None]:
 
 def _read_native(m: Any) -> Layer:
     n = len(m.kernel_size)
-    letters = _letters(n)
+    letters = default_spatial_letters(n)
     if m.transposed:
         op = "conv_transpose"
         pads = tuple((p, p) for p in m.padding)
@@ -75,11 +71,6 @@ def _read_cb(m: Any, op: str) -> Layer:
                  m.groups, m.use_bias, m.padding_mode, out_pad, m.layout,
                  dtype=str(m.weight.dtype).removeprefix("torch."))
 
-
-def _letters(n: int) -> str:
-    from convbridge.spec.layout import default_spatial_letters
-
-    return default_spatial_letters(n)
 
 
 

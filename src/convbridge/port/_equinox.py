@@ -25,7 +25,6 @@ def _cb() -> Any:
     return cbe
 
 
-
 def read(m: Any) -> tuple[Layer, np.ndarray, np.ndarray | None]:
     """The layer, its kernel in torch's layout and its bias (``(C_out,)``), as NumPy arrays."""
     if type(m).__module__.startswith("convbridge.nn"):
@@ -55,7 +54,6 @@ def read(m: Any) -> tuple[Layer, np.ndarray, np.ndarray | None]:
                   out_pad, "C" + letters, dtype=str(w.dtype))
     torch_w = convert(w, "OI" + letters, "IO" + letters, op="conv_transpose", groups=m.groups, src_convention="jax")
     return layer.validate(), np.asarray(torch_w), bias
-
 
 
 def _transpose_padding(padding: Any, output_padding: Any, k: tuple[int, ...], s: tuple[int, ...],
@@ -88,8 +86,6 @@ def _read_cb(m: Any, op: str) -> tuple[Layer, np.ndarray, np.ndarray | None]:
                   m.layout, dtype=str(w.dtype))
     bias = None if m.bias is None else to_host(m.bias, "the bias").reshape(-1)
     return layer.validate(), w, bias
-
-
 
 
 def kernel_format(m: Any, layer: Layer) -> tuple[str, str]:

@@ -33,7 +33,6 @@ def is_linen(obj: object) -> bool:
     return isinstance(obj, linen.Module)
 
 
-
 def _tuple(value: Any, n: int, default: int = 1) -> tuple[int, ...]:
     if value is None:
         return (default,) * n
@@ -224,7 +223,6 @@ def _read_cb(m: Any, variables: Any, api: str) -> tuple[Layer, np.ndarray, np.nd
     letters = "".join(c for c in m.layout if c not in "NC")
     torch_k = convert(k, letters + "IO", ("OI" if op == "conv" else "IO") + letters)
     return layer.validate(), np.asarray(torch_k), None if b is None else to_host(b, "the bias")
-
 
 
 # --------------------------------------------------------------------------------------------------------- runner

@@ -22,7 +22,6 @@ def _cb() -> Any:
     return cbt
 
 
-
 def read(m: Any) -> tuple[Layer, np.ndarray, np.ndarray | None]:
     """The layer, its kernel in torch's layout and its bias, as NumPy arrays."""
     if type(m).__module__.startswith("convbridge.nn"):
@@ -70,9 +69,6 @@ def _read_cb(m: Any, op: str) -> Layer:
     return Layer(op, m.in_channels, m.out_channels, tuple(m.kernel_size), tuple(m.stride), pads, tuple(m.dilation),
                  m.groups, m.use_bias, m.padding_mode, out_pad, m.layout,
                  dtype=str(m.weight.dtype).removeprefix("torch."))
-
-
-
 
 
 def kernel_format(m: Any, layer: Layer) -> tuple[str, str]:

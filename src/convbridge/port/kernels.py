@@ -185,7 +185,6 @@ def _flip(a: Any, axes: tuple[int, ...]) -> Any:
     return np.ascontiguousarray(np.flip(a, axes))
 
 
-
 def to_jax(a: Any) -> Any:
     """A JAX array of ``a``: host arrays by ``jax.device_put`` (``jnp.asarray`` compiles an XLA copy per shape);
     JAX arrays and tracers as they are."""

@@ -29,7 +29,7 @@ from convbridge.spec import Spec
 __all__ = ["Impl", "register", "implementations", "find", "place", "execute", "run"]
 
 #: Framework-free modules that register algorithms for every backend.
-_PROVIDERS = ("convbridge.lowering.im2col",)
+_PROVIDERS = ("convbridge.lowering.im2col", "convbridge.algorithms.fft", "convbridge.algorithms.direct")
 
 Supports = Callable[[Spec, Plan], "ConvBridgeError | None"]
 
@@ -54,6 +54,9 @@ class Impl:
             backend may compile it as a whole (JAX: one XLA program per spec and plan).
         memory: ``memory(spec)`` -> the bytes it needs at its peak (an estimate), checked against the memory
             limit before it runs (:mod:`convbridge.memory`).
+        cost: ``cost(spec, plan)`` -> its estimated run time in seconds on a CPU core (a cheap model, never a
+            measurement), or None when it has no model; ``algorithm="auto"`` (:mod:`convbridge.autotune`)
+            picks the cheapest supported implementation and refines the pick by measurement when allowed.
     """
 
     op: str
@@ -64,6 +67,7 @@ class Impl:
     summary: str = ""
     composite: bool = False
     memory: Callable[[Spec], int] = native_bytes
+    cost: Callable[[Spec, Plan], float] | None = None
 
     def __repr__(self) -> str:
         return f"Impl({self.op}, {self.backend}, {self.algorithm}: {self.summary or self.run.__name__})"

@@ -521,5 +521,107 @@ def port(layer: str, to: str, layout: str | None, memory_limit: str | None) -> i
     return 0
 
 
+def _names(text: str | None) -> list[str] | None:
+    """'a, b' -> ['a', 'b']; None or '' -> None."""
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    return names or None
+
+
+@main.command("bench", context_settings=CONTEXT, epilog=EXIT_HELP)
+@click.option("--shapes", default=None,
+              help="Comma-separated shape names, or parts of names (resnet: every ResNet layer); default: all. "
+                   "--list shows them.")
+@click.option("--list", "list_shapes", is_flag=True, help="List the suite's shapes and exit.")
+@click.option("--backends", default=None, help="Comma-separated, of numpy, jax, torch; default: every installed one.")
+@click.option("--algorithms", default=None,
+              help="Comma-separated registered algorithms (native, matmul, fft, ...), auto, and baseline (the "
+                   "framework calls written by hand); default: all.")
+@click.option("--repeats", type=click.IntRange(min=1), default=20, show_default=True,
+              help="The most timed calls per combination; at least 3 (or this many if fewer) after one warm-up, "
+                   "more until about 0.5 s.")
+@click.option("--budget", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+              help="Seconds per call: an algorithm whose cost model predicts more is skipped, not timed.")
+@click.option("--json", "json_path", type=click.Path(), default=None,
+              help="Write every number to this JSON file (a new file, or one convbridge bench wrote before).")
+@click.option("--plot", "plot_path", type=click.Path(), default=None,
+              help="Draw the time / best time of every method per shape into this PNG file (needs matplotlib).")
+@click.option("--markdown", "markdown_path", type=click.Path(), default=None,
+              help="Write the summary and the tables as Markdown to this file.")
+@click.option("--tune", is_flag=True, help="auto times its candidates first (choose(..., measure=True)).")
+@click.option("--quick", is_flag=True, help="Tiny versions of every shape: a smoke test of a few seconds.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: the JSON report on stdout instead of the tables.")
+def bench_command(shapes: str | None, list_shapes: bool, backends: str | None, algorithms: str | None, repeats: int,
+                  budget: float, json_path: str | None, plot_path: str | None, markdown_path: str | None, tune: bool,
+                  quick: bool, fmt: str) -> int:
+    """Time every algorithm on every backend, the framework calls written by hand, and algorithm="auto", on a
+    suite of real convolution shapes: median ms with spread, GFLOP/s, % of the float32 GEMM peak measured in the
+    same run, ratios to the best, and what auto chose.
+
+    Every method starts from the same channels-first float32 arrays and returns a channels-first result; layout
+    changes (torch channels-last, JAX NHWC) count. Progress goes to stderr. Ctrl-C stops the run, prints and
+    writes what was measured (marked partial) and exits 130; a second Ctrl-C quits at once.
+    Examples: convbridge bench --quick; convbridge bench --shapes resnet --backends torch,jax --json r.json
+    """
+    from convbridge import bench
+
+    if list_shapes:
+        for quick_case, case in zip(bench.QUICK, bench.SUITE):
+            click.echo(f"{case.name:12} {case.title}: {case.describe()} (quick: {quick_case.x} x {quick_case.w})")
+        return 0
+    cases = bench.select(_names(shapes), quick=quick)
+    names = bench.parse_backends(_names(backends))
+    chosen = bench.parse_algorithms(_names(algorithms), names)
+    outputs = {"--json": json_path, "--markdown": markdown_path, "--plot": plot_path}
+    for flag, path in outputs.items():
+        if path is not None:
+            bench.check_output(path, flag)  # before any work
+    if plot_path is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise click.UsageError("--plot needs matplotlib: pip install 'convbridge[viz]'")
+    err = _console(stderr=True)
+    with bench.stoppable():
+        result = bench.run_suite(cases, names, algorithms=chosen, repeats=repeats, budget=budget, tune=tune,
+                                 quick=quick, progress=_bench_progress(err))
+    if result.partial:
+        err.print("interrupted: writing what was measured so far (marked partial); Ctrl-C again quits at once",
+                  markup=False)
+    _bench_report(result, outputs, fmt, err)
+    interrupts.finished()  # the report is out: a Ctrl-C now must not change the exit status
+    return EXIT_CODES["interrupted"] if result.partial else 0
+
+
+def _bench_progress(err: Console) -> Any:
+    def show(index: int, total: int, res: Any, m: Any) -> None:
+        if m is None:
+            err.print(f"[{index + 1}/{total}] {res.case.name}: {res.case.title} ({res.flops / 1e9:.3g} GFLOP)",
+                      markup=False, highlight=False)
+            return
+        what = f"{m.median * 1e3:.3g} ms ({len(m.times)} calls)" if m.status == "ok" else \
+            f"{m.status}: {' '.join(m.note.split())[:100]}"
+        err.print(f"    {m.method.backend} {m.method.label}: {what}", markup=False, highlight=False)
+    return show
+
+
+def _bench_report(result: Any, outputs: dict[str, str | None], fmt: str, err: Console) -> None:
+    """Write the files, then the tables (text) or the JSON object (json) on stdout."""
+    from convbridge import bench
+    from convbridge.reportdir import strict_json
+
+    writers = {"--json": bench.write_json, "--markdown": bench.write_markdown, "--plot": bench.plot}
+    written = [writers[flag](result, path) for flag, path in outputs.items() if path is not None]
+    if fmt == "json":
+        text = strict_json(bench.to_dict(result), indent=2)
+        with interrupts.critical():  # the report, or the interrupt's error object: one JSON object either way
+            interrupts.report_on_stdout(None)
+            click.echo(text)
+    else:
+        bench.print_tables(result, _console())
+    for path in written:
+        (err if fmt == "json" else _console()).print(f"wrote {path}", markup=False, highlight=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     run()

@@ -13,11 +13,11 @@ names the alternatives.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from convbridge import backends
+from convbridge._tracing import tracing
 from convbridge._types import Array, ArrayLike
 from convbridge.arrays import dtype_name, framework_of, shape_of
 from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeError, ImplementationError
@@ -28,7 +28,7 @@ from convbridge.spec import Spec
 
 __all__ = ["Impl", "register", "implementations", "find", "place", "execute", "run"]
 
-#: Framework-free modules that register algorithms for every backend.
+#: Modules that register algorithms for the backends (imported by :func:`_load`).
 _PROVIDERS = ("convbridge.lowering.im2col", "convbridge.algorithms.fft", "convbridge.algorithms.direct")
 
 Supports = Callable[[Spec, Plan], "ConvBridgeError | None"]
@@ -104,10 +104,17 @@ def register(impl: Impl) -> Impl:
     return impl
 
 
+_PROVIDED: list[bool] = []
+
+
 def _load(backend: str) -> backends.Backend:
     be = backends.get(backend)
-    for module in _PROVIDERS:
-        importlib.import_module(module)
+    if not _PROVIDED:  # import statements, once: torch.compile traces them (not importlib.import_module)
+        import convbridge.algorithms.direct
+        import convbridge.algorithms.fft
+        import convbridge.lowering.im2col  # noqa: F401
+        if not tracing():
+            _PROVIDED.append(True)
     return be
 
 
@@ -154,8 +161,9 @@ def place(plan: Plan, arrays: Sequence[ArrayLike | None]) -> tuple[Array, ...]:
 def execute(impl: Impl, spec: Spec, plan: Plan, native: Sequence[Array]) -> Array:
     """Run ``impl`` on the backend's arrays: add the batch axis when the user's arrays have none, check the
     result's shape and dtype against the spec, and drop the batch axis again."""
-    check(impl.memory(spec), f"{spec.op} with the {impl.algorithm!r} algorithm on the {impl.backend} backend",
-          "use a smaller batch (run it in chunks), a smaller geometry, or another algorithm or backend")
+    if not tracing():  # torch.compile plans its own memory (and cannot trace the estimate's generators)
+        check(impl.memory(spec), f"{spec.op} with the {impl.algorithm!r} algorithm on the {impl.backend} backend",
+              "use a smaller batch (run it in chunks), a smaller geometry, or another algorithm or backend")
     batched = spec.layout.batched
     x = native[0] if batched else native[0][None]
     y = _runner(impl)(spec.as_batched(), plan, x, *native[1:])
@@ -179,6 +187,13 @@ def _runner(impl: Impl) -> Callable[..., Array]:
 
 
 def run(spec: Spec, plan: Plan, arrays: Sequence[ArrayLike | None]) -> Array:
-    """Run ``spec`` under ``plan`` on arrays from any framework; the result is the plan's backend's array."""
+    """Run ``spec`` under ``plan`` on arrays from any framework; the result is the plan's backend's array.
+    ``algorithm="auto"`` is resolved here (:mod:`convbridge.autotune`), on the placed arrays."""
+    if plan.algorithm == "auto":
+        from convbridge import autotune
+
+        native = place(plan, arrays)
+        chosen = replace(plan, algorithm=autotune.resolve(spec, plan, native).algorithm)
+        return execute(find(spec, chosen), spec, chosen, native)
     impl = find(spec, plan)
     return execute(impl, spec, plan, place(plan, arrays))

@@ -16,6 +16,7 @@ from typing import Protocol, cast
 
 import numpy as np
 
+from convbridge._tracing import tracing
 from convbridge._types import Array, ArrayLike
 from convbridge.arrays import framework_of
 from convbridge.errors import ArgumentError, BackendUnavailable, ConvBridgeError
@@ -25,6 +26,7 @@ __all__ = ["NAMES", "Backend", "get", "infer", "available", "validate"]
 
 NAMES = ("numpy", "jax", "torch")
 _MODULES = {"numpy": "numpy_backend", "jax": "jax_backend", "torch": "torch_backend"}
+_LOADED: dict[str, Backend] = {}
 _INSTALL = {"jax": "pip install 'convbridge[jax]'  (or: pip install jax)",
             "torch": "pip install 'convbridge[torch]'  (or: pip install torch)"}
 
@@ -74,10 +76,31 @@ def get(name: str) -> Backend:
         ArgumentError: unknown name.
         BackendUnavailable: its framework is not installed (the message names the pip line).
     """
+    loaded = _LOADED.get(name)
+    if loaded is not None:  # a dict lookup: torch.compile traces through it (not through import_module)
+        return loaded
     validate(name)
     if name in _INSTALL and importlib.util.find_spec(name) is None:
         raise BackendUnavailable(f"backend {name!r} needs {name}, which is not installed; {_INSTALL[name]}")
-    return cast(Backend, importlib.import_module(f"convbridge.backends.{_MODULES[name]}"))
+    module = cast(Backend, _import(name))
+    if not tracing():  # torch.compile cannot replay a module stored into a dict; it re-traces the import instead
+        _LOADED[name] = module
+    return module
+
+
+def _import(name: str) -> object:
+    """Import statements, not ``importlib.import_module``: torch.compile traces through them."""
+    if name == "torch":
+        from convbridge.backends import torch_backend
+
+        return torch_backend
+    if name == "jax":
+        from convbridge.backends import jax_backend
+
+        return jax_backend
+    from convbridge.backends import numpy_backend
+
+    return numpy_backend
 
 
 def infer(x: object) -> str:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from convbridge import costs
 from convbridge import precision as _precision
 from convbridge._types import Array, ArrayLike, Pairs
 from convbridge.arrays import framework_of, native_order, to_host, to_numpy
@@ -214,4 +215,5 @@ def fold(spec: FoldSpec, plan: Plan, cols: Array) -> Array:
 
 
 for _fn in (conv, conv_transpose, unfold, fold):
-    register(Impl(_fn.__name__, NAME, "native", compile(_fn), summary=(_fn.__doc__ or "").split("\n")[0]))
+    register(Impl(_fn.__name__, NAME, "native", compile(_fn), summary=(_fn.__doc__ or "").split("\n")[0],
+                  cost=costs.native))

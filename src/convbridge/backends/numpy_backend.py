@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from convbridge import reference
+from convbridge import costs, reference
 from convbridge._types import ArrayLike
 from convbridge.arrays import to_host, to_numpy
 from convbridge.backends._common import float32_accumulation
@@ -98,4 +98,4 @@ def _as_a_framework(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
 
 for _fn in (conv, conv_transpose, unfold, fold):
     register(Impl(_fn.__name__, NAME, "native", _as_a_framework(_fn), memory=reference_bytes,
-                  summary="the NumPy reference definition, in the input dtype"))
+                  summary="the NumPy reference definition, in the input dtype", cost=costs.native))

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from convbridge import backends, dispatch, memory
+from convbridge import backends, costs, dispatch, memory
 from convbridge._types import Array, ArrayLike
 from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeError, brief, checked_signature
 from convbridge.memory import matmul_bytes
@@ -63,6 +63,8 @@ class MatmulView:
 
     def product(self) -> Array:
         """``lhs @ rhs`` for every group: ``(groups, rows, cols)``."""
+        if self.plan.backend != "numpy":
+            return self.lhs @ self.rhs
         with np.errstate(over="ignore", invalid="ignore"):  # float32 overflow is inf, as in every framework
             return self.lhs @ self.rhs
 
@@ -204,7 +206,7 @@ def _col2im_supports(spec: Spec, plan: Plan) -> ConvBridgeError | None:
 
 for _name in backends.NAMES:
     dispatch.register(dispatch.Impl("conv", _name, "matmul", _matmul, composite=True, memory=matmul_bytes,
-                                    summary="im2col (the backend's unfold) and one matrix product per group"))
+                                    cost=costs.matmul, summary="im2col (the backend's unfold) and one matrix product per group"))
     dispatch.register(dispatch.Impl("conv_transpose", _name, "matmul", _matmul, _col2im_supports, composite=True,
-                                    memory=matmul_bytes,
+                                    memory=matmul_bytes, cost=costs.matmul,
                                     summary="one matrix product per group, then col2im (the backend's fold)"))

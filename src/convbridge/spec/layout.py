@@ -16,6 +16,7 @@ import string
 from dataclasses import dataclass, replace
 
 from convbridge import frameworks
+from convbridge._tracing import tracing
 from convbridge.errors import LayoutError, ShapeError, brief
 
 __all__ = ["Layout", "resolve_layout", "default_spatial_letters", "default_kernel_layout", "inverse", "permutation",
@@ -155,8 +156,9 @@ def resolve_layout(layout: object, x_ndim: int, w_ndim: int, op: str = "conv") -
         ShapeError: the arrays' ranks do not fit the layout.
     """
     key = tuple(layout) if isinstance(layout, list) else layout
+    resolve = _resolve_cached.__wrapped__ if tracing() else _resolve_cached  # torch.compile ignores the cache
     try:
-        return _resolve_cached(key, x_ndim, w_ndim, op)
+        return resolve(key, x_ndim, w_ndim, op)
     except TypeError as exc:  # unhashable layout object
         raise LayoutError(
             f"layout must be None, a string such as 'NHWC', 'NHWC,HWIO->NHWC' or a 3-tuple of strings; "

@@ -1,0 +1,95 @@
+"""Cost models: the estimated run time, in seconds, of each framework's own convolution and of the im2col
+lowering on a CPU, from the geometry alone. ``algorithm="auto"`` (:mod:`convbridge.autotune`) ranks the
+candidates by them and refines by measurement when allowed, so they need to be right within a factor of
+about two where the candidates are close, and right in order of magnitude elsewhere.
+
+The constants were calibrated on the 2-core AVX-512 machine the issue's table was measured on (float32,
+forward, medians): a dense layer reaches ``rate = peak x m / (m + M_HALF)`` with ``m`` the smaller of the
+output channels per group and the terms per output (the GEMM's narrow side), so ResNet-50's 3x3 64->64 runs
+near the peak and a one-channel 51x51 filter far below it; depthwise convolutions follow their own, much
+lower rate (oneDNN in channels-first memory, every XLA:CPU grouped convolution). float64 halves the rates.
+
+>>> from convbridge.spec import make_conv_spec
+>>> from convbridge.plan import Plan
+>>> dense = make_conv_spec((8, 64, 56, 56), (64, 64, 3, 3), padding=1, dtypes=("float32", "float32"))
+>>> 1e-3 < native(dense, Plan("torch")) < 2e-2
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+from convbridge.plan import Plan
+from convbridge.spec import ConvSpec, ConvTransposeSpec, Spec
+
+__all__ = ["flops", "native", "matmul", "gemm_rate", "OVERHEAD", "PEAK", "DEPTHWISE", "BANDWIDTH"]
+
+#: Per-call overhead in seconds (dispatch, argument checks, the framework's own).
+OVERHEAD = {"numpy": 30e-6, "jax": 40e-6, "torch": 25e-6}
+#: float32 GEMM-bound rate in FLOP/s of a dense convolution at its best, by (backend, algorithm).
+PEAK = {("torch", "native"): 3.5e11, ("jax", "native"): 2.0e11, ("numpy", "native"): 4.0e9,
+        ("torch", "matmul"): 3.0e11, ("jax", "matmul"): 2.5e11, ("numpy", "matmul"): 1.2e11}
+#: Depthwise (one input channel per group) rate in FLOP/s of the frameworks' own convolutions, by backend and
+#: whether the input is channels-last in memory (torch's oneDNN has a fast channels-last kernel only).
+DEPTHWISE = {("torch", False): 7e9, ("torch", True): 2.5e11, ("jax", False): 2.2e9, ("jax", True): 2.2e9,
+             ("numpy", False): 3e9, ("numpy", True): 3e9}
+#: The GEMM's narrow side at which a dense convolution reaches half its peak rate.
+M_HALF = 16.0
+#: Memory bandwidth in bytes/s for copies (im2col's columns, layout changes).
+BANDWIDTH = 8e9
+
+
+def flops(spec: Spec) -> float:
+    """2 x the multiply-accumulates of the direct algorithm (conv and conv_transpose); 0 for other ops."""
+    macs = getattr(spec, "macs", None)
+    return 2.0 * float(macs) if macs is not None else 0.0
+
+
+def _itemsize(spec: Spec) -> int:
+    return 8 if spec.dtype in ("float64", "complex64") else 16 if spec.dtype == "complex128" else \
+        2 if spec.dtype in ("float16", "bfloat16") else 4
+
+
+def _narrow_side(spec: ConvSpec | ConvTransposeSpec) -> float:
+    per_group_out = spec.out_channels // spec.groups
+    terms = spec.in_channels // spec.groups * math.prod(spec.kernel_spatial)
+    return float(min(per_group_out, terms))
+
+
+def gemm_rate(spec: ConvSpec | ConvTransposeSpec, peak: float) -> float:
+    """A dense convolution's rate: ``peak x m / (m + M_HALF)`` (float64: half of it)."""
+    m = _narrow_side(spec)
+    rate = peak * m / (m + M_HALF)
+    return rate / 2 if _itemsize(spec) >= 8 else rate
+
+
+def _channels_last(spec: Spec) -> bool:
+    """Whether the user's input keeps channels innermost (e.g. NHWC), so that no copy makes it channels-last."""
+    perm = spec.layout.lhs_perm
+    return perm[1] == max(perm)
+
+
+def native(spec: Spec, plan: Plan) -> float:
+    """The framework's own convolution (``F.convNd``, ``lax.conv_general_dilated``, the NumPy definition)."""
+    if not isinstance(spec, (ConvSpec, ConvTransposeSpec)):
+        return OVERHEAD[plan.backend]
+    work = flops(spec)
+    if spec.in_channels // spec.groups == 1 and spec.groups > 1:
+        rate = DEPTHWISE[(plan.backend, _channels_last(spec))]
+        rate = rate / 2 if _itemsize(spec) >= 8 else rate
+    else:
+        rate = gemm_rate(spec, PEAK[(plan.backend, "native")])
+    return OVERHEAD[plan.backend] + work / rate
+
+
+def matmul(spec: Spec, plan: Plan) -> float:
+    """im2col (a copy of every window) and one GEMM per group; for conv_transpose, the GEMM and col2im."""
+    if not isinstance(spec, (ConvSpec, ConvTransposeSpec)):
+        return OVERHEAD[plan.backend]
+    if isinstance(spec, ConvSpec):
+        columns = spec.batch * math.prod(spec.out_spatial) * spec.in_channels * math.prod(spec.kernel_spatial)
+    else:
+        columns = spec.batch * math.prod(spec.in_spatial) * spec.out_channels * math.prod(spec.kernel_spatial)
+    copy = 3.0 * columns * _itemsize(spec) / BANDWIDTH  # written, read by the GEMM, transposed views
+    return 3 * OVERHEAD[plan.backend] + copy + flops(spec) / gemm_rate(spec, PEAK[(plan.backend, "matmul")])

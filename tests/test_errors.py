@@ -183,8 +183,11 @@ def test_torch_refuses_4d_conv_with_a_pointer():
 def test_missing_backend_names_the_pip_line(monkeypatch):
     import importlib.util
 
+    from convbridge import backends
+
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "jax" else real(n, *a))
+    monkeypatch.setattr(backends, "_LOADED", {})  # as in a process that has not loaded the backend yet
     with pytest.raises(BackendUnavailable, match=r"pip install 'convbridge\[jax\]'") as info:
         cb.conv(*arrays(2), backend="jax")
     assert isinstance(info.value, ImportError)

@@ -59,8 +59,10 @@ def conv(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *, stri
         layout: ``None`` (channels first), an input layout such as ``"NHWC"`` (kernel ``HWIO``),
             ``"NHWC,HWIO->NHWC"`` or JAX's 3-tuple.
         backend: ``"numpy" | "jax" | "torch"``; ``None`` infers it from ``x``'s type.
-        algorithm: ``"native"`` (the framework's own convolution) or ``"matmul"`` (im2col and one matrix
-            product per group); :func:`convbridge.dispatch.implementations` lists what is registered.
+        algorithm: ``"auto"`` (the fastest that supports the call: :mod:`convbridge.autotune`), ``"native"``
+            (the framework's own convolution), ``"matmul"`` (im2col and one matrix product per group),
+            ``"fft"`` (real FFTs), or another registered one: :func:`convbridge.dispatch.implementations`
+            lists them.
         precision: ``"highest"`` (default), ``"high"`` or ``"default"`` (matters on GPUs/TPUs).
         device: where to compute (``"cpu"``, ``"cuda:0"``, a framework device); ``None``: where ``x`` lives.
 

@@ -74,6 +74,7 @@ class Impl:
 
 
 _REGISTRY: dict[tuple[str, str, str], Impl] = {}
+_FACTS: dict[tuple[Impl, Spec], tuple[int, Spec, tuple[int, ...]]] = {}
 _COMPILED: dict[Impl, Callable[..., Array]] = {}
 
 
@@ -143,7 +144,8 @@ def find(spec: Spec, plan: Plan) -> Impl:
     if impl is None:
         known = sorted(a for (o, b, a) in _REGISTRY if o == spec.op and b == plan.backend)
         raise ArgumentError(f"no algorithm {plan.algorithm!r} for {spec.op} on the {plan.backend} backend; "
-                            f"registered: {', '.join(map(repr, known)) or 'none'}")
+                            f"registered: {', '.join(map(repr, known)) or 'none'}; or 'auto' (the fastest that supports "
+                            "the call)")
     problem = be.unsupported(spec, plan) or impl.supports(spec, plan)
     if problem is not None:
         if not isinstance(problem, ConvBridgeError):
@@ -161,13 +163,22 @@ def place(plan: Plan, arrays: Sequence[ArrayLike | None]) -> tuple[Array, ...]:
 def execute(impl: Impl, spec: Spec, plan: Plan, native: Sequence[Array]) -> Array:
     """Run ``impl`` on the backend's arrays: add the batch axis when the user's arrays have none, check the
     result's shape and dtype against the spec, and drop the batch axis again."""
-    if not tracing():  # torch.compile plans its own memory (and cannot trace the estimate's generators)
-        check(impl.memory(spec), f"{spec.op} with the {impl.algorithm!r} algorithm on the {impl.backend} backend",
+    traced = tracing()
+    facts = None if traced else _FACTS.get((impl, spec))
+    if facts is None:  # the spec's derived facts, once per (impl, spec): repeated small calls stay cheap
+        facts = (impl.memory(spec) if not traced else 0, spec.as_batched(), spec.batched_out_shape)
+        if not traced:
+            if len(_FACTS) >= 512:
+                _FACTS.pop(next(iter(_FACTS)))
+            _FACTS[(impl, spec)] = facts
+    nbytes, batched_spec, want = facts
+    if not traced:  # torch.compile plans its own memory (and cannot trace the estimate's generators)
+        check(nbytes, f"{spec.op} with the {impl.algorithm!r} algorithm on the {impl.backend} backend",
               "use a smaller batch (run it in chunks), a smaller geometry, or another algorithm or backend")
     batched = spec.layout.batched
     x = native[0] if batched else native[0][None]
-    y = _runner(impl)(spec.as_batched(), plan, x, *native[1:])
-    want, dtype = spec.batched_out_shape, spec.dtype or dtype_name(x)  # the user's dtype, whatever placing did
+    y = _runner(impl)(batched_spec, plan, x, *native[1:])
+    dtype = spec.dtype or dtype_name(x)  # the user's dtype, whatever placing did
     if framework_of(y) != impl.backend or shape_of(y) != want or dtype_name(y) != dtype:
         raise ImplementationError(
             f"the {impl.algorithm!r} {spec.op} of the {impl.backend} backend returned a {framework_of(y)} array "

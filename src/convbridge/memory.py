@@ -121,12 +121,17 @@ def check(nbytes: float, what: str, hint: str) -> None:
     Raises:
         MemoryLimitError: with the estimate, the limit, and ``hint`` (how to need less).
     """
+    if nbytes <= _UNCHECKED and not _stack and not os.environ.get(ENV):
+        return  # small: not worth reading /proc/meminfo (tens of microseconds) on every call
     cap = current_limit()
     if nbytes > cap:
         raise MemoryLimitError(f"{what} needs about {describe(nbytes)}, more than the memory limit of "
                                f"{describe(cap)}; {hint}, or raise the limit: {ENV}=16GiB, "
                                "convbridge.memory.limit('16GiB'), or --memory-limit 16GiB on the command line")
 
+
+#: Estimates up to this size pass without reading the available memory (unless a limit is set).
+_UNCHECKED = 16 * 2**20
 
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 #: Index arrays, small temporaries and Python objects around the arrays an estimate counts.

@@ -10,13 +10,14 @@ to the absolute values of its inputs.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from convbridge import reference
+from convbridge._tracing import tracing
 from convbridge._types import ArrayLike, IntOrInts, PaddingLike, Shape
 from convbridge.arrays import check_array, dtype_name, shape_of
 from convbridge.errors import ArgumentError, checked_signature, unknown_argument
@@ -124,6 +125,36 @@ def split_plan_keywords(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict
     return op_kwargs, {k: v for k, v in kwargs.items() if k in PLAN_KEYWORDS}
 
 
+#: Parsed specs by (op, shapes, dtypes, arguments), oldest dropped first.
+_SPECS: dict[Hashable, Spec] = {}
+_SPECS_KEPT = 512
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain(value: object) -> Hashable | None:
+    """``value`` with every element's exact type beside it, when it is built of None, bools, ints, floats,
+    strings, tuples and lists only (else None: not cached). Types matter: ``True == 1`` but a bool stride is
+    refused, so the two must not share a parsed spec.
+
+    >>> _plain((("stride", 1), ("padding", [1, True]))) != _plain((("stride", True), ("padding", [1, 1])))
+    True
+    """
+    kind = type(value)
+    if kind in _PLAIN:
+        return (kind, value)
+    if kind is tuple or kind is list:
+        items = []
+        for v in value:  # type: ignore[attr-defined]
+            item = (type(v), v) if type(v) in _PLAIN else _plain(v)
+            if item is None:
+                return None
+            items.append(item)
+        return (kind, tuple(items))
+    return None
+
+
 def build(op: str, x: ArrayLike, second: ArrayLike, bias: ArrayLike | None, kwargs: Mapping[str, Any]) -> Spec:
     """Look ``op`` up and parse its arguments, given the arrays (shapes and dtypes are read, nothing imported).
 
@@ -139,8 +170,21 @@ def build(op: str, x: ArrayLike, second: ArrayLike, bias: ArrayLike | None, kwar
     b_shape = None if bias is None else shape_of(bias)
     if entry.kernel_is_array:
         dtypes = tuple(None if a is None else dtype_name(a) for a in (x, second, bias))
-        return entry.build(shape_of(x), shape_of(second), b_shape, dtypes=dtypes, **kwargs)
-    return entry.build(shape_of(x), second, b_shape, dtypes=(dtype_name(x),), **kwargs)
+        args: tuple[Any, ...] = (shape_of(x), shape_of(second), b_shape, dtypes)
+    else:
+        args = (shape_of(x), second, b_shape, (dtype_name(x),))
+    plain = _plain(tuple(kwargs.items()))  # specs are immutable: the same arguments parse to the same spec
+    key = None if plain is None or not isinstance(second, tuple | type(None)) and not entry.kernel_is_array else \
+        (op, args, plain)
+    if key is not None and not tracing():
+        spec = _SPECS.get(key)
+        if spec is None:
+            spec = entry.build(*args[:3], dtypes=args[3], **kwargs)
+            if len(_SPECS) >= _SPECS_KEPT:
+                _SPECS.pop(next(iter(_SPECS)))
+            _SPECS[key] = spec
+        return spec
+    return entry.build(*args[:3], dtypes=args[3], **kwargs)
 
 
 @checked_signature

@@ -106,15 +106,20 @@ def inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(range(len(perm)), key=perm.__getitem__))
 
 
+@functools.lru_cache(maxsize=1024)
+def _permutation(src: str, dst: str) -> tuple[int, ...]:
+    if sorted(src) != sorted(dst):
+        raise LayoutError(f"layouts {src!r} and {dst!r} name different axes; a permutation needs the same letters")
+    return tuple(src.index(c) for c in dst)
+
+
 def permutation(src: str, dst: str) -> tuple[int, ...]:
     """Axes of an array laid out as ``src`` to take, in order, to lay it out as ``dst``.
 
     >>> permutation("NHWC", "NCHW"), permutation("OIHW", "HWIO")
     ((0, 3, 1, 2), (2, 3, 1, 0))
     """
-    if sorted(src) != sorted(dst):
-        raise LayoutError(f"layouts {src!r} and {dst!r} name different axes; a permutation needs the same letters")
-    return tuple(src.index(c) for c in dst)
+    return (_permutation.__wrapped__ if tracing() else _permutation)(src, dst)
 
 
 def default_kernel_layout(spatial: str, op: str = "conv", *, channels_last: bool = False) -> str:

@@ -106,6 +106,8 @@ def dtype_name(a: ArrayLike) -> str:
     dt = getattr(a, "dtype", None)
     if dt is None:
         return type(a).__name__
+    if isinstance(dt, np.dtype):  # numpy and jax: the name, without str()'s slower path
+        return dt.name
     text = str(dt)
     return text[len("torch.") :] if text.startswith("torch.") else str(getattr(dt, "name", text))
 

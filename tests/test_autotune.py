@@ -151,6 +151,26 @@ def test_no_measurement_inside_a_jax_trace_and_gradients_flow():
     np.testing.assert_allclose(np.asarray(g), np.asarray(g0), rtol=1e-4, atol=1e-4)
 
 
+def test_jit_uses_the_decision_an_eager_call_measured():
+    jax = pytest.importorskip("jax")
+    x, w = _data()
+    xj, wj = jax.numpy.asarray(x), jax.numpy.asarray(w)
+    measured = autotune.choose(xj, wj, padding=1, measure=True)
+    seen = []
+    real = autotune.resolve
+
+    def spy(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    autotune.resolve = spy
+    try:
+        jax.jit(lambda a, k: cb.conv(a, k, padding=1, algorithm="auto"))(xj, wj)
+    finally:
+        autotune.resolve = real
+    assert [(c.source, c.algorithm) for c in seen] == [("cache", measured.algorithm)]
+
+
 def test_torch_gradients_flow_through_auto():
     torch = pytest.importorskip("torch")
     x, w = _data()

@@ -132,15 +132,13 @@ def _device_of(backend: str, arrays: Sequence[Array | None]) -> str:
     x = arrays[0]
     if backend == "torch":
         return str(getattr(x, "device", "cpu"))
-    if backend == "jax":
+    if backend == "jax":  # the platform: a tracer under jit finds what an eager call on the same arrays chose
         try:
-            devices = x.devices()  # type: ignore[union-attr]
-            kinds = sorted({f"{d.platform}" for d in devices})
-            return f"{'+'.join(kinds)}x{len(devices)}"
-        except Exception:  # a tracer has no devices: the default backend decides
+            return str(next(iter(x.devices())).platform)  # type: ignore[union-attr]
+        except Exception:  # a tracer has no devices: the default backend computes it
             import jax
 
-            return jax.default_backend()
+            return str(jax.default_backend())
     return "cpu"
 
 

@@ -11,11 +11,11 @@ skipped, not timed. Every result is checked against the shape's first result by 
 difference ``||y - y_ref|| / ||y_ref||`` (a sanity check that catches a wrong method, not the verdict:
 ``cb.compare`` judges accuracy).
 
-Ctrl-C (KeyboardInterrupt) stops the run after the combination in progress: :func:`run_suite` returns what was
-measured so far, marked ``partial``.
+Ctrl-C (KeyboardInterrupt) stops the run: :func:`run_suite` returns what was measured so far, marked ``partial``.
 
->>> [c.name for c in select(["seed"], quick=True)]
-['seed', 'seed_b512']
+>>> result = run_suite(select(["seed_b512"], quick=True), ["numpy"], repeats=1, quick=True)
+>>> [m.method.label for m in result.cases[0].measurements][0], result.cases[0].out_shape
+('cb native', (16, 4, 8, 8))
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ from convbridge.plan import Plan
 from convbridge.spec import ConvSpec, ConvTransposeSpec
 
 __all__ = ["Case", "Method", "Measurement", "CaseResult", "SuiteResult", "SUITE", "QUICK", "select",
-           "parse_backends", "parse_algorithms", "run_suite", "gemm_peak", "stoppable", "FORMAT", "MIN_CALLS",
-           "TARGET_SECONDS", "REFERENCE_RATE", "BASELINE", "AUTO"]
+           "parse_backends", "parse_algorithms", "measure", "run_case", "run_suite", "gemm_peak", "stoppable",
+           "FORMAT", "MIN_CALLS", "TARGET_SECONDS", "REFERENCE_RATE", "SUSPECT",
+           "BASELINE", "AUTO"]
 
 #: The key and version of the JSON file (a file with this key is one ``convbridge bench`` wrote).
 FORMAT = ("convbridge_bench", 1)
@@ -119,19 +120,26 @@ QUICK: tuple[Case, ...] = tuple(quick for _, quick in _PAIRS)
 
 
 def select(patterns: Sequence[str] | None = None, *, quick: bool = False) -> tuple[Case, ...]:
-    """The suite's cases whose name equals or contains one of ``patterns`` (all with None), in suite order.
+    """The suite's cases named by ``patterns`` (all with None), in suite order: a pattern that is a case's name
+    selects that case, any other every case whose name contains it.
 
     Raises:
         ArgumentError: a pattern that matches no case (the message lists the names).
+
+    >>> [c.name for c in select(["resnet", "seed"], quick=True)]
+    ['resnet3x3', 'seed', 'resnet3x3s2', 'resnet512']
     """
     cases = QUICK if quick else SUITE
     if not patterns:
         return cases
+    chosen: set[str] = set()
     for p in patterns:
-        if not any(p == c.name or p in c.name for c in cases):
+        named = [c.name for c in cases if c.name == p] or [c.name for c in cases if p in c.name]
+        if not named:
             raise ArgumentError(f"no benchmark shape matches {p!r}; the shapes are "
                                 f"{', '.join(c.name for c in cases)} (a name or a part of one)")
-    return tuple(c for c in cases if any(p == c.name or p in c.name for p in patterns))
+        chosen.update(named)
+    return tuple(c for c in cases if c.name in chosen)
 
 
 def parse_backends(names: Sequence[str] | None) -> tuple[str, ...]:
@@ -403,14 +411,19 @@ def _relative_error(y: np.ndarray, ref: np.ndarray) -> float:
     return diff / scale if scale else (0.0 if diff == 0 else math.inf)
 
 
-def _model(spec: ConvSpec | ConvTransposeSpec, method: Method) -> float | None:
-    """The registered implementation's cost model in seconds (numpy without one: the reference's rate)."""
+def _model(spec: ConvSpec | ConvTransposeSpec, method: Method) -> tuple[float | None, str]:
+    """The registered implementation's cost model in seconds, and ``"model"``; on numpy without one, the
+    estimate at :data:`REFERENCE_RATE` and ``"no model; at 2 GFLOP/s"``. Raises when the implementation
+    declines the spec."""
     if method.kind != "convbridge" or method.algorithm is None:
-        return None
-    impl = dispatch.find(spec, Plan(method.backend, method.algorithm))  # raises when it declines the spec
+        return None, ""
+    plan = Plan(method.backend, method.algorithm)
+    impl = dispatch.find(spec, plan)
     if impl.cost is not None:
-        return float(impl.cost(spec, Plan(method.backend, method.algorithm)))
-    return 2.0 * spec.macs / REFERENCE_RATE if method.backend == "numpy" else None
+        return float(impl.cost(spec, plan)), "model"
+    if method.backend == "numpy":
+        return 2.0 * spec.macs / REFERENCE_RATE, f"no model; at {REFERENCE_RATE / 1e9:g} GFLOP/s"
+    return None, ""
 
 
 def measure(case: Case, spec: ConvSpec | ConvTransposeSpec, method: Method, arrays: Mapping[str, tuple[Any, Any]],
@@ -418,38 +431,61 @@ def measure(case: Case, spec: ConvSpec | ConvTransposeSpec, method: Method, arra
     """Time one method on one case; returns the measurement and the method's result (None unless timed)."""
     m = Measurement(method, "ok")
     try:
-        m.model = _model(spec, method)
-    except ConvBridgeError as exc:
-        return Measurement(method, "declined", str(exc)), None
-    if m.model is not None and m.model > budget:
-        m.status, m.note = "skipped", f"model: {m.model:.3g} s per call > budget {budget:g} s"
-        return m, None
-    try:
+        estimate, source = _model(spec, method)
+        m.model = estimate if source == "model" else None
+        if estimate is not None and estimate > budget:
+            m.status, m.note = "skipped", f"{source}: {estimate:.3g} s per call > budget {budget:g} s"
+            return m, None
         m.first, m.times, y = _time(_call(case, spec, method, *arrays[method.backend]), repeats)
-    except ConvBridgeError as exc:
+    except ConvBridgeError as exc:  # not supported, or refused (e.g. over the memory limit)
         m.status, m.note = "declined", str(exc)
         return m, None
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
-    except Exception as exc:  # a bug in a method: reported in the table, the benchmark goes on
+    except Exception as exc:  # a bug in a method or its cost model: reported in the table, the benchmark goes on
         m.status, m.note = "failed", f"{type(exc).__name__}: {exc}"
         return m, None
     return m, y
 
 
+def _choice(c: Any) -> dict[str, Any]:
+    return {"algorithm": c.algorithm, "source": c.source, "costs": dict(c.costs),
+            "timings": None if c.timings is None else dict(c.timings)}
+
+
 def _auto_choice(case: Case, backend: str, arrays: Mapping[str, tuple[Any, Any]], tune: bool) -> dict[str, Any]:
-    """What ``algorithm="auto"`` picks for the case on ``backend`` (measuring first with ``tune``)."""
+    """What ``algorithm="auto"`` picks for the case on ``backend`` (measuring first with ``tune``); on jax also
+    what it picks under ``jax.jit`` (the timed call), where nothing is measured."""
     try:
         from convbridge.autotune import choose
     except ImportError:
-        return {"algorithm": None, "source": "n/a", "note": "auto: n/a (convbridge.autotune is missing)"}
+        return {"algorithm": None, "source": "n/a", "note": "auto: n/a"}
     x, w = arrays[backend]
     try:
-        c = choose(x, w, op=case.op, backend=backend, measure=tune, **case.kwargs)
+        out = _choice(choose(x, w, op=case.op, backend=backend, measure=tune, **case.kwargs))
+        if backend == "jax":
+            import jax
+
+            seen: list[Any] = []
+
+            def probe(x: Any, w: Any) -> Any:
+                seen.append(choose(x, w, op=case.op, backend=backend, **case.kwargs))
+                return x
+            jax.make_jaxpr(probe)(x, w)
+            out["under_jit"] = {"algorithm": seen[0].algorithm, "source": seen[0].source}
     except ConvBridgeError as exc:
-        return {"algorithm": None, "source": "declined", "note": str(exc)}
-    return {"algorithm": c.algorithm, "source": c.source, "costs": dict(c.costs),
-            "timings": None if c.timings is None else dict(c.timings)}
+        return {"algorithm": None, "source": "declined", "note": f"declined: {exc}"}
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as exc:  # a bug in autotune: reported, the benchmark goes on
+        return {"algorithm": None, "source": "failed", "note": f"failed: {type(exc).__name__}: {exc}"}
+    return out
+
+
+def auto_algorithm(res: CaseResult, backend: str) -> str | None:
+    """The algorithm the timed auto call ran (on jax: the choice under jit)."""
+    choice = res.auto.get(backend, {})
+    return choice.get("under_jit", choice).get("algorithm")
 
 
 Progress = Callable[[int, int, CaseResult, "Measurement | None"], None]
@@ -485,7 +521,8 @@ def run_case(case: Case, backend_names: Sequence[str], *, algorithms: frozenset[
 
 def gemm_peak(backend_names: Sequence[str], n: int = 2048, calls: int = 5) -> dict[str, Any]:
     """The machine's float32 GEMM rate, measured now: the best of ``np.matmul`` and (with torch) ``torch.mm``
-    on ``n x n`` matrices, each its fastest of ``calls`` calls after a warm-up."""
+    on ``n x n`` matrices, each its fastest of ``calls`` calls after a warm-up. :func:`run_suite` measures it
+    at the start and at the end of a run and keeps the faster (a busy moment only lowers a rate)."""
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
     calls_by: dict[str, Callable[[], Any]] = {"np.matmul": lambda: np.matmul(a, b)}
@@ -505,6 +542,13 @@ def gemm_peak(backend_names: Sequence[str], n: int = 2048, calls: int = 5) -> di
         rates[name] = 2.0 * n**3 / best
     by = max(rates, key=lambda k: rates[k])
     return {"flops": rates[by], "by": by, "n": n, "rates": rates}
+
+
+def _best_peak(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """The faster of two peak measurements (at the start and at the end of a run), per source and overall."""
+    rates = {k: max(a["rates"].get(k, 0.0), b["rates"].get(k, 0.0)) for k in {**a["rates"], **b["rates"]}}
+    by = max(rates, key=lambda k: rates[k])
+    return {"flops": rates[by], "by": by, "n": a["n"], "rates": rates, "runs": 2}
 
 
 def _machine(backend_names: Sequence[str]) -> dict[str, Any]:
@@ -529,26 +573,29 @@ def run_suite(cases: Sequence[Case], backend_names: Sequence[str], *, algorithms
               repeats: int = 20, budget: float = 2.0, tune: bool = False, quick: bool = False,
               progress: Progress | None = None) -> SuiteResult:
     """Measure the machine's GEMM peak, then every case. Ctrl-C (KeyboardInterrupt) ends the run early with
-    ``partial=True`` and everything measured so far.
+    ``partial=True`` and everything measured so far. ``quick`` (a smoke test on the tiny :data:`QUICK` cases)
+    times at most :data:`MIN_CALLS` calls per combination and measures the peak on smaller matrices.
 
     Raises:
         ArgumentError: ``repeats`` < 1 or ``budget`` <= 0.
     """
     if repeats < 1 or not budget > 0:
         raise ArgumentError(f"repeats must be >= 1 and budget > 0 seconds; got repeats={repeats}, budget={budget}")
+    repeats = min(repeats, MIN_CALLS) if quick else repeats
     t0 = time.perf_counter()
     settings = {"repeats": repeats, "min_calls": MIN_CALLS, "target_seconds": TARGET_SECONDS, "budget_s": budget,
                 "tune": tune, "quick": quick, "backends": list(backend_names),
                 "algorithms": None if algorithms is None else sorted(algorithms), "dtype": "float32"}
     result = SuiteResult(_machine(backend_names), {}, settings)
     try:
-        result.peak = gemm_peak(backend_names, n=256 if quick else 2048)
+        result.peak = gemm_peak(backend_names, n=512 if quick else 2048)
         for i, case in enumerate(cases):
             spec = case.spec()
             res = CaseResult(case, 2.0 * spec.macs, spec.out_shape)
             result.cases.append(res)
             run_case(case, backend_names, algorithms=algorithms, repeats=repeats, budget=budget, tune=tune,
                      progress=progress, index=i, total=len(cases), into=res)
+        result.peak = _best_peak(result.peak, gemm_peak(backend_names, n=512 if quick else 2048))
     except KeyboardInterrupt:
         result.partial = True
     result.seconds = time.perf_counter() - t0
@@ -574,305 +621,3 @@ def stoppable() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, before)
-
-
-# ------------------------------------------------------------------------------------------ results as data
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None or not math.isfinite(seconds) else seconds * 1e3
-
-
-def _numbers(res: CaseResult, m: Measurement, peak: float) -> dict[str, Any]:
-    """A measurement's numbers: times in ms, GFLOP/s, % of the GEMM peak, ratios to the best."""
-    if m.status != "ok":
-        return {}
-    med, (q1, q3) = m.median, m.quartiles()
-    best, own = res.best(), res.best(m.method.backend)
-    return {"median_ms": _ms(med), "q1_ms": _ms(q1), "q3_ms": _ms(q3), "min_ms": _ms(min(m.times)),
-            "max_ms": _ms(max(m.times)), "calls": len(m.times), "first_call_ms": _ms(m.first),
-            "gflops": res.flops / med / 1e9, "peak_pct": 100.0 * res.flops / med / peak if peak else None,
-            "ratio_best": med / best.median if best else None, "ratio_backend_best": med / own.median if own else None,
-            "times_ms": [t * 1e3 for t in m.times]}
-
-
-def _auto_measurement(res: CaseResult, backend: str) -> Measurement | None:
-    return next((m for m in res.ok(backend) if m.method.kind == AUTO), None)
-
-
-def _summary(res: CaseResult) -> dict[str, Any]:
-    """The issue's targets for one case: the best method, and per framework the best hand-written call, the
-    best method on that backend, and auto against both."""
-    best = res.best()
-    out: dict[str, Any] = {"best": None if best is None else f"{best.method.backend} {best.method.label}",
-                           "best_ms": _ms(best.median) if best else None}
-    for b in ("torch", "jax"):
-        hand, top, auto = res.best(b, BASELINE), res.best(b), _auto_measurement(res, b)
-        out[b] = {"baseline": hand.method.label if hand else None, "baseline_ms": _ms(hand.median) if hand else None,
-                  "backend_best": top.method.label if top else None, "backend_best_ms": _ms(top.median) if top else None,
-                  "auto_algorithm": res.auto.get(b, {}).get("algorithm"),
-                  "auto_ms": _ms(auto.median) if auto else None,
-                  "auto_vs_baseline": auto.median / hand.median if auto and hand else None,
-                  "auto_vs_backend_best": auto.median / top.median if auto and top else None,
-                  "auto_vs_best": auto.median / best.median if auto and best else None}
-    return out
-
-
-def to_dict(result: SuiteResult) -> dict[str, Any]:
-    """Every number of the run as plain data (what the JSON file holds)."""
-    peak = float(result.peak.get("flops", 0.0))
-    cases = []
-    for res in result.cases:
-        c = res.case
-        rows = [{"method": m.method.label, "backend": m.method.backend, "kind": m.method.kind,
-                 "algorithm": m.method.algorithm, "status": m.status, "note": m.note, "model_ms": _ms(m.model),
-                 "error": m.error, **_numbers(res, m, peak)} for m in res.measurements]
-        cases.append({"name": c.name, "title": c.title, "op": c.op, "x": list(c.x), "w": list(c.w),
-                      "kwargs": dict(c.kwargs), "out": list(res.out_shape), "gflop": res.flops / 1e9,
-                      "error_reference": res.reference, "auto": res.auto, "summary": _summary(res), "results": rows})
-    return {FORMAT[0]: FORMAT[1], "partial": result.partial, "seconds": result.seconds, "machine": result.machine,
-            "peak": result.peak, "settings": result.settings, "cases": cases}
-
-
-# ----------------------------------------------------------------------------------------------- tables
-
-def _fmt(v: float | None, spec: str = ".3g", suffix: str = "") -> str:
-    return "-" if v is None or not math.isfinite(v) else f"{v:{spec}}{suffix}"
-
-
-def _note(m: Measurement, width: int | None) -> str:
-    text = m.note if m.status == "ok" else f"{m.status}: {m.note}"
-    if m.error is not None and m.error > SUSPECT:
-        text = f"WRONG? rel. diff {m.error:.2g} to the reference; {text}".rstrip("; ")
-    text = " ".join(text.split())
-    return text if width is None or len(text) <= width else text[:width - 1] + "…"
-
-
-CASE_COLUMNS = ("backend", "method", "median ms", "IQR", "GFLOP/s", "% peak", "x best", "x backend", "rel. diff",
-                "note")
-
-
-def case_rows(res: CaseResult, peak: float, width: int | None = 60) -> list[list[str]]:
-    """One row per method, in :data:`CASE_COLUMNS` (notes cut to ``width`` characters)."""
-    rows = []
-    for m in res.measurements:
-        n = _numbers(res, m, peak)
-        spread = f"±{50 * (n['q3_ms'] - n['q1_ms']) / n['median_ms']:.0f}%" if n else ""
-        rows.append([m.method.backend, m.method.label, _fmt(n.get("median_ms")), spread, _fmt(n.get("gflops"), ".1f"),
-                     _fmt(n.get("peak_pct"), ".0f", "%"), _fmt(n.get("ratio_best"), ".2f"),
-                     _fmt(n.get("ratio_backend_best"), ".2f"), _fmt(m.error, ".1e"), _note(m, width)])
-    return rows
-
-
-def case_title(res: CaseResult) -> str:
-    auto = ", ".join(f"{b}: {v.get('algorithm') or v.get('note', '-')} ({v.get('source')})"
-                     for b, v in res.auto.items())
-    return (f"{res.case.name}: {res.case.title}; {res.case.describe()} -> {res.out_shape}, "
-            f"{res.flops / 1e9:.3g} GFLOP" + (f"; auto chose {auto}" if auto else ""))
-
-
-SUMMARY_COLUMNS = ("shape", "best (ms)", "torch by hand", "torch auto", "auto / hand, / best torch", "jax by hand",
-                   "jax auto", "auto / hand, / best jax")
-
-
-def summary_rows(result: SuiteResult) -> list[list[str]]:
-    """Per case: the best method, then per framework its best hand-written call, auto, and auto's ratios."""
-    rows = []
-    for res in result.cases:
-        s = _summary(res)
-        row = [res.case.name, f"{_fmt(s['best_ms'])} {s['best'] or ''}".strip()]
-        for b in ("torch", "jax"):
-            v = s[b]
-            row += [f"{_fmt(v['baseline_ms'])} {v['baseline'] or ''}".strip(),
-                    f"{_fmt(v['auto_ms'])} {v['auto_algorithm'] or ''}".strip(),
-                    f"{_fmt(v['auto_vs_baseline'], '.2f')}, {_fmt(v['auto_vs_backend_best'], '.2f')}"]
-        rows.append(row)
-    return rows
-
-
-def header(result: SuiteResult) -> list[str]:
-    """The lines above the tables: machine, GEMM peak, settings, and whether the run is partial."""
-    m, p, s = result.machine, result.peak, result.settings
-    lines = [f"machine: {m.get('processor')}, {m.get('cpus')} CPUs, {m.get('platform')}; numpy {m.get('numpy')}"
-             + "".join(f", {k} {m[k]}" for k in ("torch", "jax") if k in m)
-             + (f", torch threads {m['torch_threads']}" if "torch_threads" in m else "")]
-    if p:
-        rates = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in p["rates"].items())
-        lines.append(f"float32 GEMM peak {p['flops'] / 1e9:.0f} GFLOP/s ({p['by']}, {p['n']}x{p['n']}; {rates})")
-    least = min(s["min_calls"], s["repeats"])
-    lines.append(f"timing: 1 warm-up, then {least}..{s['repeats']} calls up to ~{s['target_seconds']} s; "
-                 f"median, ± half the interquartile range; budget {s['budget_s']:g} s per call by the cost model"
-                 + ("; auto measured (--tune)" if s["tune"] else ""))
-    if result.partial:
-        lines.append(f"PARTIAL: interrupted after {len(result.cases)} case(s); the last may be incomplete")
-    return lines
-
-
-def print_tables(result: SuiteResult, console: Any) -> None:
-    """Print the run with rich: the header, one table per case, then the summary table."""
-    from rich.table import Table
-
-    for line in header(result):
-        console.print(line, markup=False, highlight=False)
-    peak = float(result.peak.get("flops", 0.0))
-    for res in result.cases:
-        t = Table(title=case_title(res), title_justify="left")
-        for col in CASE_COLUMNS:
-            t.add_column(col, justify="right" if col not in ("backend", "method", "note") else "left")
-        for row in case_rows(res, peak):
-            t.add_row(*row)
-        console.print(t)
-    t = Table(title="Summary: median ms; ratios of auto's time (<= 1.0 meets the target against the hand-written "
-                    "call)", title_justify="left")
-    for col in SUMMARY_COLUMNS:
-        t.add_column(col)
-    for row in summary_rows(result):
-        t.add_row(*row)
-    console.print(t)
-
-
-def markdown(result: SuiteResult) -> str:
-    """The run as Markdown: the header, the summary table, then one table per case (for an issue's closing note)."""
-    def table(cols: Sequence[str], rows: list[list[str]]) -> list[str]:
-        esc = [[c.replace("|", "\\|") for c in r] for r in rows]
-        return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols), *("| " + " | ".join(r) + " |" for r in esc)]
-
-    peak = float(result.peak.get("flops", 0.0))
-    out = [_MD_TAG, "", *(f"- {line}" for line in header(result)), "", *table(SUMMARY_COLUMNS, summary_rows(result))]
-    for res in result.cases:
-        out += ["", f"**{case_title(res)}**", "", *table(CASE_COLUMNS, case_rows(res, peak, width=None))]
-    return "\n".join(out) + "\n"
-
-
-def plot(result: SuiteResult, path: str | os.PathLike[str]) -> Any:
-    """Draw every timed method's time / the case's best time (log scale), one row per case, into a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    cases = [r for r in result.cases if r.ok()]
-    fig = Figure(figsize=(9.0, 1.6 + 0.42 * max(len(cases), 1)))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    colours, markers = {"torch": "tab:red", "jax": "tab:blue", "numpy": "tab:green"}, \
-        {BASELINE: "o", "convbridge": "s", AUTO: "*"}
-    for i, res in enumerate(cases):
-        best = res.best()
-        for m in res.ok():
-            off = {"torch": -0.2, "jax": 0.0, "numpy": 0.2}[m.method.backend]
-            ax.scatter(m.median / best.median if best else math.nan, i + off, c=colours[m.method.backend],
-                       marker=markers[m.method.kind], s=90 if m.method.kind == AUTO else 28, alpha=0.8)
-    ax.set_xscale("log")
-    ax.set_yticks(range(len(cases)), [r.case.name for r in cases])
-    ax.invert_yaxis()
-    ax.axvline(1.0, color="grey", lw=0.8)
-    ax.set_xlabel("time / best time for the shape (log)")
-    handles = [Line2D([], [], ls="", marker="o", color=c, label=b) for b, c in colours.items()] + \
-        [Line2D([], [], ls="", marker=mk, color="black", label=k) for k, mk in markers.items()]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    ax.set_title("convbridge bench: ratio to the best method per shape" + (" (partial)" if result.partial else ""))
-    return write_output(path, "--plot", lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight",
-                                                                 metadata={"Software": _PNG_TAG}))
-
-
-# ------------------------------------------------------------------------------------------ output files
-
-_MD_TAG = "<!-- written by convbridge bench -->"
-_PNG_TAG = "convbridge bench"
-_KINDS = {"--json": "JSON", "--plot": "PNG", "--markdown": "Markdown"}
-
-
-def _ours(path: os.PathLike[str], flag: str) -> bool:
-    """Whether ``path`` is a file ``convbridge bench`` wrote (its JSON key, its PNG tag, its Markdown tag)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(1 << 16) if flag != "--json" else f.read()
-    except OSError:
-        return False
-    if flag == "--plot":
-        return head.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00" + _PNG_TAG.encode() in head
-    if flag == "--markdown":
-        return head.startswith(_MD_TAG.encode())
-    import json
-
-    try:
-        data = json.loads(head)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return False
-    return isinstance(data, dict) and FORMAT[0] in data
-
-
-def check_output(path: str | os.PathLike[str], flag: str) -> Any:
-    """The absolute path if ``convbridge bench`` may write its ``flag`` file there: a new file, or one it wrote
-    before. Checked before any work; anything else (a folder, a link, a file of the user's) is refused.
-
-    Raises:
-        OutputError: with what is wrong and what to pass instead.
-    """
-    from pathlib import Path
-
-    from convbridge.reportdir import OutputError
-
-    shown, kind = repr(str(path)), _KINDS[flag]
-    if not str(path).strip():
-        raise OutputError(f"{flag} is empty; pass the {kind} file to write, e.g. {flag} bench.{flag[2:4]}")
-    target = Path(os.path.abspath(os.path.expanduser(path)))
-    if target.is_symlink():
-        raise OutputError(f"{flag} {shown} is a symbolic link; convbridge writes a plain file: pass another path")
-    if target.is_dir():
-        raise OutputError(f"{flag} {shown} is a folder; pass a file path inside it, e.g. {str(target / 'bench')!r}")
-    if target.exists() and not _ours(target, flag):
-        raise OutputError(f"{flag} {shown} is a file convbridge bench did not write; convbridge never overwrites "
-                          f"it: remove it yourself, or pass another path")
-    for parent in target.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(f"{flag} {shown} lies under {str(parent)!r}, which is a file, not a folder")
-            break
-    return target
-
-
-def write_output(path: str | os.PathLike[str], flag: str, write: Callable[[Any], object]) -> Any:
-    """``write(tmp)`` into a temporary file beside ``path``, then rename it into place (checked again just
-    before); Ctrl-C or a failure leaves ``path`` as it was and no temporary file behind."""
-    import tempfile
-    from pathlib import Path
-
-    from convbridge import interrupts
-    from convbridge.reportdir import OutputError
-
-    target = check_output(path, flag)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {flag} {str(path)!r}: {exc.strerror or exc}") from None
-    os.close(fd)
-    tmp = Path(name)
-    with interrupts.cleanup_on_interrupt(tmp):
-        try:
-            umask = os.umask(0)
-            os.umask(umask)
-            tmp.chmod(0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
-            write(tmp)
-            with interrupts.critical():
-                check_output(path, flag)  # nothing of the user's appeared meanwhile
-                os.replace(tmp, target)
-        except OSError as exc:
-            raise OutputError(f"cannot write {flag} {str(path)!r}: {exc.strerror or exc}") from None
-        finally:
-            tmp.unlink(missing_ok=True)
-    return target
-
-
-def write_json(result: SuiteResult, path: str | os.PathLike[str]) -> Any:
-    """Write :func:`to_dict` as strict JSON (non-finite numbers as strings) to ``path``, safely."""
-    from convbridge.reportdir import strict_json
-
-    text = strict_json(to_dict(result), indent=1)
-    return write_output(path, "--json", lambda tmp: tmp.write_text(text))
-
-
-def write_markdown(result: SuiteResult, path: str | os.PathLike[str]) -> Any:
-    """Write :func:`markdown` to ``path``, safely."""
-    text = markdown(result)
-    return write_output(path, "--markdown", lambda tmp: tmp.write_text(text))

@@ -548,7 +548,9 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--markdown", "markdown_path", type=click.Path(), default=None,
               help="Write the summary and the tables as Markdown to this file.")
 @click.option("--tune", is_flag=True, help="auto times its candidates first (choose(..., measure=True)).")
-@click.option("--quick", is_flag=True, help="Tiny versions of every shape: a smoke test of a few seconds.")
+@click.option("--quick", is_flag=True,
+              help="Tiny versions of every shape, at most 3 timed calls each: a smoke test (JAX compiles most of "
+                   "its time).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: the JSON report on stdout instead of the tables.")
 def bench_command(shapes: str | None, list_shapes: bool, backends: str | None, algorithms: str | None, repeats: int,
@@ -563,7 +565,7 @@ def bench_command(shapes: str | None, list_shapes: bool, backends: str | None, a
     writes what was measured (marked partial) and exits 130; a second Ctrl-C quits at once.
     Examples: convbridge bench --quick; convbridge bench --shapes resnet --backends torch,jax --json r.json
     """
-    from convbridge import bench
+    from convbridge import bench, bench_report
 
     if list_shapes:
         for quick_case, case in zip(bench.QUICK, bench.SUITE):
@@ -573,9 +575,9 @@ def bench_command(shapes: str | None, list_shapes: bool, backends: str | None, a
     names = bench.parse_backends(_names(backends))
     chosen = bench.parse_algorithms(_names(algorithms), names)
     outputs = {"--json": json_path, "--markdown": markdown_path, "--plot": plot_path}
-    for flag, path in outputs.items():
-        if path is not None:
-            bench.check_output(path, flag)  # before any work
+    targets = {flag: bench_report.check_output(path, flag) for flag, path in outputs.items() if path is not None}
+    if len(set(targets.values())) < len(targets):  # checked before any work, as the paths themselves
+        raise click.UsageError(f"{' and '.join(targets)} name the same file; give each its own path")
     if plot_path is not None:
         import importlib.util
 
@@ -594,6 +596,8 @@ def bench_command(shapes: str | None, list_shapes: bool, backends: str | None, a
 
 
 def _bench_progress(err: Console) -> Any:
+    from convbridge import bench_report
+
     def show(index: int, total: int, res: Any, m: Any) -> None:
         if m is None:
             err.print(f"[{index + 1}/{total}] {res.case.name}: {res.case.title} ({res.flops / 1e9:.3g} GFLOP)",
@@ -601,24 +605,27 @@ def _bench_progress(err: Console) -> Any:
             return
         what = f"{m.median * 1e3:.3g} ms ({len(m.times)} calls)" if m.status == "ok" else \
             f"{m.status}: {' '.join(m.note.split())[:100]}"
+        if m.method.kind == "auto" and m.method.backend in res.auto:
+            what += f"; chose {bench_report.describe_choice(res.auto[m.method.backend])}"
         err.print(f"    {m.method.backend} {m.method.label}: {what}", markup=False, highlight=False)
     return show
 
 
 def _bench_report(result: Any, outputs: dict[str, str | None], fmt: str, err: Console) -> None:
     """Write the files, then the tables (text) or the JSON object (json) on stdout."""
-    from convbridge import bench
+    from convbridge import bench_report
     from convbridge.reportdir import strict_json
+    from convbridge.viz.bench import plot
 
-    writers = {"--json": bench.write_json, "--markdown": bench.write_markdown, "--plot": bench.plot}
+    writers = {"--json": bench_report.write_json, "--markdown": bench_report.write_markdown, "--plot": plot}
     written = [writers[flag](result, path) for flag, path in outputs.items() if path is not None]
     if fmt == "json":
-        text = strict_json(bench.to_dict(result), indent=2)
+        text = strict_json(bench_report.to_dict(result), indent=2)
         with interrupts.critical():  # the report, or the interrupt's error object: one JSON object either way
             interrupts.report_on_stdout(None)
             click.echo(text)
     else:
-        bench.print_tables(result, _console())
+        bench_report.print_tables(result, _console())
     for path in written:
         (err if fmt == "json" else _console()).print(f"wrote {path}", markup=False, highlight=False)
 

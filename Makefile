@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test typecheck sweep install clean
+.PHONY: demo test typecheck sweep bench install clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ typecheck: $(STAMP)
 # Release checks: every test, the slow ones included, with 1500 Hypothesis examples per property.
 sweep: $(STAMP)
 	HYPOTHESIS_PROFILE=sweep $(PY) -m pytest -n 2 --dist worksteal $(PYTEST_ARGS)
+
+# The speed suite (not a test): every algorithm, the frameworks' own calls and auto, with ratios measured in one
+# run; --tune lets auto time its candidates. Results: bench.json, bench.md, bench.png.
+bench: $(STAMP)
+	$(VENV)/bin/convbridge bench --tune --json bench.json --markdown bench.md --plot bench.png $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) convbridge-report .pytest_cache .hypothesis .mypy_cache

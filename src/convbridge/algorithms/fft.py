@@ -1,11 +1,11 @@
 """FFT convolution (``algorithm="fft"``) on every backend: real FFTs of power-of-two lengths, channels mixed by
 one batched product in the frequency domain.
 
-For each spatial dim the input is transformed at a length ``L`` (:func:`fft_lengths`), the zero-dilated kernel
-at the same length; the spectra multiply as ``Y[n, o] = sum_c X[n, c] conj(W[o, c])`` within each group
-(the conjugate makes it torch's cross-correlation, exactly: conjugation only flips a sign); one inverse FFT
-gives the circular correlation, whose samples at ``(q * stride - lo) mod L`` are the convolution's outputs.
-Zero padding is never materialised: the circular shift stands for the ``lo`` rows, and ``L`` is large enough
+For each spatial dim the input is transformed at a length ``L`` (:func:`fft_lengths`), the zero-dilated,
+flipped kernel at the same length (flipping is exact, and makes the product torch's cross-correlation); the
+spectra multiply as ``Y[n, o] = sum_c X[n, c] W[o, c]`` within each group; one inverse FFT gives the circular
+convolution, whose rows ``(q * stride + S - 1 - lo) mod L`` are the outputs (``S`` the dilated kernel's span).
+Zero padding is never materialised: that circular offset stands for the ``lo`` rows, and ``L`` is large enough
 that no window wraps onto data it must not read. A padding mode (reflect, replicate, circular) is one gather
 per axis first (:func:`convbridge.backends._common.pad_by_mode`). A stride is computed at stride 1 and
 sampled (the FFT's cost does not shrink with the stride; the cost model says so, and ``algorithm="auto"``
@@ -15,7 +15,9 @@ weighs it). Each axis is transformed separately, the last one by a real FFT, so 
 Every step is the backend's own (``numpy.fft`` or ``scipy.fft`` when SciPy is installed, ``jnp.fft``,
 ``torch.fft``): JAX compiles the whole program once per (spec, plan) and differentiates it, torch keeps
 autograd. float32 computes in complex64, float64 in complex128; float16 and bfloat16 are computed in float32
-(complex64) and each output rounded once to its dtype (bias included); NumPy has no bfloat16 at all.
+(complex64) and each output rounded once to its dtype (bias included); NumPy has no bfloat16 at all. An inf
+or NaN propagates, but through the transforms: it makes every output of its (image, output channel) slice NaN,
+where the direct definition confines it to the windows that read it.
 
 Why powers of two: the verdict's bound (:func:`convbridge.bounds.fft_error_bound`) is Higham's Theorem 24.2
 for radix-2 FFTs, with ``sum_i ceil(log2 (P_i + S_i - 1))`` stages (``P_i`` the padded input, ``S_i`` the
@@ -28,18 +30,19 @@ bound that covers it. A radix-3 or radix-5 stage rounds more than ``log2 3`` or 
 >>> import numpy as np, convbridge as cb
 >>> x, w = np.arange(12.0).reshape(1, 1, 12), np.array([[[1.0, -1.0, 2.0]]])
 >>> y = cb.conv(x, w, padding="same", algorithm="fft")
->>> bool(np.allclose(y, cb.conv(x, w, padding="same"))), fft_lengths(make_conv_spec((1, 1, 12), (1, 1, 3),
-...                                                                                  padding="same"))
-(True, (16,))
+>>> bool(np.allclose(y, cb.conv(x, w, padding="same")))
+True
+>>> fft_lengths(make_conv_spec((1, 1, 12), (1, 1, 3), padding="same"))
+(16,)
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, cast
 
 import numpy as np
@@ -50,15 +53,17 @@ from convbridge.backends._common import HALF_DTYPES, pad_by_mode
 from convbridge.errors import ArgumentError, ConvBridgeError, DTypeError
 from convbridge.memory import footprint
 from convbridge.plan import Plan
-from convbridge.spec import ConvSpec, Spec, inverse, make_conv_spec
+from convbridge.spec import ConvAxis, ConvSpec, Spec, inverse, make_conv_spec
 
-__all__ = ["fft_lengths", "pow2_at_least", "conv_fft", "supports", "cost", "fft_bytes", "THROUGHPUT", "OVERHEAD"]
+__all__ = ["fft_lengths", "pow2_at_least", "conv_fft", "supports", "cost", "flops", "fft_bytes", "THROUGHPUT",
+           "OVERHEAD"]
 
-#: Sustained float32 FFT throughput per backend in flop/s on this machine's CPU (2 cores, AVX-512), counting
-#: 2.5 L log2 L flops per real transform of L points and 8 flops per complex multiply-add; calibrated on the
-#: 51x51 kernel on (1, 1, 512, 512) 'same', the depthwise k1024 on (8, 64, 16384) 'same' and a dense
-#: 15x15 16->16 on (8, 16, 64, 64) (see the module's cost()).
-THROUGHPUT = {"numpy": 6e9, "jax": 6e9, "torch": 8e9}
+#: Sustained float32 rates per backend on this machine's CPU (2 cores, AVX-512), flop/s, of the three parts of
+#: :func:`flops`: FFT passes along the last (contiguous) axis, along the other (strided) axes, and the channel
+#: product. Calibrated (medians, the three backends in one run) on the 51x51 kernel on (1, 1, 512, 512) 'same'
+#: (mostly strided passes), the depthwise k1024 on (8, 64, 16384) 'same' (contiguous passes) and a dense 15x15
+#: 16 -> 16 on (8, 16, 64, 64) 'same' (the product).
+THROUGHPUT = {"numpy": (7e9, 2.5e9, 2e9), "jax": (6e9, 3e9, 2e9), "torch": (9e9, 4e9, 1.5e9)}
 #: Fixed cost of one call (dispatch, plans, small copies), seconds.
 OVERHEAD = {"numpy": 1e-4, "jax": 5e-5, "torch": 1e-4}
 #: float64 runs at about half the float32 rate (twice the bytes, half the SIMD lanes).
@@ -111,6 +116,8 @@ class _Ops:
     ifft: Callable[[Array, int, int], Array]
     irfft: Callable[[Array, int, int], Array]
     pad: Callable[[Array, list[tuple[int, int]]], Array]
+    flip: Callable[[Array, tuple[int, ...]], Array]
+    concat: Callable[[list[Array], int], Array]
     mix: Callable[[Array, Array, Plan], Array]
     astype: Callable[[Array, Any], Array]
     float32: Any
@@ -124,23 +131,30 @@ def _numpy_quiet() -> Iterator[None]:
 
 
 def _numpy_mix(x: np.ndarray, w: np.ndarray, plan: Plan) -> np.ndarray:
-    """``(n, g, c, f) x (g, o, c, f) -> (n, g, o, f)`` as one batched matrix product over (g, f)."""
-    y = np.matmul(x.transpose(1, 3, 0, 2), w.transpose(0, 3, 2, 1))  # (g, f, n, c) @ (g, f, c, o)
-    return y.transpose(2, 0, 3, 1)
+    """``(n, g, c, *F) x (g, o, c, *F) -> (n, g, o, *F)`` as one batched matrix product over (g, F)."""
+    (n, g, c), o, freq = x.shape[:3], w.shape[1], x.shape[3:]
+    f = math.prod(freq)
+    y = np.matmul(x.reshape(n, g, c, f).transpose(1, 3, 0, 2), w.reshape(g, o, c, f).transpose(0, 3, 2, 1))
+    return y.transpose(2, 0, 3, 1).reshape(n, g, o, *freq)  # (g, f, n, c) @ (g, f, c, o) -> (n, g, o, *F)
 
 
-@cache
+@functools.cache
 def _numpy_ops() -> _Ops:
-    try:  # SciPy's pocketfft is the same algorithm, faster (no copies for float32); optional
-        import scipy.fft as fft_module
+    try:  # SciPy's pocketfft: the same algorithm as numpy.fft, on every core (as torch's MKL); optional
+        import scipy.fft as sp
+
+        fns: tuple[Callable[..., Any], ...] = tuple(functools.partial(f, workers=-1)
+                                                    for f in (sp.rfft, sp.fft, sp.ifft, sp.irfft))
     except ImportError:  # pragma: no cover - scipy is an optional dependency
-        fft_module = np.fft
-    return _Ops(lambda a, n, ax: fft_module.rfft(a, n, ax), lambda a, n, ax: fft_module.fft(a, n, ax),
-                lambda a, n, ax: fft_module.ifft(a, n, ax), lambda a, n, ax: fft_module.irfft(a, n, ax),
-                lambda a, pairs: np.pad(a, pairs), _numpy_mix, lambda a, dt: a.astype(dt), np.float32, _numpy_quiet)
+        fns = (np.fft.rfft, np.fft.fft, np.fft.ifft, np.fft.irfft)
+    rfft, fft_, ifft, irfft = fns
+    return _Ops(lambda a, n, ax: rfft(a, n, ax), lambda a, n, ax: fft_(a, n, ax), lambda a, n, ax: ifft(a, n, ax),
+                lambda a, n, ax: irfft(a, n, ax), lambda a, pairs: np.pad(a, pairs), lambda a, axes: np.flip(a, axes),
+                lambda parts, ax: np.concatenate(parts, ax), _numpy_mix, lambda a, dt: a.astype(dt), np.float32,
+                _numpy_quiet)
 
 
-@cache
+@functools.cache
 def _jax_ops() -> _Ops:
     import jax.numpy as jnp
     from jax import lax
@@ -148,15 +162,16 @@ def _jax_ops() -> _Ops:
     from convbridge.precision import lax_precision
 
     def mix(x: Any, w: Any, plan: Plan) -> Any:
-        return jnp.einsum("ngcf,gocf->ngof", x, w, precision=lax.Precision[lax_precision(plan.precision)])
+        return jnp.einsum("ngc...,goc...->ngo...", x, w, precision=lax.Precision[lax_precision(plan.precision)])
 
     return _Ops(lambda a, n, ax: jnp.fft.rfft(a, n, ax), lambda a, n, ax: jnp.fft.fft(a, n, ax),
                 lambda a, n, ax: jnp.fft.ifft(a, n, ax), lambda a, n, ax: jnp.fft.irfft(a, n, ax),
-                lambda a, pairs: jnp.pad(a, pairs), mix, lambda a, dt: a.astype(dt), jnp.float32,
+                lambda a, pairs: jnp.pad(a, pairs), lambda a, axes: jnp.flip(a, axes),
+                lambda parts, ax: jnp.concatenate(parts, ax), mix, lambda a, dt: a.astype(dt), jnp.float32,
                 contextlib.nullcontext)
 
 
-@cache
+@functools.cache
 def _torch_ops() -> _Ops:
     import torch
     import torch.nn.functional as F
@@ -166,7 +181,8 @@ def _torch_ops() -> _Ops:
 
     return _Ops(lambda a, n, ax: torch.fft.rfft(a, n, ax), lambda a, n, ax: torch.fft.fft(a, n, ax),
                 lambda a, n, ax: torch.fft.ifft(a, n, ax), lambda a, n, ax: torch.fft.irfft(a, n, ax), pad,
-                lambda x, w, plan: torch.einsum("ngcf,gocf->ngof", x, w), lambda a, dt: a.to(dt), torch.float32,
+                lambda a, axes: torch.flip(a, axes), lambda parts, ax: torch.cat(parts, ax),
+                lambda x, w, plan: torch.einsum("ngc...,goc...->ngo...", x, w), lambda a, dt: a.to(dt), torch.float32,
                 contextlib.nullcontext)
 
 
@@ -175,19 +191,27 @@ _OPS = {"numpy": _numpy_ops, "jax": _jax_ops, "torch": _torch_ops}
 
 # ------------------------------------------------------------------------------------------------ the steps
 
-def _dilate(ops: _Ops, w: Array, dilation: tuple[int, ...]) -> Array:
-    """``(O, C/g, *k) -> (O, C/g, *S)``, ``S = d (k - 1) + 1``: ``d - 1`` zeros between taps (pad, reshape,
+def _dilate(ops: _Ops, w: Array, spec: ConvSpec) -> Array:
+    """``(O, C/g, *k) -> (O, C/g, *S)``, ``S`` the dilated span: ``d - 1`` zeros between taps (pad, reshape,
     crop: exact)."""
-    for i, d in enumerate(dilation):
-        if d == 1:
+    for i, a in enumerate(spec.axes):
+        if a.dilation == 1:
             continue
         ax, shape = 2 + i, tuple(w.shape)
-        k = shape[ax]
         w = w.reshape(*shape[:ax + 1], 1, *shape[ax + 1:])
-        w = ops.pad(w, [(0, 0)] * (ax + 1) + [(0, d - 1)] + [(0, 0)] * (len(shape) - ax - 1))
-        w = w.reshape(*shape[:ax], k * d, *shape[ax + 1:])
-        w = w[(slice(None),) * ax + (slice(0, d * (k - 1) + 1),)]
+        w = ops.pad(w, [(0, 0)] * (ax + 1) + [(0, a.dilation - 1)] + [(0, 0)] * (len(shape) - ax - 1))
+        w = w.reshape(*shape[:ax], a.kernel * a.dilation, *shape[ax + 1:])
+        w = w[(slice(None),) * ax + (slice(0, a.span),)]
     return w
+
+
+def _spectrum(lengths: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of a real FFT's spectrum over ``lengths``: the last axis keeps its non-negative frequencies.
+
+    >>> _spectrum((1024, 1024))
+    (1024, 513)
+    """
+    return (*lengths[:-1], 1 + lengths[-1] // 2)
 
 
 def _forward(ops: _Ops, a: Array, lengths: tuple[int, ...]) -> Array:
@@ -200,40 +224,41 @@ def _forward(ops: _Ops, a: Array, lengths: tuple[int, ...]) -> Array:
     return a
 
 
-def _samples(spec: ConvSpec, lengths: tuple[int, ...]) -> list[np.ndarray | slice]:
-    """Per axis, the circular rows that hold the outputs: ``(q s - lo) mod L`` (a slice when lo is 0)."""
-    out: list[np.ndarray | slice] = []
-    for a, n in zip(spec.axes, lengths):
-        lo = a.lo if spec.padding_mode == "zeros" else 0
-        if lo == 0:
-            out.append(slice(0, (a.out - 1) * a.stride + 1, a.stride))
-        else:
-            out.append((np.arange(a.out) * a.stride - lo) % n)
-    return out
+def _rows(a: ConvAxis, spec: ConvSpec, length: int) -> list[slice]:
+    """The circular rows that hold one axis' outputs, ``(q s + S - 1 - lo) mod L`` for ``q < out``, as one
+    strided slice, or two when the offset is negative (padding wider than the kernel's span)."""
+    lo = a.lo if spec.padding_mode == "zeros" else 0
+    offset, last = a.span - 1 - lo, (a.out - 1) * a.stride
+    if offset >= 0:
+        return [slice(offset, offset + last + 1, a.stride)]
+    wrapped = slice(length + offset, min(length, length + offset + last + 1), a.stride)
+    count = len(range(wrapped.start, wrapped.stop, a.stride))
+    return [wrapped] + ([slice(count * a.stride + offset, offset + last + 1, a.stride)] if count < a.out else [])
 
 
-def _pick(be: backends.Backend, a: Array, where: np.ndarray | slice, axis: int) -> Array:
-    if isinstance(where, slice):
-        return a[(slice(None),) * axis + (where,)]
-    return be.take(a, where, axis)
+def _pick(ops: _Ops, y: Array, rows: list[slice], axis: int) -> Array:
+    parts = [y[(slice(None),) * axis + (r,)] for r in rows]
+    return parts[0] if len(parts) == 1 else ops.concat(parts, axis)
 
 
-def _inverse(ops: _Ops, be: backends.Backend, y: Array, spec: ConvSpec, lengths: tuple[int, ...]) -> Array:
+def _inverse(ops: _Ops, y: Array, spec: ConvSpec, lengths: tuple[int, ...]) -> Array:
     """The outputs from the product's spectrum: inverse FFTs along the leading spatial axes, keeping only the
     rows sampled after each, then the real inverse along the last."""
-    rows = _samples(spec, lengths)
-    for i in range(spec.nsp - 1):
-        y = _pick(be, ops.ifft(y, lengths[i], 2 + i), rows[i], 2 + i)
+    for i, (a, n) in enumerate(zip(spec.axes[:-1], lengths)):
+        y = _pick(ops, ops.ifft(y, n, 2 + i), _rows(a, spec, n), 2 + i)
     last = 1 + spec.nsp
-    return _pick(be, ops.irfft(y, lengths[-1], last), rows[-1], last)
+    return _pick(ops, ops.irfft(y, lengths[-1], last), _rows(spec.axes[-1], spec, lengths[-1]), last)
 
 
 def _mix(ops: _Ops, x: Array, w: Array, spec: ConvSpec, plan: Plan) -> Array:
-    """``Y[n, o] = sum_c X[n, c] W[o, c]`` within each group: ``(N, C_in, *F) x (C_out, C_in/g, *F)``."""
+    """``Y[n, o] = sum_c X[n, c] W[o, c]`` within each group: ``(N, C_in, *F) x (C_out, C_in/g, *F)``. Only
+    axes are split or merged where that is a view (never the frequency axes)."""
     n, g, freq = spec.batch, spec.groups, tuple(x.shape[2:])
-    cg, og, f = spec.in_channels // g, spec.out_channels // g, math.prod(freq)
-    xr, wr = x.reshape(n, g, cg, f), w.reshape(g, og, cg, f)
-    y = xr * wr.reshape(1, g, og, f) if cg == 1 else ops.mix(xr, wr, plan)  # depthwise: an elementwise product
+    cg, og = spec.in_channels // g, spec.out_channels // g
+    if cg == 1 and og == 1:  # depthwise, single channel: an elementwise product
+        return x * w[:, 0][None]
+    xr, wr = x.reshape(n, g, cg, *freq), w.reshape(g, og, cg, *freq)
+    y = xr * wr.reshape(1, g, og, *freq) if cg == 1 else ops.mix(xr, wr, plan)  # channel multiplier: broadcast
     return y.reshape(n, spec.out_channels, *freq)
 
 
@@ -248,11 +273,14 @@ def conv_fft(spec: Spec, plan: Plan, x: Array, w: Array, b: Array | None) -> Arr
     lay, nsp = s.layout, s.nsp
     with ops.quiet():
         xc, wc = be.transpose(x, lay.lhs_perm), be.transpose(w, lay.rhs_perm)
-        xc, _ = pad_by_mode(s, xc, be.take, range(2, 2 + nsp))  # modes only; zero padding stays implicit
-        lengths = fft_lengths(s)
-        spectrum = _forward(ops, xc, lengths)
-        kernel = _forward(ops, _dilate(ops, wc, s.dilation), lengths).conj()  # correlation, not convolution
-        y = _inverse(ops, be, _mix(ops, spectrum, kernel, s, plan), s, lengths)
+        if s.batch == 0:  # nothing to transform (MKL refuses empty transforms)
+            y = xc.reshape(0, s.out_channels, *s.out_spatial)
+        else:
+            xc, _ = pad_by_mode(s, xc, be.take, range(2, 2 + nsp))  # modes only; zero padding stays implicit
+            lengths = fft_lengths(s)
+            spectrum = _forward(ops, xc, lengths)
+            flipped = ops.flip(_dilate(ops, wc, s), tuple(range(2, 2 + nsp)))  # correlation
+            y = _inverse(ops, _mix(ops, spectrum, _forward(ops, flipped, lengths), s, plan), s, lengths)
         if b is not None:
             y = y + b.reshape(1, -1, *([1] * nsp))
     if wide:
@@ -281,26 +309,51 @@ def _compute_itemsize(spec: ConvSpec) -> int:
     return 8 if spec.dtype == "float64" else 4
 
 
-def cost(spec: Spec, plan: Plan) -> float:
-    """Estimated seconds: ``(fft_flops + mix_flops) / THROUGHPUT[backend] + OVERHEAD[backend]``.
+def _passes(rows: tuple[int, ...], lengths: tuple[int, ...],
+            keep: tuple[int, ...] | None = None) -> tuple[float, float]:
+    """Flops of one array's per-axis transforms, ``(along the last axis, along the others)``: forward (``keep``
+    None) over data ``rows`` per axis, the real pass along the last axis first; inverse (``keep``: rows kept per
+    axis) in the other order, the real pass last."""
+    width, last = _spectrum(lengths)[-1], lengths[-1]
+    strided = 0.0
+    for i, n in enumerate(lengths[:-1]):
+        before = math.prod(keep[:i]) if keep is not None else math.prod(rows[:i])
+        strided += before * width * math.prod(lengths[i + 1:-1]) * 5.0 * n * math.log2(n)
+    real = 2.5 * last * math.log2(last) * math.prod(keep[:-1] if keep is not None else rows[:-1])
+    return real, strided
 
-    ``fft_flops = 2.5 L log2(L) (N C_in + C_out C_in/g + N C_out)`` with ``L = prod(fft_lengths)`` (input,
-    kernel and inverse transforms), ``mix_flops = 8 N C_out (C_in/g) L_freq`` (complex multiply-adds,
-    ``L_freq = L / L_last (L_last / 2 + 1)``); float64 at half the rate.
+
+def flops(spec: ConvSpec) -> tuple[float, float, float]:
+    """``(flops of the passes along the last axis, of the passes along the others, of the channel product)`` of
+    the FFT convolution of ``spec``, counting only the rows each pass transforms: 2.5 L log2 L per real pass
+    and 5 L log2 L per complex pass of L points, 8 per complex multiply-add (:func:`cost` divides them by
+    :data:`THROUGHPUT`).
+
+    >>> [f"{v:.3g}" for v in flops(make_conv_spec((1, 1, 512, 512), (1, 1, 51, 51), padding="same"))]
+    ['2.75e+07', '7.88e+07', '4.2e+06']
+    """
+    lengths = fft_lengths(spec)
+    data = tuple(a.size if spec.padding_mode == "zeros" else a.padded for a in spec.axes)
+    cg = spec.in_channels // spec.groups
+    arrays = ((spec.batch * spec.in_channels, _passes(data, lengths)),
+              (spec.out_channels * cg, _passes(tuple(a.span for a in spec.axes), lengths)),
+              (spec.batch * spec.out_channels, _passes((), lengths, spec.out_spatial)))
+    freq = math.prod(_spectrum(lengths))
+    return (sum(count * p[0] for count, p in arrays), sum(count * p[1] for count, p in arrays),
+            8.0 * spec.batch * spec.out_channels * cg * freq)
+
+
+def cost(spec: Spec, plan: Plan) -> float:
+    """Estimated seconds on this machine's CPU: ``OVERHEAD`` plus each part of :func:`flops` over its rate in
+    :data:`THROUGHPUT`; float64 at half the rates. The stride does not reduce it.
 
     >>> s = make_conv_spec((1, 1, 512, 512), (1, 1, 51, 51), padding="same")
     >>> 1e-3 < cost(s, Plan("numpy", "fft")) < 0.1
     True
     """
     s = cast(ConvSpec, spec)
-    lengths = fft_lengths(s)
-    points = math.prod(lengths)
-    freq = points // lengths[-1] * (lengths[-1] // 2 + 1)
-    cg = s.in_channels // s.groups
-    transforms = s.batch * s.in_channels + s.out_channels * cg + s.batch * s.out_channels
-    flops = 2.5 * points * math.log2(max(points, 2)) * transforms + 8.0 * s.batch * s.out_channels * cg * freq
-    rate = THROUGHPUT[plan.backend] / (_FLOAT64_SLOWDOWN if s.dtype == "float64" else 1.0)
-    return OVERHEAD[plan.backend] + flops / rate
+    slow = _FLOAT64_SLOWDOWN if s.dtype == "float64" else 1.0
+    return OVERHEAD[plan.backend] + slow * sum(f / r for f, r in zip(flops(s), THROUGHPUT[plan.backend]))
 
 
 def fft_bytes(spec: Spec) -> int:
@@ -313,7 +366,7 @@ def fft_bytes(spec: Spec) -> int:
     s = cast(ConvSpec, spec)
     f = footprint(s)
     lengths = fft_lengths(s)
-    freq = math.prod(lengths) // lengths[-1] * (lengths[-1] // 2 + 1)
+    freq = math.prod(_spectrum(lengths))
     cg = s.in_channels // s.groups
     spectra = s.batch * s.in_channels + s.out_channels * cg + s.batch * s.out_channels
     copies = 2 if cg > 1 else 1

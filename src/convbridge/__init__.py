@@ -24,11 +24,12 @@ _WHERE = {
     "UnfoldSpec": "spec",
 }
 _RENAMED = {"available_backends": "available"}
+_MODULES = ("memory", "transpose", "port", "nn", "autotune")
 
 if TYPE_CHECKING:
     from typing import Any
 
-    from convbridge import memory, nn, port, transpose
+    from convbridge import autotune, memory, nn, port, transpose
     from convbridge.api import conv, conv_transpose, fold, unfold
     from convbridge.judging import compare, verify
     from convbridge.backends import available as available_backends
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("memory", "transpose", "port", "nn"):  # cb.memory.limit(...); cb.port.to_flax(...); cb.nn.torch.Conv
+    if name in _MODULES:  # cb.memory.limit(...); cb.port.to_flax(...); cb.nn.torch.Conv; cb.autotune.choose(...)
         return importlib.import_module(f"convbridge.{name}")
     if name not in _WHERE:
         raise AttributeError(f"module 'convbridge' has no attribute {name!r}")
@@ -82,6 +83,7 @@ __all__ = [
     "port",
     "nn",
     "memory",
+    "autotune",
     "ParityReport",
     "Precision",
     "ConvBridgeError",

@@ -200,6 +200,8 @@ class Measurement:
     first: float | None = None
     model: float | None = None
     error: float | None = None
+    verdict: str | None = None
+    ratio: float | None = None  # the verdict's r / allowed (worst element, or the worst slice for FFT)
 
     @property
     def median(self) -> float:
@@ -494,14 +496,16 @@ Progress = Callable[[int, int, CaseResult, "Measurement | None"], None]
 def run_case(case: Case, backend_names: Sequence[str], *, algorithms: frozenset[str] | None = None,
              repeats: int = 20, budget: float = 2.0, tune: bool = False,
              progress: Progress | None = None, index: int = 0, total: int = 1,
-             into: CaseResult | None = None) -> CaseResult:
-    """Measure every method of ``case``; ``into`` receives the measurements as they come (kept on Ctrl-C)."""
+             into: CaseResult | None = None, verify: bool = False) -> CaseResult:
+    """Measure every method of ``case``; ``into`` receives the measurements as they come (kept on Ctrl-C).
+    ``verify``: then judge every result with the verdict (:func:`judge`)."""
     spec = case.spec()
     res = into or CaseResult(case, 2.0 * spec.macs, spec.out_shape)
     if progress:
         progress(index, total, res, None)
     arrays = _arrays(case, backend_names)
     ref: np.ndarray | None = None
+    outputs: list[tuple[Measurement, np.ndarray]] = []
     for method in _methods(case, backend_names, algorithms):
         if method.kind == AUTO and method.backend not in res.auto:
             res.auto[method.backend] = _auto_choice(case, method.backend, arrays, tune)
@@ -511,10 +515,46 @@ def run_case(case: Case, backend_names: Sequence[str], *, algorithms: frozenset[
             if ref is None:
                 ref, res.reference = host.astype(np.float64), f"{method.backend} {method.label}"
             m.error = _relative_error(host, ref)
+            if verify:
+                outputs.append((m, host))
         res.measurements.append(m)
         if progress:
             progress(index, total, res, m)
+    if outputs:
+        judge(res, arrays["numpy"], outputs)
     return res
+
+
+def _family(res: CaseResult, m: Measurement) -> str:
+    """The bound that judges a method's result: FFT's normwise bound for the FFT algorithm (and for auto when
+    it ran FFT), else the direct per-element bound."""
+    ran = auto_algorithm(res, m.method.backend) if m.method.kind == AUTO else m.method.algorithm
+    return "fft" if ran == "fft" else "direct"
+
+
+def judge(res: CaseResult, host: tuple[np.ndarray, np.ndarray], outputs: Sequence[tuple[Measurement, np.ndarray]]) \
+        -> None:
+    """Judge every timed result against the float64 reference with the verdict (``cb.compare``, one run per
+    bound family, so that the reference is computed once or twice per case); fills ``verdict`` and ``ratio``."""
+    import convbridge as cb
+
+    case = res.case
+    families: dict[str, list[tuple[Measurement, np.ndarray]]] = {}
+    for m, y in outputs:
+        families.setdefault(_family(res, m), []).append((m, y))
+    for family, items in families.items():
+        callables = [(f"{i}", (lambda y: lambda *a: y)(y)) for i, (_, y) in enumerate(items)]
+        try:
+            report = cb.compare(*host, op=case.op, backends=callables, rerun=False, algorithm=family, **case.kwargs)
+        except ConvBridgeError as exc:  # e.g. over the memory limit: say so, keep the timings
+            for m, _ in items:
+                m.verdict = f"not judged: {exc}"[:120]
+            continue
+        for pair in report.pairs:
+            if pair.b == "reference" and pair.a.isdigit():
+                m = items[int(pair.a)][0]
+                m.verdict = pair.verdict
+                m.ratio = pair.max_ratio / pair.allowed_ratio if pair.allowed_ratio else math.inf
 
 
 # ------------------------------------------------------------------------------------------------ the suite
@@ -571,7 +611,7 @@ def _machine(backend_names: Sequence[str]) -> dict[str, Any]:
 
 def run_suite(cases: Sequence[Case], backend_names: Sequence[str], *, algorithms: frozenset[str] | None = None,
               repeats: int = 20, budget: float = 2.0, tune: bool = False, quick: bool = False,
-              progress: Progress | None = None) -> SuiteResult:
+              progress: Progress | None = None, verify: bool = False) -> SuiteResult:
     """Measure the machine's GEMM peak, then every case. Ctrl-C (KeyboardInterrupt) ends the run early with
     ``partial=True`` and everything measured so far. ``quick`` (a smoke test on the tiny :data:`QUICK` cases)
     times at most :data:`MIN_CALLS` calls per combination and measures the peak on smaller matrices.
@@ -584,7 +624,7 @@ def run_suite(cases: Sequence[Case], backend_names: Sequence[str], *, algorithms
     repeats = min(repeats, MIN_CALLS) if quick else repeats
     t0 = time.perf_counter()
     settings = {"repeats": repeats, "min_calls": MIN_CALLS, "target_seconds": TARGET_SECONDS, "budget_s": budget,
-                "tune": tune, "quick": quick, "backends": list(backend_names),
+                "tune": tune, "verify": verify, "quick": quick, "backends": list(backend_names),
                 "algorithms": None if algorithms is None else sorted(algorithms), "dtype": "float32"}
     result = SuiteResult(_machine(backend_names), {}, settings)
     try:
@@ -594,7 +634,7 @@ def run_suite(cases: Sequence[Case], backend_names: Sequence[str], *, algorithms
             res = CaseResult(case, 2.0 * spec.macs, spec.out_shape)
             result.cases.append(res)
             run_case(case, backend_names, algorithms=algorithms, repeats=repeats, budget=budget, tune=tune,
-                     progress=progress, index=i, total=len(cases), into=res)
+                     progress=progress, index=i, total=len(cases), into=res, verify=verify)
         result.peak = _best_peak(result.peak, gemm_peak(backend_names, n=512 if quick else 2048))
     except KeyboardInterrupt:
         result.partial = True

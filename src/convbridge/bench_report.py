@@ -65,7 +65,8 @@ def to_dict(result: SuiteResult) -> dict[str, Any]:
         c = res.case
         rows = [{"method": m.method.label, "backend": m.method.backend, "kind": m.method.kind,
                  "algorithm": m.method.algorithm, "status": m.status, "note": m.note, "model_ms": _ms(m.model),
-                 "error": m.error, **_numbers(res, m, peak)} for m in res.measurements]
+                 "error": m.error, "verdict": m.verdict, "verdict_ratio": m.ratio, **_numbers(res, m, peak)}
+                for m in res.measurements]
         cases.append({"name": c.name, "title": c.title, "op": c.op, "x": list(c.x), "w": list(c.w),
                       "kwargs": dict(c.kwargs), "out": list(res.out_shape), "gflop": res.flops / 1e9,
                       "error_reference": res.reference, "auto": res.auto, "summary": _summary(res), "results": rows})
@@ -88,7 +89,15 @@ def _note(m: Measurement, width: int | None) -> str:
 
 
 CASE_COLUMNS = ("backend", "method", "median ms", "IQR", "GFLOP/s", "% peak", "x best", "x backend", "rel. diff",
-                "note")
+                "verdict (r/allowed)", "note")
+
+
+def _verdict(m: Measurement) -> str:
+    """``equivalent (0.012)``: the verdict against the float64 reference and the worst r / allowed ('' when the
+    run did not judge)."""
+    if m.verdict is None:
+        return ""
+    return m.verdict if m.ratio is None else f"{m.verdict} ({m.ratio:.2g})"
 
 
 def case_rows(res: CaseResult, peak: float, width: int | None = 60) -> list[list[str]]:
@@ -102,7 +111,7 @@ def case_rows(res: CaseResult, peak: float, width: int | None = 60) -> list[list
         spread = f"±{50 * (n['q3_ms'] - n['q1_ms']) / n['median_ms']:.0f}%" if n else ""
         rows.append([m.method.backend, m.method.label, _fmt(n.get("median_ms")), spread, _fmt(n.get("gflops"), ".1f"),
                      _fmt(n.get("peak_pct"), ".0f", "%"), _fmt(n.get("ratio_best"), ".2f"),
-                     _fmt(n.get("ratio_backend_best"), ".2f"), _fmt(m.error, ".1e"), _note(m, width)])
+                     _fmt(n.get("ratio_backend_best"), ".2f"), _fmt(m.error, ".1e"), _verdict(m), _note(m, width)])
     return rows
 
 

@@ -548,6 +548,8 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--markdown", "markdown_path", type=click.Path(), default=None,
               help="Write the summary and the tables as Markdown to this file.")
 @click.option("--tune", is_flag=True, help="auto times its candidates first (choose(..., measure=True)).")
+@click.option("--verify", is_flag=True, help="judge every result with the verdict against the float64 reference "
+              "(the FFT bound for FFT results): slower, as the reference runs once per shape and bound.")
 @click.option("--quick", is_flag=True,
               help="Tiny versions of every shape, at most 3 timed calls each: a smoke test (JAX compiles most of "
                    "its time).")
@@ -555,7 +557,7 @@ def _names(text: str | None) -> list[str] | None:
               help="json: the JSON report on stdout instead of the tables.")
 def bench_command(shapes: str | None, list_shapes: bool, backends: str | None, algorithms: str | None, repeats: int,
                   budget: float, json_path: str | None, plot_path: str | None, markdown_path: str | None, tune: bool,
-                  quick: bool, fmt: str) -> int:
+                  verify: bool, quick: bool, fmt: str) -> int:
     """Time every algorithm on every backend, the framework calls written by hand, and algorithm="auto", on a
     suite of real convolution shapes: median ms with spread, GFLOP/s, % of the float32 GEMM peak measured in the
     same run, ratios to the best, and what auto chose.
@@ -586,6 +588,7 @@ def bench_command(shapes: str | None, list_shapes: bool, backends: str | None, a
     err = _console(stderr=True)
     with bench.stoppable():
         result = bench.run_suite(cases, names, algorithms=chosen, repeats=repeats, budget=budget, tune=tune,
+                                 verify=verify,
                                  quick=quick, progress=_bench_progress(err))
     if result.partial:
         err.print("interrupted: writing what was measured so far (marked partial); Ctrl-C again quits at once",

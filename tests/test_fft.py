@@ -96,19 +96,27 @@ def test_wrap_around_geometry_exhaustively_on_small_1d_cases():
                                                                                                mode)
 
 
-def test_lengths_are_powers_of_two_the_bound_covers():
-    """The verdict's bound counts sum_i ceil(log2 (P_i + S_i - 1)) radix-2 stages; our lengths never exceed it."""
+def test_lengths_are_smooth_and_the_bound_covers_them():
+    """The verdict's bound counts sum_i ceil(log2 (P_i + S_i - 1)) radix-2 stages; our lengths 2**a 3**b count
+    a + 1.75 b (a radix-3 stage rounds at most ~1.73 radix-2 stages) and never exceed it."""
     specs = [make_conv_spec(c.x, c.w, **c.kwargs) for c in CONV.values()]
     specs += [make_conv_spec((1, 1, n), (1, 1, k), padding=((lo, hi),), stride=s, dilation=d, padding_mode=m)
               for n, k, lo, hi, s, d, m in _edge_grid()]
     for spec in specs:
         lengths = fft.fft_lengths(spec)
-        assert all(n & (n - 1) == 0 for n in lengths), lengths
+        counted = 0.0
+        for n in lengths:
+            b = 0
+            while n % 3 == 0:
+                n, b = n // 3, b + 1
+            assert n & (n - 1) == 0, lengths  # 2**a 3**b, no other factor
+            counted += n.bit_length() - 1 + fft.RADIX3_STAGES * b
         padded = tuple(a.padded for a in spec.axes)
-        assert sum(n.bit_length() - 1 for n in lengths) <= bounds.fft_stages(padded, spec.kernel_spatial,
-                                                                             spec.dilation), spec.describe()
-    assert fft.fft_lengths(make_conv_spec((8, 64, 16384), (64, 1, 1024), padding="same", groups=64)) == (32768,)
+        assert counted <= bounds.fft_stages(padded, spec.kernel_spatial, spec.dilation), spec.describe()
+    assert fft.fft_lengths(make_conv_spec((8, 64, 16384), (64, 1, 1024), padding="same", groups=64)) == (18432,)
+    assert fft.fft_lengths(make_conv_spec((1, 1, 512, 512), (1, 1, 51, 51), padding="same")) == (576, 576)
     assert fft.fft_lengths(make_conv_spec((1, 1, 512, 512), (1, 1, 51, 51))) == (512, 512)  # valid: no padding
+    assert [fft.smooth_at_least(n, (n - 1).bit_length()) for n in (2, 3, 5, 7, 9, 100, 70)] == [2, 3, 6, 8, 9, 128, 72]
 
 
 def test_gradients_match_the_native_algorithm(backend):

@@ -68,7 +68,9 @@ def fft_stages(spatial: tuple[int, ...], kernel: tuple[int, ...], dilation: tupl
     """Stage count ``sum_i ceil(log2 L_i)``, ``L_i = n_i + d_i (k_i - 1)`` the full linear length per dim.
 
     A power-of-two length per dim (the largest a reasonable FFT convolution pads to) has exactly this many
-    radix-2 stages; any shorter length has at most ``ceil(log2 prod L)`` <= this many.
+    radix-2 stages. A shorter length ``2**a 3**b`` is covered when ``a + 1.75 b`` is at most this count: a
+    radix-3 stage rounds at most ~1.73 radix-2 stages' worth (the argument is in
+    :mod:`convbridge.algorithms.fft`, whose lengths obey it); radix-5 stages are not covered.
 
     >>> fft_stages((65536,), (2,), (1,)), fft_stages((32, 32), (5, 5), (1, 1))
     (17, 12)

@@ -32,8 +32,14 @@ PEAK = {("torch", "native"): 3.5e11, ("jax", "native"): 2.0e11, ("numpy", "nativ
         ("torch", "matmul"): 3.0e11, ("jax", "matmul"): 2.5e11, ("numpy", "matmul"): 1.2e11}
 #: Depthwise (one input channel per group) rate in FLOP/s of the frameworks' own convolutions, by backend and
 #: whether the input is channels-last in memory (torch's oneDNN has a fast channels-last kernel only).
-DEPTHWISE = {("torch", False): 7e9, ("torch", True): 2.5e11, ("jax", False): 2.2e9, ("jax", True): 2.2e9,
+DEPTHWISE = {("torch", False): 1.6e9, ("torch", True): 2.5e11, ("jax", False): 7e8, ("jax", True): 7e8,
              ("numpy", False): 3e9, ("numpy", True): 3e9}
+#: oneDNN runs a channels-first depthwise convolution through its channels-last kernel (copying in and out) up
+#: to this kernel side, and through a slow single-threaded path beyond it (the rate ``DEPTHWISE[torch, False]``).
+TORCH_DEPTHWISE_REORDER_MAX = 13
+#: oneDNN's channels-first dense convolution and transposed convolution, as fractions of the channels-last rate.
+TORCH_CHANNELS_FIRST = 1 / 1.2
+TORCH_TRANSPOSED = 1 / 1.7
 #: The GEMM's narrow side at which a dense convolution reaches half its peak rate.
 M_HALF = 16.0
 #: Memory bandwidth in bytes/s for copies (im2col's columns, layout changes).
@@ -74,12 +80,17 @@ def native(spec: Spec, plan: Plan) -> float:
     """The framework's own convolution (``F.convNd``, ``lax.conv_general_dilated``, the NumPy definition)."""
     if not isinstance(spec, (ConvSpec, ConvTransposeSpec)):
         return OVERHEAD[plan.backend]
-    work = flops(spec)
+    work, last = flops(spec), _channels_last(spec)
+    half = 2.0 if _itemsize(spec) >= 8 else 1.0
     if spec.in_channels // spec.groups == 1 and spec.groups > 1:
-        rate = DEPTHWISE[(plan.backend, _channels_last(spec))]
-        rate = rate / 2 if _itemsize(spec) >= 8 else rate
-    else:
-        rate = gemm_rate(spec, PEAK[(plan.backend, "native")])
+        if plan.backend == "torch" and not last and max(spec.kernel_spatial) <= TORCH_DEPTHWISE_REORDER_MAX:
+            moved = 2.0 * (spec.batch * spec.in_channels * math.prod(spec.in_spatial)
+                           + spec.batch * spec.out_channels * math.prod(spec.out_spatial)) * _itemsize(spec)
+            return OVERHEAD["torch"] + moved / (BANDWIDTH / 2) + work * half / DEPTHWISE[("torch", True)]
+        return OVERHEAD[plan.backend] + work * half / DEPTHWISE[(plan.backend, last)]
+    rate = gemm_rate(spec, PEAK[(plan.backend, "native")])
+    if plan.backend == "torch":
+        rate *= TORCH_TRANSPOSED if isinstance(spec, ConvTransposeSpec) else 1.0 if last else TORCH_CHANNELS_FIRST
     return OVERHEAD[plan.backend] + work / rate
 
 

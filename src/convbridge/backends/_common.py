@@ -14,6 +14,8 @@ from convbridge.spec import ConvSpec, Spec, gather_indices
 
 __all__ = ["pad_by_mode", "HALF_DTYPES", "accumulates_in_float32", "float32_accumulation"]
 
+#: The algorithms whose 16-bit float convolutions multiply and add in float32 and round each output once.
+WIDENING = ("native", "channels_last", "shifted")
 #: The 16-bit float dtypes, which CPU convolution kernels widen to float32 to multiply and add.
 HALF_DTYPES = ("float16", "bfloat16")
 
@@ -48,7 +50,8 @@ def pad_by_mode(spec: ConvSpec, x: Array, take: Callable[[Array, np.ndarray, int
 def accumulates_in_float32(spec: Spec, plan: Plan) -> bool:
     """Whether a CPU run of ``spec`` under ``plan`` on torch or JAX multiplies and adds a 16-bit float in float32
     and rounds each output once, bias included: the native conv and conv_transpose do (oneDNN/ATen; XLA:CPU with
-    a float32 result type). unfold only copies; fold and the matmul algorithm's col2im add in the dtype
+    a float32 result type), and so do torch's channels-last run of it and the shifted-slices depthwise method
+    (it sums in float32). unfold only copies; fold and the matmul algorithm's col2im add in the dtype
     (tests/test_dtypes_kept.py measures it).
 
     >>> from convbridge.spec import make_conv_spec
@@ -56,7 +59,7 @@ def accumulates_in_float32(spec: Spec, plan: Plan) -> bool:
     >>> accumulates_in_float32(spec, Plan("torch")), accumulates_in_float32(spec, Plan("torch", algorithm="matmul"))
     (True, False)
     """
-    return spec.dtype in HALF_DTYPES and spec.op in ("conv", "conv_transpose") and plan.algorithm == "native"
+    return spec.dtype in HALF_DTYPES and spec.op in ("conv", "conv_transpose") and plan.algorithm in WIDENING
 
 
 def float32_accumulation(spec: Spec, how: str) -> Precision:

@@ -33,6 +33,7 @@ from convbridge.ops import build, get_op, split_plan_keywords
 from convbridge.parity import FAMILIES, Gauges, PairResult, ParityReport, judge_pair
 from convbridge.plan import make_plan
 from convbridge.precision import FLOAT_DTYPES, REFERENCE, Precision, candidate, unit_roundoff
+from convbridge.reference import conv_and_gauge, from_canonical
 from convbridge.spec import NUMPY_PAD_MODES, ConvSpec, Spec
 
 __all__ = ["compare", "verify", "gauges", "exact_inputs", "RERUN"]
@@ -57,10 +58,13 @@ def term_map(spec: Spec, host: Sequence[np.ndarray | None]) -> np.ndarray:
     """K_e: the products that reach each output element (+1 with a bias), for one image (broadcastable).
 
     Counted by running the reference on ones: zero padding, dilation holes and transposed strides add
-    nothing; reflect/replicate/circular padding reads real values, which count.
+    nothing; reflect/replicate/circular padding reads real values, which count. A convolution's count is the
+    same for every output channel and separable over the spatial axes (:func:`conv_terms`).
     """
     if spec.op == "unfold":
         return np.zeros(())
+    if isinstance(spec, ConvSpec):
+        return conv_terms(spec)
     reference = get_op(spec.op).reference
     x0 = np.asarray(host[0])
     x1 = np.ones(_one_image(x0, _batch_axis(spec, x0)).shape)
@@ -68,6 +72,23 @@ def term_map(spec: Spec, host: Sequence[np.ndarray | None]) -> np.ndarray:
         w, b = np.asarray(host[1]), host[2]
         return np.asarray(reference(x1, np.ones(w.shape), None if b is None else np.ones(np.asarray(b).shape), spec))
     return np.asarray(reference(x1, spec))
+
+
+def conv_terms(spec: ConvSpec) -> np.ndarray:
+    """K_e of a convolution, ``(1, 1, *out)`` in the output's layout (no N when unbatched): C/g times the taps of
+    each axis that land inside the input (every tap with reflect/replicate/circular padding), +1 with a bias.
+
+    >>> from convbridge.spec import make_conv_spec
+    >>> conv_terms(make_conv_spec((1, 2, 4), (3, 2, 3), padding=1)).tolist()
+    [[[4.0, 6.0, 6.0, 4.0]]]
+    """
+    counts = np.full((), float(spec.in_channels // spec.groups))
+    for a in spec.axes:
+        taps = np.arange(a.out)[:, None] * a.stride + np.arange(a.kernel)[None, :] * a.dilation - a.lo
+        inside = (taps >= 0) & (taps < a.size) if spec.padding_mode == "zeros" else np.ones(taps.shape, bool)
+        counts = np.multiply.outer(counts, np.count_nonzero(inside, axis=1).astype(np.float64))
+    counts = counts.reshape(1, 1, *spec.out_spatial) + float(spec.has_bias)
+    return from_canonical(counts, spec)
 
 
 def _subnormal(a: np.ndarray) -> np.ndarray:
@@ -78,21 +99,34 @@ def _subnormal(a: np.ndarray) -> np.ndarray:
         import ml_dtypes
 
         tiny = float(ml_dtypes.finfo(a.dtype).tiny)
+    if a.dtype.kind == "f":  # first look in the array's own dtype (half the memory of float64 for float32)
+        own = np.abs(a)
+        if not np.any((own < a.dtype.type(tiny)) & (own != 0)):
+            return np.zeros(a.shape)
     m = np.abs(a.astype(np.float64))
     return np.where((m > 0) & (m < tiny), m, 0.0)
 
 
-def gauges(spec: Spec, arrays: Sequence[ArrayLike | None], families: Sequence[str] = ("direct",)) -> Gauges:
-    """Everything the verdict reads, from the op's inputs (any framework), in float64."""
+def gauges(spec: Spec, arrays: Sequence[ArrayLike | None], families: Sequence[str] = ("direct",), *,
+           exact: bool = False) -> Gauges:
+    """Everything the verdict reads, from the op's inputs (any framework), in float64.
+
+    ``exact``: the inputs are :func:`exact_inputs`' integer data, on which every partial sum is an integer of at
+    most ``2**24`` in magnitude for float32 and narrower dtypes; float32 arithmetic (twice BLAS's float64 rate)
+    then computes a convolution's reference and gauge exactly, in any summation order.
+    """
     host = [None if a is None else to_numpy(a) for a in arrays]
     reference = get_op(spec.op).reference
     with np.errstate(over="ignore", invalid="ignore"):  # inf inputs give inf/NaN here, judged, not warned about
-        ref = np.asarray(reference(*host, spec))
-        absolute = [None if h is None else np.abs(h.astype(np.float64)) for h in host]
-        gauge = np.asarray(reference(*absolute, spec))
+        if isinstance(spec, ConvSpec):  # the reference and the gauge share each block of windows
+            ref, gauge = _conv_and_gauge(spec, host, exact)
+        else:
+            ref = np.asarray(reference(*host, spec))
+            gauge = np.asarray(reference(*(None if h is None else np.abs(h.astype(np.float64)) for h in host), spec))
         flushed: np.ndarray | float = 0.0
         subs = [None if h is None else _subnormal(h) for h in host]
         if any(s is not None and s.any() for s in subs[:2]):
+            absolute = [None if h is None else np.abs(h.astype(np.float64)) for h in host]
             if get_op(spec.op).kernel_is_array:
                 flushed = np.asarray(reference(subs[0], absolute[1], None, spec)) + np.asarray(
                     reference(absolute[0], subs[1], None, spec))
@@ -105,6 +139,17 @@ def gauges(spec: Spec, arrays: Sequence[ArrayLike | None], families: Sequence[st
     return g
 
 
+def _conv_and_gauge(spec: ConvSpec, host: Sequence[np.ndarray | None], exact: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A convolution's float64 reference and gauge; in float32 when that is exact: integer inputs whose every partial
+    sum is at most 2**24 in magnitude (checked: integers, and max G <= 2**24 afterwards)."""
+    if exact and unit_roundoff(str(spec.dtype)) >= 2.0**-24 and all(
+            h is None or np.array_equal(h, np.round(h)) for h in host):
+        ref, gauge = conv_and_gauge(host[0], host[1], host[2], spec, dtype=np.float32)
+        if float(np.max(gauge, initial=0.0)) <= 2.0**24:
+            return ref.astype(np.float64), gauge.astype(np.float64)
+    return conv_and_gauge(host[0], host[1], host[2], spec)
+
+
 def _spatial_axes(spec: Spec) -> tuple[int, ...]:
     if spec.op not in ("conv", "conv_transpose"):
         return ()
@@ -115,7 +160,7 @@ def _spatial_axes(spec: Spec) -> tuple[int, ...]:
 def _fast_bounds(g: Gauges, spec: Spec, host: Sequence[np.ndarray | None], families: Sequence[str]) -> Gauges:
     """The FFT and Winograd bounds, for a conv (canonical arrays in, the user's output layout out)."""
     from convbridge import bounds
-    from convbridge.reference import from_canonical, to_canonical
+    from convbridge.reference import to_canonical
 
     if not isinstance(spec, ConvSpec):
         raise ArgumentError(f"the FFT and Winograd bounds cover conv, not {spec.op}; judge it with "
@@ -272,8 +317,7 @@ def exact_inputs(spec: Spec, arrays: Sequence[ArrayLike | None], *, seed: int = 
         else:
             w = rng.integers(-a, a + 1, size=host[1]).astype(np.float64) * (rng.random(host[1]) < density)
             b = None if host[2] is None else rng.integers(-a, a + 1, size=host[2]).astype(np.float64)
-            g = reference(np.abs(x), np.abs(w), None if b is None else np.abs(b), spec)
-            if float(np.max(g, initial=0.0)) <= budget:
+            if _gauge_below(spec, x, w, b, budget):
                 return x, w, b
         if a > 1:
             a = max(1, a // 2)
@@ -281,6 +325,18 @@ def exact_inputs(spec: Spec, arrays: Sequence[ArrayLike | None], *, seed: int = 
             density /= 2
     raise ArgumentError(f"no integer data keeps every partial sum of this {spec.op} below 2**{p}; exact mode "
                         "cannot run it")
+
+
+def _gauge_below(spec: Spec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, budget: float) -> bool:
+    """max G <= budget, G = op(|x|, |w|) + |b|. For a convolution, first by the cheap bound max|x| times the largest
+    L1 norm of one output channel's kernel, plus max|b|: no element sums more; else by computing G."""
+    if isinstance(spec, ConvSpec):
+        per_channel = np.abs(w).transpose(spec.layout.rhs_perm).reshape(spec.out_channels, -1).sum(axis=1)
+        bound = float(np.max(np.abs(x), initial=0.0)) * float(np.max(per_channel, initial=0.0))
+        if bound + (0.0 if b is None else float(np.max(np.abs(b), initial=0.0))) <= budget:
+            return True
+    g = get_op(spec.op).reference(np.abs(x), np.abs(w), None if b is None else np.abs(b), spec)
+    return float(np.max(g, initial=0.0)) <= budget
 
 
 def _as_inputs_like(values: Sequence[np.ndarray | None], like: Sequence[ArrayLike | None],
@@ -329,7 +385,7 @@ def _judge(names: tuple[str, str], a: np.ndarray, b: np.ndarray, g: Gauges, prec
     result = judge_pair(names, a, b, g, None, precisions, b_is_reference=b_is_reference, families=families)[0]
     if not exact:
         return result
-    same = np.array_equal(a.astype(np.float64), b.astype(np.float64), equal_nan=True)
+    same = result.array_equiv or np.array_equal(a.astype(np.float64), b.astype(np.float64), equal_nan=True)
     ref = np.asarray(g.reference)
     zeros = float(np.mean(ref == 0)) if ref.size else 0.0
     weak = f" (weak evidence: {zeros:.0%} of the outputs are zero)" if zeros > 0.5 else ""
@@ -478,7 +534,7 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
         values = exact_inputs(spec, arrays)
         arrays = _as_inputs_like(values, arrays, str(spec.dtype))
         x = arrays[0]
-        g = gauges(spec, values, families)
+        g = gauges(spec, values, families, exact=True)
         return _report(spec, _run_all(spec, runners, arrays, x, plan_kwargs, family), g, exact=True)
     runs = _run_all(spec, runners, arrays, x, plan_kwargs, family)
     g = gauges(spec, arrays, families)
@@ -498,7 +554,7 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
         values = exact_inputs(spec, arrays)
         placed = _as_inputs_like(values, arrays, str(spec.dtype))
         on_integers = _report(spec, _run_all(spec, runners, placed, placed[0], plan_kwargs, family),
-                              gauges(spec, values, families), exact=True)
+                              gauges(spec, values, families, exact=True), exact=True)
     else:
         report = replace(report, notes=report.notes + ("the inputs hold inf or NaN: no re-run on exact integer data",))
     return _settle(report, runs, g, float64, on_integers)

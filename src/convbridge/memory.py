@@ -6,7 +6,8 @@ percentage of the memory available now, ``"50%"``), or by default half of the me
 available when the check runs (4 GiB where that cannot be read). Estimates count the arrays an
 operation holds at its peak: inputs, outputs and its largest intermediate (the float64 reference
 computes in blocks of at most :data:`BLOCK_ELEMENTS` elements, so a large batch or kernel
-never needs an im2col copy of everything at once).
+never needs an im2col copy of everything at once; a convolution also holds a flat copy of its padded
+input, from which each block's columns are contiguous runs).
 """
 
 from __future__ import annotations
@@ -192,12 +193,19 @@ def native_bytes(spec: Spec) -> int:
 def reference_bytes(spec: Spec, itemsize: int | None = None) -> int:
     """The NumPy definition in ``itemsize`` (default the input's): input, padded input, output (twice), and one
     block of windows (twice: copy and product; convolutions contract in blocks, a transposed convolution holds its
-    full output)."""
+    full output). A convolution also holds a flat copy of its padded input (the source of each block's columns),
+    its kernel matrix twice, and a third output (the accumulator of a split kernel, on the padded width); a
+    transposed convolution a copy of its input and the product of a block of images (every tap's contribution)."""
     f = footprint(spec)
     size = f.itemsize if itemsize is None else itemsize
-    block = min(f.windows, BLOCK_ELEMENTS) if isinstance(spec, ConvSpec) else f.windows
+    if isinstance(spec, ConvSpec):  # the GEMM contraction (float16's einsum holds less)
+        block = min(f.windows, BLOCK_ELEMENTS)
+        return (f.inputs + 2 * f.padded + 2 * f.kernel + 3 * f.outputs + 2 * block) * size + SLACK
+    products = 0  # a transposed convolution's taps for a block of images, from one matrix product
+    if isinstance(spec, ConvTransposeSpec):
+        products = f.inputs + min(f.columns, max(BLOCK_ELEMENTS, -(-f.columns // max(spec.batch, 1))))
     # einsum copies a block of windows and returns its product before it lands in the output; the bias adds a copy
-    return (f.inputs + f.padded + f.kernel + 2 * f.outputs + 2 * block) * size + SLACK
+    return (f.inputs + f.padded + f.kernel + 2 * f.outputs + 2 * f.windows + products) * size + SLACK
 
 
 def matmul_bytes(spec: Spec) -> int:
@@ -207,7 +215,8 @@ def matmul_bytes(spec: Spec) -> int:
 
 
 def verdict_bytes(spec: Spec, results: int) -> int:
-    """compare / verify: the float64 reference and gauge (computed one after the other), ``results`` outputs to
-    judge, and the judge's float64 temporaries."""
+    """compare / verify: the float64 reference and its gauge (computed together), ``results`` outputs to judge (and
+    their float64 re-runs), and the judge's float64 maps: the scale, bound and threshold of a pair of precisions,
+    one ratio map, and the gauges of a re-run on exact data."""
     f = footprint(spec)
-    return reference_bytes(spec, 8) + f.outputs * (8 * 6 + results * f.itemsize)
+    return reference_bytes(spec, 8) + f.outputs * (8 * 8 + results * (f.itemsize + 8)) + f.kernel * 8

@@ -36,7 +36,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -106,6 +106,8 @@ class Gauges:
     fft: Callable[[float], np.ndarray] | None = None
     winograd: Callable[[float], np.ndarray] | None = None
     spatial_axes: tuple[int, ...] = ()
+    #: What the judge derives from these gauges for one pair of precisions (:class:`_Limits`), kept for the next pair.
+    memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def uniform(cls, gauge: np.ndarray, terms: int | np.ndarray) -> Gauges:
@@ -208,7 +210,283 @@ def judge_pair(
     u = max(pa.u, pb.u, pa.u_out, pb.u_out)
     kmax = float(np.max(g.terms)) if np.size(g.terms) else 0.0
     lam_ = lam(kmax, a.size, failure, u)
-    rounded_b = b.astype(a.dtype) if b_is_reference else b
+    if "fft" in families:
+        rounded_b = b.astype(a.dtype) if b_is_reference else b
+        common, identical = _differences(names, a, b, rounded_b, u)
+        return _normwise(common, a, b, g, (pa, pb), families, lam_, identical, rounded_b if b_is_reference else None)
+    fam = "winograd" if "winograd" in families else "direct"
+    lim = _limits(g, (pa, pb), families, lam_, u, a.shape)
+    st = _fast_stats(names, a, b, u, lim, b_is_reference) or _stats(names, a, b, u, lim, b_is_reference)
+    r, worst, exceeding, middle = st.r, st.worst, st.exceeding, st.middle
+    zero_pass, coarse, blind = lim.power
+    allowed_w = float(lim.allowed[worst]) if r.size else 0.0
+    threshold_w = float(lim.threshold[worst]) if r.size else 0.0
+    if st.identical and not exceeding:
+        verdict, evidence, reason = "identical", "bitwise equal" + (" to the correctly rounded reference"
+                                                                    if b_is_reference else ""), ""
+    elif exceeding:
+        verdict, evidence, reason = "mismatch", "rigorous bound" + (" (Winograd)" if fam == "winograd" else ""), ""
+    elif middle:
+        verdict, evidence = "inconclusive", ""
+        reason = (f"{middle} element(s) lie between the probabilistic threshold and the rigorous bound (largest r "
+                  f"{st.max_ratio:.3g}; equivalent below {threshold_w:.4g}, mismatch above "
+                  f"{allowed_w:.4g} there): a re-run in float64 or on exact integer data decides")
+    elif coarse or zero_pass > NO_POWER_FRACTION:
+        verdict, evidence = "inconclusive", ""
+        reason = (f"the threshold would accept an all-zeros output on {zero_pass:.0%} of the elements"
+                  if zero_pass > NO_POWER_FRACTION else
+                  f"the threshold allows differences of {coarse:.2g} of the gauge G")
+        reason += ": the test has no power here; a re-run in float64 or on exact integer data decides"
+    else:
+        verdict, reason = "equivalent", ""
+        if fam == "winograd":
+            evidence = "rigorous bound (Winograd)"
+        elif _rigorous_everywhere(lim, r, st.max_ratio):
+            evidence = "rigorous bound"
+        else:
+            evidence = f"probabilistic bound (failure probability {failure:g})"
+        if blind > NO_POWER_FRACTION:  # compare re-runs such results in float64
+            weak = (f"weak: the threshold cannot see a relative change of {POWER_RELATIVE:g} on {blind:.0%} of the "
+                    "elements")
+            evidence += f" ({weak})"
+    result = PairResult(
+        **st.common,
+        max_ratio=st.max_ratio,
+        allowed_ratio=allowed_w,
+        worst_index=tuple(int(i) for i in worst),
+        n_exceeding=exceeding,
+        verdict=verdict,
+        threshold_ratio=threshold_w,
+        n_middle=middle,
+        zero_pass_fraction=zero_pass,
+        weak=bool(blind > NO_POWER_FRACTION) and verdict == "equivalent",
+        evidence=evidence,
+        reason=reason,
+        family=fam,
+    )
+    return result, r
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """What a pair's ratio map r = |a - b| / scale is held against, elementwise in units of r: the sum of both
+    results' rigorous bounds (``allowed``) and probabilistic thresholds (``threshold``), 0 where the gauge is not
+    finite. They depend on the gauges and the two precisions only, so the pairs of a report share them.
+
+    ``floor`` is the smallest threshold when no threshold exceeds its bound (then r <= floor decides every element
+    at once), else NaN; ``evidence`` says where the probabilistic threshold is the rigorous bound (True or False
+    everywhere, or a mask); ``power`` is :func:`_power`'s triple; ``finite``: the gauge is finite everywhere;
+    ``positive``: so is the scale."""
+
+    scale: np.ndarray
+    allowed: np.ndarray
+    threshold: np.ndarray
+    floor: float
+    evidence: np.ndarray | bool
+    power: tuple[float, float, float]
+    finite: bool
+    positive: bool
+    same: np.ndarray | None = None  # the lean path's probable >= rigorous (its evidence, or spare memory)
+
+    def spare(self, shape: Shape) -> tuple[np.ndarray, ...] | None:
+        """The lean path's own maps, to be overwritten by the next pair's (None for the general path's)."""
+        maps = (self.scale, self.allowed, self.threshold)
+        if self.same is None or any(m.shape != tuple(shape) or not m.flags.writeable for m in maps):
+            return None
+        return (*maps, self.same)
+
+
+def _limits(g: Gauges, precisions: tuple[Precision, Precision], families: tuple[str, str], lam_: float, u: float,
+            shape: Shape) -> _Limits:
+    """:class:`_Limits` of a pair, computed once per gauges and pair of precisions (the last one is kept)."""
+    key = (tuple((p.u, p.u_in, p.u_out, p.underflow) for p in precisions), families, lam_, u, shape)
+    kept = g.memo.get("limits")
+    if kept is not None and kept[0] == key:
+        return cast(_Limits, kept[1])
+    last = g.memo.pop("limits", None)  # free the last pair's maps before making new ones, or reuse them
+    spare = last[1].spare(shape) if last is not None else None
+    del last
+    lim = None
+    if families == ("direct", "direct") and _plain(g, shape):
+        lim = _lean_limits(g, precisions, lam_, u, shape, spare)
+    if lim is None:
+        lim = _general_limits(g, precisions, families, lam_, u, shape)
+    g.memo["limits"] = (key, lim)
+    return lim
+
+
+def _general_limits(g: Gauges, precisions: tuple[Precision, Precision], families: tuple[str, str], lam_: float,
+                    u: float, shape: Shape) -> _Limits:
+    """:class:`_Limits` from the definitions, for any gauge (inf, NaN, zeros) and family."""
+    (ra, pra, aa), (rb, prb, ab) = (_model(p, g, f, lam_) for p, f in zip(precisions, families))
+    rigorous, probable = ra + rb, pra + prb
+    del ra, pra, rb, prb
+    scale = np.broadcast_to(u * g.gauge + aa + ab, shape)
+    finite = _plain(g, shape)
+    positive = bool(scale.size == 0 or np.min(scale) > 0)
+    allowed, threshold = (np.broadcast_to(_over(bound, scale) if not positive else bound / scale, shape)
+                          for bound in (rigorous, probable))
+    if not finite:
+        keep = np.isfinite(np.broadcast_to(g.gauge, shape))
+        allowed, threshold = np.where(keep, allowed, 0.0), np.where(keep, threshold, 0.0)
+    ordered = bool(np.all(threshold <= allowed))
+    floor = float(np.min(threshold)) if ordered and threshold.size else math.nan
+    same = np.broadcast_to(probable >= rigorous, shape)
+    evidence: np.ndarray | bool = bool(same.all()) if same.all() or not same.any() else same
+    return _Limits(scale, allowed, threshold, floor, evidence, _power(g, np.broadcast_to(probable, shape), shape),
+                   finite, positive)
+
+
+def _lean_limits(g: Gauges, precisions: tuple[Precision, Precision], lam_: float, u: float, shape: Shape,
+                 spare: tuple[np.ndarray, ...] | None = None) -> _Limits | None:
+    """:class:`_Limits` of two direct results in one sweep over cache-sized rows of the output: the coefficients of
+    G are summed on the (small) term map first, (beta_a + beta_b) G + (A_a + A_b) (Higham's bound, term by term).
+    None when a coefficient is infinite (K u >= 1), the scale has zeros, or the gauge is not finite and >= 0 (what
+    :func:`_general_limits` handles)."""
+    k = g.terms
+    coef_r = precisions[0].bounds(k) + precisions[1].bounds(k)
+    coef_p = precisions[0].probable(k, lam_) + precisions[1].probable(k, lam_)
+    absolute = sum((2 * k + (1 if p.u_out else 0)) * p.underflow + (g.flushed if p.u > 2.0**-53 else 0.0)
+                   for p in precisions)
+    gauge = np.broadcast_to(g.gauge, shape)
+    if not (np.all(np.isfinite(coef_r)) and gauge.size and gauge.flags.c_contiguous and _plain(g, shape)):
+        return None
+    rows = _Rows(shape, gauge, coef_r, coef_p, absolute, g.reference)
+    # the last pair's maps, when there were any, save touching fresh pages
+    scale, allowed, threshold, same = spare or (*(np.empty(shape) for _ in range(3)), np.empty(shape, bool))
+    sweep = _Sweep(_positive(g, shape))
+    floor = math.inf
+    for i in range(0, rows.count, rows.step):
+        gc, cr, cp, ac, ref = rows.at(i)
+        sc, al, th = (a.reshape(rows.count, -1)[i: i + rows.step] for a in (scale, allowed, threshold))
+        for coef, out in ((u, sc), (cr, al), (cp, th)):  # coef G + A, with no temporaries
+            np.multiply(gc, coef, out=out)
+            np.add(out, ac, out=out)
+        np.greater_equal(th, al, out=same.reshape(rows.count, -1)[i: i + rows.step])
+        sweep.power(gc, th, ref)
+        if not sweep.scale(sc):
+            return None
+        np.divide(al, sc, out=al)
+        np.divide(th, sc, out=th)
+        floor = min(floor, float(np.min(th)))
+    evidence: np.ndarray | bool = bool(same.all()) if same.all() or not same.any() else same
+    if not np.all(coef_p <= coef_r):  # else threshold <= allowed everywhere (G >= 0, rounding is monotone)
+        floor = math.nan
+    return _Limits(scale, allowed, threshold, floor, evidence, sweep.result(g.reference is not None), True, True,
+                   same)
+
+
+class _Rows:
+    """The output as ``(count, rest)`` rows, ``rest`` spanning the axes the small maps (K, A) vary over, handed out
+    ``step`` rows at a time (about :data:`CHUNK` elements)."""
+
+    def __init__(self, shape: Shape, gauge: np.ndarray, *small: Any) -> None:
+        maps = [np.asarray(m, np.float64) for m in small[:3]]
+        lead = 0
+        while lead < len(shape) and all(m.ndim < len(shape) - lead or m.shape[m.ndim - len(shape) + lead] == 1
+                                        for m in maps):
+            lead += 1
+        self.count = math.prod(shape[:lead])
+        rest = math.prod(shape[lead:])
+        self.step = max(1, CHUNK // max(rest, 1))
+        self.gauge = gauge.reshape(self.count, rest)
+        tail = len(shape) - lead  # the maps' leading axes (size 1) drop, the rest broadcast to the output's
+        self.maps = [np.broadcast_to(m.reshape(m.shape[max(m.ndim - tail, 0):]), shape[lead:]).reshape(1, rest)
+                     for m in maps]
+        ref = small[3]
+        self.ref = None if ref is None else np.broadcast_to(ref, shape).reshape(self.count, rest)
+
+    def at(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Rows ``i .. i + step``: the gauge, the two coefficients and the absolute term, the reference (or None)."""
+        block = slice(i, i + self.step)
+        coef_r, coef_p, absolute = self.maps
+        return self.gauge[block], coef_r, coef_p, absolute, None if self.ref is None else self.ref[block]
+
+
+class _Sweep:
+    """The reductions of :func:`_lean_limits`: the smallest scale, and :func:`_power`'s counts over the elements
+    with G > 0."""
+
+    def __init__(self, positive: bool) -> None:
+        self.tested = self.zero = self.blind = 0
+        self.coef = -math.inf
+        self.positive = positive  # G > 0 everywhere: every element is tested
+
+    def scale(self, sc: np.ndarray) -> bool:
+        return bool(np.min(sc) > 0)
+
+    def power(self, gc: np.ndarray, th: np.ndarray, ref: np.ndarray | None) -> None:
+        if self.positive or np.min(gc) > 0:
+            self.tested += gc.size
+            self.coef = max(self.coef, float(np.max(th / gc)))
+            if ref is not None:
+                mag = np.abs(ref)
+                self.zero += int(np.count_nonzero(mag <= th))
+                self.blind += int(np.count_nonzero(np.multiply(mag, POWER_RELATIVE, out=mag) <= th))
+            return
+        positive = gc > 0
+        self.tested += int(np.count_nonzero(positive))
+        if positive.any():
+            t = th[positive]
+            self.coef = max(self.coef, float(np.max(t / gc[positive])))
+            if ref is not None:
+                mag = np.abs(ref[positive])
+                self.zero += int(np.count_nonzero(mag <= t))
+                self.blind += int(np.count_nonzero(POWER_RELATIVE * mag <= t))
+
+    def result(self, has_reference: bool) -> tuple[float, float, float]:
+        if not self.tested:
+            return 0.0, 0.0, 0.0
+        coarse = self.coef if not math.isfinite(self.coef) or self.coef >= INCONCLUSIVE_FRACTION else 0.0
+        if not has_reference:
+            return 0.0, coarse, 0.0
+        return self.zero / self.tested, coarse, self.blind / self.tested
+
+
+def _positive(g: Gauges, shape: Shape) -> bool:
+    """Whether the gauge is > 0 everywhere (kept with the gauges)."""
+    if "positive" not in g.memo:
+        gauge = np.broadcast_to(g.gauge, shape)
+        g.memo["positive"] = bool(gauge.size and float(np.min(gauge)) > 0)
+    return bool(g.memo["positive"])
+
+
+def _plain(g: Gauges, shape: Shape) -> bool:
+    """Whether the gauge is finite and >= 0 everywhere and the flushed products finite (kept with the gauges)."""
+    if "plain" not in g.memo:
+        gauge = np.broadcast_to(g.gauge, shape)
+        plain = gauge.size == 0 or (math.isfinite(float(np.max(gauge))) and float(np.min(gauge)) >= 0)
+        g.memo["plain"] = bool(plain and np.all(np.isfinite(g.flushed)))
+    return bool(g.memo["plain"])
+
+
+def _rigorous_everywhere(lim: _Limits, r: np.ndarray, max_ratio: float) -> bool:
+    """Whether the rigorous bound alone decided: where the probabilistic threshold is below it, nothing differs."""
+    if max_ratio == 0:
+        return True
+    if isinstance(lim.evidence, bool):
+        return lim.evidence
+    return bool(np.all(lim.evidence | (r == 0)))
+
+
+@dataclass(frozen=True)
+class _Stats:
+    """One pair's differences: the common fields of its :class:`PairResult`, whether it is bitwise identical
+    (to the rounded reference), its ratio map r, the largest r and where, and how many elements exceed the rigorous
+    bound (``exceeding``) or lie between threshold and bound (``middle``)."""
+
+    common: dict[str, Any]
+    identical: bool
+    r: np.ndarray
+    max_ratio: float
+    worst: tuple[int, ...]
+    exceeding: int
+    middle: int
+
+
+def _differences(names: tuple[str, str], a: np.ndarray, b: np.ndarray, rounded_b: np.ndarray,
+                 u: float) -> tuple[dict[str, Any], bool]:
+    """The common fields of a :class:`PairResult` and whether ``a`` is bitwise ``rounded_b`` (any values)."""
     identical = a.dtype == rounded_b.dtype and np.array_equal(a, rounded_b, equal_nan=True)
     diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
     common: dict[str, Any] = dict(
@@ -220,69 +498,75 @@ def judge_pair(
         n_different=int(np.count_nonzero(~((a == rounded_b) | (np.isnan(a) & np.isnan(rounded_b))))),
         size=int(a.size),
     )
-    if "fft" in families:
-        return _normwise(common, a, b, g, (pa, pb), families, lam_, identical, rounded_b if b_is_reference else None)
-    fam = "winograd" if "winograd" in families else "direct"
-    ra, pra, aa = _model(pa, g, families[0], lam_)
-    rb, prb, ab = _model(pb, g, families[1], lam_)
-    rigorous, probable = ra + rb, pra + prb
-    scale = np.broadcast_to(u * g.gauge + aa + ab, a.shape)
-    r = _ratios(a, b, scale)
+    return common, bool(identical)
+
+
+def _stats(names: tuple[str, str], a: np.ndarray, b: np.ndarray, u: float, lim: _Limits,
+           b_is_reference: bool) -> _Stats:
+    """:class:`_Stats` for any values (inf, NaN, a zero scale), from the definitions."""
+    rounded_b = b.astype(a.dtype) if b_is_reference else b
+    common, identical = _differences(names, a, b, rounded_b, u)
+    r = _ratios(a, b, lim.scale)
     if b_is_reference:  # the correctly rounded reference is always right, even where it overflows to inf
         r = np.where((a == rounded_b) | (np.isnan(a) & np.isnan(rounded_b)), 0.0, r)
-    # where the gauge is inf or NaN (an inf or NaN input reaches the element), no bound is finite: the two results
-    # must be equal there (the same inf, or both NaN), and the power checks look at the finite elements only
-    finite = np.isfinite(np.broadcast_to(g.gauge, a.shape))
-    allowed = np.where(finite, np.broadcast_to(_over(rigorous, scale), a.shape), 0.0)
-    threshold = np.where(finite, np.broadcast_to(_over(probable, scale), a.shape), 0.0)
-    exceeding = int(np.count_nonzero(r > allowed))
-    middle = int(np.count_nonzero((r > threshold) & (r <= allowed)))
-    zero_pass, coarse, blind = _power(g, np.broadcast_to(probable, a.shape), a.shape)
+    exceeding = int(np.count_nonzero(r > lim.allowed))
+    middle = int(np.count_nonzero((r > lim.threshold) & (r <= lim.allowed)))
     worst = np.unravel_index(int(np.argmax(r)), r.shape) if r.size else ()
-    if identical and not exceeding:
-        verdict, evidence, reason = "identical", "bitwise equal" + (" to the correctly rounded reference"
-                                                                    if b_is_reference else ""), ""
-    elif exceeding:
-        verdict, evidence, reason = "mismatch", "rigorous bound" + (" (Winograd)" if fam == "winograd" else ""), ""
-    elif middle:
-        verdict, evidence = "inconclusive", ""
-        reason = (f"{middle} element(s) lie between the probabilistic threshold and the rigorous bound (largest r "
-                  f"{float(r.max()):.3g}; equivalent below {float(threshold[worst]):.4g}, mismatch above "
-                  f"{float(allowed[worst]):.4g} there): a re-run in float64 or on exact integer data decides")
-    elif coarse or zero_pass > NO_POWER_FRACTION:
-        verdict, evidence = "inconclusive", ""
-        reason = (f"the threshold would accept an all-zeros output on {zero_pass:.0%} of the elements"
-                  if zero_pass > NO_POWER_FRACTION else
-                  f"the threshold allows differences of {coarse:.2g} of the gauge G")
-        reason += ": the test has no power here; a re-run in float64 or on exact integer data decides"
-    else:
-        verdict, reason = "equivalent", ""
-        if fam == "winograd":
-            evidence = "rigorous bound (Winograd)"
-        elif np.all((probable >= rigorous) | (r == 0)):
-            evidence = "rigorous bound"
+    return _Stats(common, identical, r, float(r.max()) if r.size else 0.0, tuple(int(i) for i in worst), exceeding,
+                  middle)
+
+
+_NATIVE = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+#: Elements per step of :func:`_fast_stats`: its dozen temporaries stay in cache.
+CHUNK = 2**15
+
+
+def _fast_stats(names: tuple[str, str], a: np.ndarray, b: np.ndarray, u: float, lim: _Limits,
+                b_is_reference: bool) -> _Stats | None:
+    """:class:`_Stats` in one sweep over cache-sized chunks, when both results and the gauge are finite, the scale
+    positive and the arrays contiguous (what :func:`_stats` computes then, with the NaN and inf cases left out);
+    None otherwise."""
+    if not (lim.finite and lim.positive and a.size and a.shape == b.shape and a.dtype in _NATIVE
+            and b.dtype in _NATIVE and a.flags.c_contiguous and b.flags.c_contiguous
+            and lim.scale.flags.c_contiguous):
+        return None
+    af, bf, sf = a.reshape(-1), b.reshape(-1), lim.scale.reshape(-1)
+    r = np.empty(a.size)
+    d, rel = np.empty(min(CHUNK, a.size)), np.empty(min(CHUNK, a.size))
+    max_abs, max_rel, max_ratio, flat, n_same = 0.0, 0.0, -math.inf, 0, 0
+    for start in range(0, a.size, CHUNK):
+        ac, bc = af[start: start + CHUNK], bf[start: start + CHUNK]
+        dc, rc = np.subtract(ac, bc, out=d[: ac.size], dtype=np.float64), r[start: start + ac.size]
+        np.abs(dc, out=dc)
+        m = float(np.max(dc))
+        if not math.isfinite(m):  # an inf or NaN somewhere: the definitions handle it
+            return None
+        if m:
+            max_abs = max(max_abs, m)
+            q = np.divide(dc, np.abs(bc, out=rel[: ac.size]), out=rel[: ac.size])  # 0 / 0 where d = b = 0: ignored
+            max_rel = max(max_rel, float(np.nanmax(q)))
+        np.divide(dc, sf[start: start + ac.size], out=rc)  # 0 where a = b (scale > 0)
+        if b_is_reference:
+            same = ac == bc.astype(a.dtype)  # no NaN: bitwise equal to the reference rounded to a's dtype
+            n_same += int(np.count_nonzero(same))
+            np.copyto(rc, 0.0, where=same)
         else:
-            evidence = f"probabilistic bound (failure probability {failure:g})"
-        if blind > NO_POWER_FRACTION:  # compare re-runs such results in float64
-            weak = (f"weak: the threshold cannot see a relative change of {POWER_RELATIVE:g} on {blind:.0%} of the "
-                    "elements")
-            evidence += f" ({weak})"
-    result = PairResult(
-        **common,
-        max_ratio=float(r.max()) if r.size else 0.0,
-        allowed_ratio=float(allowed[worst]) if r.size else 0.0,
-        worst_index=tuple(int(i) for i in worst),
-        n_exceeding=exceeding,
-        verdict=verdict,
-        threshold_ratio=float(threshold[worst]) if r.size else 0.0,
-        n_middle=middle,
-        zero_pass_fraction=zero_pass,
-        weak=bool(blind > NO_POWER_FRACTION) and verdict == "equivalent",
-        evidence=evidence,
-        reason=reason,
-        family=fam,
-    )
-    return result, r
+            n_same += ac.size - int(np.count_nonzero(dc))
+        i = int(np.argmax(rc))
+        if rc[i] > max_ratio:  # the first of the largest, as argmax over the whole map
+            max_ratio, flat = float(rc[i]), start + i
+    ratios = r.reshape(a.shape)
+    n_different = a.size - n_same
+    common = dict(a=names[0], b=names[1], max_abs=max_abs, max_rel=max_rel, array_equiv=max_abs == 0,
+                  unit_roundoff=u, n_different=n_different, size=int(a.size))
+    if max_ratio <= lim.floor:  # below every threshold (NaN floor: never)
+        exceeding = middle = 0
+    else:
+        exceeding = int(np.count_nonzero(ratios > lim.allowed))
+        middle = int(np.count_nonzero((ratios > lim.threshold) & (ratios <= lim.allowed)))
+    worst = tuple(int(i) for i in np.unravel_index(flat, a.shape))
+    identical = n_different == 0 and (a.dtype == b.dtype or b_is_reference)
+    return _Stats(common, identical, ratios, max_ratio, worst, exceeding, middle)
 
 
 def _over(bound: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -301,6 +585,8 @@ def _power(g: Gauges, threshold: np.ndarray, shape: Shape) -> tuple[float, float
     """(fraction of tested elements an all-zeros output would pass, the threshold's largest fraction of G when
     that is coarse (else 0), fraction of tested elements where it cannot see a relative change of POWER_RELATIVE)."""
     gauge = np.broadcast_to(g.gauge, shape)
+    if _plain(g, shape) and gauge.size and float(np.min(gauge)) > 0:  # every element is tested: no gathers
+        return _power_all(g, threshold, gauge, shape)
     tested = (gauge > 0) & np.isfinite(gauge)  # non-finite elements are judged by equality alone
     n = int(np.count_nonzero(tested))
     if not n:
@@ -313,6 +599,20 @@ def _power(g: Gauges, threshold: np.ndarray, shape: Shape) -> tuple[float, float
     t = threshold[tested]
     return (float(np.count_nonzero(ref <= t)) / n, coarse,
             float(np.count_nonzero(POWER_RELATIVE * ref <= t)) / n)
+
+
+def _power_all(g: Gauges, threshold: np.ndarray, gauge: np.ndarray, shape: Shape) -> tuple[float, float, float]:
+    """:func:`_power` where every element is tested (a finite, positive gauge)."""
+    n = gauge.size
+    coef = float(np.max(threshold / gauge))
+    coarse = coef if not math.isfinite(coef) or coef >= INCONCLUSIVE_FRACTION else 0.0
+    if g.reference is None:
+        return 0.0, coarse, 0.0
+    if "absolute reference" not in g.memo:
+        g.memo["absolute reference"] = np.abs(g.reference)
+    ref = np.broadcast_to(g.memo["absolute reference"], shape)
+    return (float(np.count_nonzero(ref <= threshold)) / n, coarse,
+            float(np.count_nonzero(POWER_RELATIVE * ref <= threshold)) / n)
 
 
 def _normwise(common: dict[str, Any], a: np.ndarray, b: np.ndarray, g: Gauges, precisions: tuple[Precision, Precision],

@@ -37,22 +37,25 @@ def index(*parts: object) -> tuple[Any, ...]:
     return parts
 
 
-def blocks(batch: int, rows: int, per_row: int) -> Iterator[tuple[slice, slice]]:
+def blocks(batch: int, rows: int, per_row: int, budget: int | None = None) -> Iterator[tuple[slice, slice]]:
     """Slices of the batch and of the first output axis that cover both, each block holding at most
-    :data:`BLOCK_ELEMENTS` window elements (``per_row`` per output row of one image), or one row of one image.
+    ``budget`` window elements (``per_row`` per output row of one image), or one row of one image.
+
+    ``budget`` defaults to :data:`BLOCK_ELEMENTS` and never exceeds it.
 
     >>> [(b.start, b.stop, r.start, r.stop) for b, r in blocks(3, 4, 2**22)]
     [(0, 1, 0, 2), (0, 1, 2, 4), (1, 2, 0, 2), (1, 2, 2, 4), (2, 3, 0, 2), (2, 3, 2, 4)]
     >>> [(b.start, b.stop) for b, _ in blocks(5, 4, 2)]
     [(0, 5)]
     """
+    cap = BLOCK_ELEMENTS if budget is None else min(budget, BLOCK_ELEMENTS)
     per_image = max(per_row * rows, 1)
-    if per_image <= BLOCK_ELEMENTS:
-        images = max(1, BLOCK_ELEMENTS // per_image)
+    if per_image <= cap:
+        images = max(1, cap // per_image)
         for start in range(0, batch, images):
             yield slice(start, min(start + images, batch)), slice(0, rows)
         return
-    step = max(1, BLOCK_ELEMENTS // max(per_row, 1))
+    step = max(1, cap // max(per_row, 1))
     for image in range(batch):
         for start in range(0, rows, step):
             yield slice(image, image + 1), slice(start, min(start + step, rows))

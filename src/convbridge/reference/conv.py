@@ -9,9 +9,11 @@ import numpy as np
 
 from convbridge.reference._core import letters as _letters
 from convbridge.reference._core import blocks, index, scatter_taps, window_view
+from convbridge.reference._gemm import GEMM_DTYPES, contract
 from convbridge.spec import NUMPY_PAD_MODES, ConvSpec, SpatialSpec, inverse
 
-__all__ = ["conv", "conv_canonical", "conv_vjp_canonical", "to_canonical", "from_canonical"]
+__all__ = ["conv", "conv_and_gauge", "conv_canonical", "conv_and_gauge_canonical", "conv_vjp_canonical",
+           "to_canonical", "from_canonical"]
 
 
 def to_canonical(x: Any, spec: SpatialSpec) -> np.ndarray:
@@ -66,10 +68,63 @@ def _grouped(xc: np.ndarray, wc: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray
 def conv_canonical(xc: np.ndarray, wc: np.ndarray, bc: np.ndarray | None, spec: ConvSpec) -> np.ndarray:
     """y[n, o, p] = sum_{c, k} pad(x)[n, g(o)*Cg + c, p*s + k*d] w[o, c, k] + b[o].
 
-    The contraction runs in blocks of images and output rows (:func:`blocks`), so that its copy of the
-    windows never exceeds ``BLOCK_ELEMENTS`` elements whatever the batch and kernel.
+    float64 and float32 contract with BLAS, one matrix product per block of the column matrix
+    (:func:`convbridge.reference._gemm.contract`); float16 with einsum over the window view. Either runs in blocks
+    of images and output rows (:func:`blocks`), so that its copy of the windows never exceeds ``BLOCK_ELEMENTS``
+    elements whatever the batch and kernel.
     """
-    xg, wg = _grouped(_pad(xc, spec), wc, spec)
+    xpad = _pad(xc, spec)
+    if np.result_type(xpad, wc) in GEMM_DTYPES:
+        y = contract(xpad, wc, spec)[0]
+    else:
+        y = _einsum(xpad, wc, spec)
+    return _add_bias(y, bc, spec)
+
+
+def conv_and_gauge_canonical(xc: np.ndarray, wc: np.ndarray, bc: np.ndarray | None,
+                             spec: ConvSpec) -> tuple[np.ndarray, np.ndarray]:
+    """``conv_canonical`` of the arrays and of their absolute values (the verdict's gauge), in one pass.
+
+    The gauge equals ``conv_canonical(|x|, |w|, |b|)``: padding commutes with ``abs`` in every mode.
+    """
+    xpad = _pad(xc, spec)
+    y, gauge = contract(xpad, wc, spec, gauge=True) if np.result_type(xpad, wc) in GEMM_DTYPES else (None, None)
+    if y is None or gauge is None:  # float16: no BLAS
+        y, gauge = _einsum(xpad, wc, spec), _einsum(np.abs(xpad), np.abs(wc), spec)
+    return _add_bias(y, bc, spec), _add_bias(gauge, None if bc is None else np.abs(bc), spec)
+
+
+def conv_and_gauge(x: Any, w: Any, b: Any, spec: ConvSpec, *,
+                   dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """The reference and its gauge ``conv(|x|, |w|) + |b|``, in the user's output layout, computed in ``dtype``
+    (float64 for the verdict).
+
+    >>> from convbridge.spec import make_conv_spec
+    >>> y, g = conv_and_gauge(np.array([[[1.0, -2.0, 3.0]]]), np.array([[[1.0, 1.0]]]), None,
+    ...                       make_conv_spec((1, 1, 3), (1, 1, 2)))
+    >>> y.tolist(), g.tolist()
+    ([[[-1.0, 1.0]]], [[[3.0, 5.0]]])
+    """
+    xc = to_canonical(np.asarray(x, dtype=dtype), spec)
+    wc = np.asarray(w, dtype=dtype).transpose(spec.layout.rhs_perm)
+    bc = None if b is None else np.asarray(b, dtype=dtype)
+    y, gauge = conv_and_gauge_canonical(xc, wc, bc, spec)
+    return from_canonical(y, spec), from_canonical(gauge, spec)
+
+
+def _add_bias(y: np.ndarray, bc: np.ndarray | None, spec: ConvSpec) -> np.ndarray:
+    """``y + b`` over the channel axis (in place: ``y`` is the contraction's own array)."""
+    if bc is None:
+        return y
+    if np.result_type(y, bc) != y.dtype:
+        return y + bc.reshape(-1, *([1] * spec.nsp))
+    y += bc.reshape(-1, *([1] * spec.nsp))
+    return y
+
+
+def _einsum(xpad: np.ndarray, wc: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """The contraction as einsum over the window view, in blocks (float16: no BLAS)."""
+    xg, wg = _grouped(xpad, wc, spec)
     P, K = _letters(spec.nsp)
     windows = _windows(xg, spec)
     out = spec.out_spatial
@@ -78,10 +133,7 @@ def conv_canonical(xc: np.ndarray, wc: np.ndarray, bc: np.ndarray | None, spec: 
     for images, rows in blocks(xg.shape[0], out[0], per_row):
         y[images, :, :, rows] = np.einsum(f"ngc{P}{K},goc{K}->ngo{P}", windows[images, :, :, rows], wg,
                                           optimize=True)
-    y = y.reshape(y.shape[0], spec.out_channels, *out)
-    if bc is not None:
-        y = y + bc.reshape(-1, *([1] * spec.nsp))
-    return y
+    return y.reshape(y.shape[0], spec.out_channels, *out)
 
 
 def conv_vjp_canonical(t: np.ndarray, xc: np.ndarray, wc: np.ndarray,

@@ -8,11 +8,15 @@ of the full output, which is then cropped by the spec's ``(lo, hi - output_paddi
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from convbridge.reference._core import crop, index, letters, scatter_taps
+from convbridge.reference import _core, _gemm
+from convbridge.reference._core import blocks, crop, index, letters, scatter_taps
+from convbridge.reference._gemm import GEMM_DTYPES
 from convbridge.reference.conv import from_canonical, to_canonical
 from convbridge.spec import ConvTransposeSpec
 
@@ -53,16 +57,42 @@ def conv_transpose(x: Any, w: Any, b: Any, spec: ConvTransposeSpec, *, dtype: An
 
 def conv_transpose_canonical(xc: np.ndarray, wt: np.ndarray, bc: np.ndarray | None,
                              spec: ConvTransposeSpec) -> np.ndarray:
-    """y_full[n, g(c)*Og + o, i*s + j*d] += x[n, c, i] W[c, o, j]; then crop and add the bias."""
+    """y_full[n, g(c)*Og + o, i*s + j*d] += x[n, c, i] W[c, o, j]; then crop and add the bias.
+
+    float64 and float32 form every tap's contribution at once, one matrix product per block of images (BLAS);
+    float16 contracts tap by tap with einsum (rounded between the per-tap adds).
+    """
     g, nsp = spec.groups, spec.nsp
     P, _ = letters(nsp)
     xg = xc.reshape(xc.shape[0], g, spec.in_channels // g, *spec.in_spatial)
     wg = wt.reshape(g, spec.in_channels // g, spec.out_channels // g, *spec.kernel_spatial)
     full = spec.full_spatial
     buf = np.zeros((xc.shape[0], g, spec.out_channels // g, *full), dtype=np.result_type(xc, wt))
-    scatter_taps(buf, spec.axes, spec.in_spatial,
-                 lambda tap: np.einsum(f"ngc{P},gco->ngo{P}", xg, wg[index(Ellipsis, *tap)]))
+    if buf.dtype in GEMM_DTYPES:
+        _scatter_products(buf, xg, wg, spec)
+    else:
+        scatter_taps(buf, spec.axes, spec.in_spatial,
+                     lambda tap: np.einsum(f"ngc{P},gco->ngo{P}", xg, wg[index(Ellipsis, *tap)]))
     y = crop(buf.reshape(xc.shape[0], spec.out_channels, *full), spec.crops)
     if bc is not None:
         y = y + bc.reshape(-1, *([1] * nsp))
     return y
+
+
+def _scatter_products(buf: np.ndarray, xg: np.ndarray, wg: np.ndarray, spec: ConvTransposeSpec) -> None:
+    """``buf[n, g, o, i*s + j*d] += sum_c W[g, c, o, j] x[n, g, c, i]``: for a block of images, every tap's
+    contribution in one product ``(G, O/g * taps, C/g) @ (G, C/g, n * pixels)``, then one strided add per tap."""
+    n_img, g, cg = xg.shape[:3]
+    og, taps, pixels = wg.shape[2], math.prod(spec.kernel_spatial), math.prod(spec.in_spatial)
+    wm = np.moveaxis(wg.reshape(g, cg, og * taps), 1, 2).astype(buf.dtype)  # (G, O/g * taps, C/g)
+    budget = max(_gemm.CACHE_ELEMENTS, min(_core.BLOCK_ELEMENTS, g * og * taps * pixels))
+    for images, _ in blocks(n_img, 1, g * og * taps * pixels, budget):
+        n = images.stop - images.start
+        cols = np.moveaxis(xg[images], 0, 2).reshape(g, cg, n * pixels)
+        z = np.matmul(wm, cols).reshape(g, og, *spec.kernel_spatial, n, *spec.in_spatial)
+        scatter_taps(buf[images], spec.axes, spec.in_spatial, _tap_of(z))
+
+
+def _tap_of(z: np.ndarray) -> Callable[[tuple[int, ...]], np.ndarray]:
+    """``tap -> z[:, :, *tap]`` with the images first: ``(n, G, O/g, *pixels)``."""
+    return lambda tap: np.moveaxis(z[index(slice(None), slice(None), *tap)], 2, 0)

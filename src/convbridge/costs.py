@@ -28,7 +28,7 @@ __all__ = ["flops", "native", "matmul", "gemm_rate", "OVERHEAD", "PEAK", "DEPTHW
 #: Per-call overhead in seconds (dispatch, argument checks, the framework's own).
 OVERHEAD = {"numpy": 30e-6, "jax": 40e-6, "torch": 25e-6}
 #: float32 GEMM-bound rate in FLOP/s of a dense convolution at its best, by (backend, algorithm).
-PEAK = {("torch", "native"): 3.5e11, ("jax", "native"): 2.0e11, ("numpy", "native"): 4.0e9,
+PEAK = {("torch", "native"): 3.5e11, ("jax", "native"): 2.0e11, ("numpy", "native"): 5.0e10,
         ("torch", "matmul"): 3.0e11, ("jax", "matmul"): 2.5e11, ("numpy", "matmul"): 1.2e11}
 #: Depthwise (one input channel per group) rate in FLOP/s of the frameworks' own convolutions, by backend and
 #: whether the input is channels-last in memory (torch's oneDNN has a fast channels-last kernel only).

@@ -50,7 +50,8 @@ def _compute_dtype(a: np.ndarray) -> np.dtype:
 def precision(spec: Spec, plan: Plan, x: np.ndarray) -> Precision:
     """The input's dtype (float16 is rounded to between steps: per-tap adds, blocks, bias); bfloat16 is computed
     in float32 and each output rounded once, except by unfold, which only copies."""
-    how = "NumPy einsum" if spec.op in ("conv", "conv_transpose") else "NumPy"
+    how = "NumPy" if spec.op not in ("conv", "conv_transpose") else \
+        "NumPy einsum" if spec.dtype == "float16" else "NumPy matmul (BLAS)"
     if spec.dtype == "bfloat16" and spec.op != "unfold":
         return float32_accumulation(spec, how)
     return Precision.of(str(spec.dtype), f"{spec.dtype} (IEEE), {how}")

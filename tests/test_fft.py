@@ -216,3 +216,21 @@ def test_cost_model_orders_shapes_and_registers_everywhere():
         c = [impl.cost(s, Plan(backend, "fft")) for s in (small, large, depthwise)]
         assert 0 < c[0] < c[1] < c[2] and math.isfinite(c[2])
         assert impl.cost(dataclasses.replace(large, dtype="float64"), Plan(backend, "fft")) > c[1]
+
+
+def test_the_verdict_with_its_default_reruns_and_non_finite_inputs():
+    """The exact-data re-run cannot demand bitwise equality of an FFT (its transforms round integer data too), so
+    a correct float32 FFT stays equivalent under the default re-runs; a NaN input spreads over its FFT slice,
+    where the definition keeps it local: that is a different result, judged by equality, not by an inf bound."""
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((2, 3, 16, 16)).astype(np.float32), rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+
+    def fft(a, k, b):
+        return cb.conv(a, k, b, padding=2, algorithm="fft")
+
+    assert cb.compare(x, w, backends=[("fft", fft)], algorithm="fft", padding=2).verdict == "equivalent"
+    assert cb.compare(x, w, backends=[("fft", fft)], algorithm="fft", padding=2, exact=True).verdict in (
+        "equivalent", "identical")
+    x[0, 0, 3, 3] = np.nan
+    report = cb.compare(x, w, backends=[("fft", fft)], algorithm="fft", padding=2, rerun=False)
+    assert report.verdict == "mismatch"

@@ -281,9 +281,13 @@ def test_cost_models_rank_the_issue_shapes():
     if "torch" in BACKENDS:
         from convbridge.backends import torch_backend
 
+        # dw31: past oneDNN's k=13 reorder limit, channels-first is its slow path (measured 36-39x); dw7: oneDNN
+        # reorders to channels-last itself (measured 0.7-1.3x)
+        assert 5 * torch_backend.channels_last_cost(dw31, Plan("torch", "channels_last")) < \
+            costs.native(dw31, Plan("torch"))
+        assert torch_backend.channels_last_cost(dw7, Plan("torch", "channels_last")) < 2 * costs.native(
+            dw7, Plan("torch"))
         for spec in (dw7, dw31):
-            assert 5 * torch_backend.channels_last_cost(spec, Plan("torch", "channels_last")) < \
-                costs.native(spec, Plan("torch"))
             assert direct.cost(spec, Plan("torch", "shifted")) > \
                 torch_backend.channels_last_cost(spec, Plan("torch", "channels_last"))
         assert torch_backend.channels_last_cost(dense, Plan("torch", "channels_last")) < 2e-2

@@ -56,3 +56,20 @@ def test_torch_compile_fullgraph_has_no_graph_break_and_no_cache_warning(backend
         got = torch.compile(f, fullgraph=True, backend=backend)(x, w, wt)  # fullgraph: any graph break raises
     assert not [w for w in caught if "lru_cache" in str(w.message) or "graph break" in str(w.message).lower()]
     torch.testing.assert_close(got, f(x, w, wt), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("algorithm, groups", [("shifted", 4), ("fft", 1), ("matmul", 2), ("channels_last", 4)])
+def test_torch_compile_traces_every_algorithm(algorithm, groups):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    x = torch.from_numpy(rng.standard_normal((2, 4, 10, 10)).astype(np.float32))
+    w = torch.from_numpy(rng.standard_normal((4, 4 // groups, 3, 3)).astype(np.float32))
+
+    def f(a, k):
+        return cb.conv(a, k, padding=1, groups=groups, algorithm=algorithm)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = torch.compile(f, fullgraph=True, backend="eager")(x, w)
+    assert not [w for w in caught if "lru_cache" in str(w.message)]
+    torch.testing.assert_close(got, cb.conv(x, w, padding=1, groups=groups), rtol=1e-5, atol=1e-5)

@@ -21,7 +21,11 @@ def as_int(value: object, name: str) -> int:
     Raises:
         ArgumentTypeError: ``value`` is not an integer.
     """
-    if isinstance(value, bool) or hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "b":
+    if isinstance(value, bool):
+        raise ArgumentTypeError(f"{name} must be an int, got the bool {describe_value(value)}; pass 1 or 0 explicitly")
+    if isinstance(value, int) or type(value).__name__ == "SymInt":  # torch.compile may make an int dynamic: the
+        return int(value)  # type: ignore[call-overload]  # geometry is static, so it is specialised here
+    if hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "b":
         raise ArgumentTypeError(f"{name} must be an int, got the bool {describe_value(value)}; pass 1 or 0 explicitly")
     try:
         return operator.index(cast(SupportsIndex, value))

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from convbridge._tracing import tracing
 from convbridge._types import Array, ArrayLike
 from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeError, brief
@@ -51,6 +53,8 @@ CACHE_VERSION = 1
 MAX_CANDIDATES = 4
 #: Candidates whose estimate exceeds the best estimate by this factor are not timed.
 HOPELESS = 30.0
+#: The most decisions the JSON file keeps (the newest).
+MAX_ENTRIES = 2048
 #: Timed calls per candidate after the warm-up (fewer when one call is slow).
 TIMED_CALLS = 3
 
@@ -210,10 +214,13 @@ def _persist(key: str, entry: Mapping[str, Any]) -> None:
         with _file_lock(path):
             entries = _read(path)
             entries[key] = dict(entry)
+            if len(entries) > MAX_ENTRIES:  # the oldest decisions go first: the file stays small and fast to read
+                keep = sorted(entries, key=lambda k: str(entries[k].get("when", "")))[-MAX_ENTRIES:]
+                entries = {k: entries[k] for k in keep}
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autotune-", suffix=".json")
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump({"version": CACHE_VERSION, "entries": entries}, handle, indent=1, sort_keys=True)
+                    json.dump({"version": CACHE_VERSION, "entries": entries}, handle, sort_keys=True)
                 os.replace(tmp, path)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -325,6 +332,31 @@ def _measure(spec: Spec, plan: Plan, arrays: Sequence[Array | None], costs: Mapp
     return timings
 
 
+#: Algorithms whose result differs from the definition's when an input holds inf or NaN (an FFT spreads it over
+#: its whole output slice): ``auto`` passes them over for such inputs, whatever it measured.
+LOCAL_ONLY = ("fft",)
+
+
+def _finite(backend: str, arrays: Sequence[Array | None]) -> bool:
+    """Whether every input is finite (one pass over each; called only when an FFT was chosen)."""
+    for a in arrays:
+        if a is None:
+            continue
+        if backend == "torch":
+            import torch
+
+            if not bool(torch.isfinite(a).all()):
+                return False
+        elif backend == "jax":
+            import jax.numpy as jnp
+
+            if not bool(jnp.isfinite(a).all()):
+                return False
+        elif not np.isfinite(a).all():
+            return False
+    return True
+
+
 def resolve(spec: Spec, plan: Plan, arrays: Sequence[Array | None], *, measure: bool | None = None) -> Choice:
     """The choice for one call whose arrays are already the backend's (``dispatch.place``).
 
@@ -334,6 +366,16 @@ def resolve(spec: Spec, plan: Plan, arrays: Sequence[Array | None], *, measure: 
         measure: None: as :func:`measuring` / ``CONVBRIDGE_AUTOTUNE`` say; True or False: this call's choice.
             Never inside a trace, whatever it says.
     """
+    choice = _resolve(spec, plan, arrays, measure)
+    if choice.algorithm in LOCAL_ONLY and not tracing() and not _traced(plan.backend, arrays) and \
+            not _finite(plan.backend, arrays):
+        costs = {a: c for a, c in choice.costs.items() if a not in LOCAL_ONLY}
+        why = "an input holds inf or NaN, which an FFT spreads over its whole output slice"
+        return Choice(_by_model(costs), "model", costs, None, {**choice.declined, choice.algorithm: why})
+    return choice
+
+
+def _resolve(spec: Spec, plan: Plan, arrays: Sequence[Array | None], measure: bool | None) -> Choice:
     device = _device_of(plan.backend, arrays)
     key = _memory_key(spec, plan, device)
     if tracing():  # torch.compile: no locks, files or stores; a decision made eagerly before still counts
@@ -358,7 +400,8 @@ def resolve(spec: Spec, plan: Plan, arrays: Sequence[Array | None], *, measure: 
             with _lock:
                 _memory[key] = choice
             return choice
-    if want and not traced and len(costs) > 1:
+    empty = any(a is not None and 0 in tuple(a.shape) for a in arrays)  # nothing to time on an empty batch
+    if want and not traced and not empty and len(costs) > 1:
         timings = _measure(spec, plan, arrays, costs)
         fastest = min(timings, key=lambda a: (timings[a], a))
         choice = Choice(fastest, "measured", costs, timings, declined)

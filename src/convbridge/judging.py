@@ -261,17 +261,41 @@ def _run_all(spec: Spec, runners: Sequence[_Runner], arrays: Sequence[ArrayLike 
     for r in runners:
         if r.backend is not None:
             plan = make_plan(r.backend, x, **plan_kwargs)
-            impl = dispatch.find(spec, plan)
             native = dispatch.place(plan, arrays)
+            if plan.algorithm == "auto":  # judged by the bound of the algorithm it runs
+                from convbridge import autotune
+
+                plan = replace(plan, algorithm=autotune.resolve(spec, plan, native).algorithm)
+            impl = dispatch.find(spec, plan)
             y = dispatch.execute(impl, spec, plan, native)
             be = _backends.get(r.backend)
-            runs[r.name] = (be.to_numpy(y), be.precision(spec, plan, native[0]), "direct")
+            runs[r.name] = (be.to_numpy(y), be.precision(spec, plan, native[0]), _family_of(plan.algorithm))
         else:
             assert r.fn is not None
             args = tuple(arrays) + (None,) * (3 - len(arrays)) if get_op(spec.op).kernel_is_array else tuple(arrays)
             y = r.fn(*args)
             runs[r.name] = (_checked_result(y, r.name, spec), candidate(None, dtype_name(y)), family)
     return runs
+
+
+#: The registered algorithms that a bound other than the direct one judges.
+_ALGORITHM_FAMILIES = {"fft": "fft"}
+
+
+def _family_of(algorithm: str) -> str:
+    return _ALGORITHM_FAMILIES.get(algorithm, "direct")
+
+
+def _families(spec: Spec, runners: Sequence[_Runner], family: str, plan_kwargs: Mapping[str, Any],
+              x: ArrayLike) -> tuple[str, ...]:
+    """The bound families the runs need: the callables' family, and each named backend's algorithm's (``auto``
+    may pick FFT, so it asks for every family its choice could need)."""
+    found = {family} if any(r.fn is not None for r in runners) else set()
+    algorithm = plan_kwargs.get("algorithm")
+    for r in runners:
+        if r.backend is not None:
+            found.add("fft" if algorithm == "auto" and spec.op == "conv" else _family_of(str(algorithm)))
+    return tuple(sorted(found or {"direct"}))
 
 
 def _checked_result(y: object, name: str, spec: Spec) -> np.ndarray:
@@ -524,12 +548,16 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
     family = "direct"
     if isinstance(plan_kwargs.get("algorithm"), str) and plan_kwargs["algorithm"].lower() in FAMILIES:
         family = _family(plan_kwargs.pop("algorithm"))
+        if family in _ALGORITHM_FAMILIES.values():  # also an algorithm: the named backends run it too
+            plan_kwargs["algorithm"] = family
+    if isinstance(plan_kwargs.get("algorithm"), str):
+        plan_kwargs["algorithm"] = plan_kwargs["algorithm"].lower()
     spec = build(op, x, kernel, bias, kwargs)
     arrays = (x, kernel, bias) if get_op(op).kernel_is_array else (x,)
     memory.check(verdict_bytes(spec, len(runners)), f"judging {spec.op} on {len(runners)} backend(s) against the "
                  "float64 reference", "compare a smaller batch (the statistics of several batches add up), or a "
                  "smaller geometry")
-    families = (family,) if any(r.fn is not None for r in runners) else ("direct",)
+    families = _families(spec, runners, family, plan_kwargs, x)
     if exact:
         values = exact_inputs(spec, arrays)
         arrays = _as_inputs_like(values, arrays, str(spec.dtype))

@@ -37,6 +37,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -215,7 +216,7 @@ def _zero_padded(pad: Callable[[Array, Sequence[tuple[int, int]]], Array], geo: 
 def _eager_total(ops: _Ops, geo: _Geometry, xo: Array, wk: Array) -> Array:
     """Every tap's term, added left to right (NumPy, torch: one temporary at a time)."""
     xp, acc = _zero_padded(ops.pad, geo, xo), None
-    for tap in np.ndindex(*geo.spec.kernel_spatial):
+    for tap in itertools.product(*map(range, geo.spec.kernel_spatial)):
         term = geo.term(xp, wk, tap)
         acc = term if acc is None else acc + term
     return acc
@@ -260,7 +261,7 @@ def _taps(spec: ConvSpec, axis: int, rows: range) -> list[tuple[int, ...]]:
     """The taps whose index along spatial ``axis`` lies in ``rows``, in row-major order."""
     shape = list(spec.kernel_spatial)
     shape[axis] = len(rows)
-    return [tuple(rows[t] if i == axis else t for i, t in enumerate(tap)) for tap in np.ndindex(*shape)]
+    return [tuple(rows[t] if i == axis else t for i, t in enumerate(tap)) for tap in itertools.product(*map(range, shape))]
 
 
 def _jax_total(geo: _Geometry, xp: Array, wk: Array) -> Array:
@@ -269,7 +270,7 @@ def _jax_total(geo: _Geometry, xp: Array, wk: Array) -> Array:
 
     spec, axis, rows = geo.spec, geo.axis, geo.rows
     if not rows:
-        return _pairwise([geo.term(xp, wk, tap) for tap in np.ndindex(*spec.kernel_spatial)])
+        return _pairwise([geo.term(xp, wk, tap) for tap in itertools.product(*map(range, spec.kernel_spatial))])
     a, where = spec.axes[axis], geo.at(2 + axis)
     span = _reads(a, rows)  # input rows one iteration reads
 

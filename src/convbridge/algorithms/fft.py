@@ -53,6 +53,7 @@ from typing import Any, cast
 import numpy as np
 
 from convbridge import backends, dispatch
+from convbridge._tracing import tracing
 from convbridge._types import Array
 from convbridge.backends._common import HALF_DTYPES, pad_by_mode
 from convbridge.errors import ArgumentError, ConvBridgeError, DTypeError
@@ -292,7 +293,8 @@ def _mix(ops: _Ops, x: Array, w: Array, spec: ConvSpec, plan: Plan) -> Array:
 def conv_fft(spec: Spec, plan: Plan, x: Array, w: Array, b: Array | None) -> Array:
     """FFT convolution of the backend's batched arrays in the user's layout (the registered ``run``)."""
     s = cast(ConvSpec, spec)
-    ops, be = _OPS[plan.backend](), backends.get(plan.backend)
+    make = _OPS[plan.backend]
+    ops, be = (make.__wrapped__() if tracing() else make()), backends.get(plan.backend)  # Dynamo skips caches
     dtype, wide = x.dtype, s.dtype in HALF_DTYPES
     if wide:  # computed in float32, each output rounded once at the end
         x, w = ops.astype(x, ops.float32), ops.astype(w, ops.float32)

@@ -74,7 +74,9 @@ def conv_canonical(xc: np.ndarray, wc: np.ndarray, bc: np.ndarray | None, spec: 
     elements whatever the batch and kernel.
     """
     xpad = _pad(xc, spec)
-    if np.result_type(xpad, wc) in GEMM_DTYPES:
+    if xpad.shape[0] == 0:  # an empty batch: an empty result (BLAS blocks need one image)
+        y = np.zeros((0, spec.out_channels, *spec.out_spatial), np.result_type(xpad, wc))
+    elif np.result_type(xpad, wc) in GEMM_DTYPES:
         y = contract(xpad, wc, spec)[0]
     else:
         y = _einsum(xpad, wc, spec)
@@ -88,6 +90,9 @@ def conv_and_gauge_canonical(xc: np.ndarray, wc: np.ndarray, bc: np.ndarray | No
     The gauge equals ``conv_canonical(|x|, |w|, |b|)``: padding commutes with ``abs`` in every mode.
     """
     xpad = _pad(xc, spec)
+    if xpad.shape[0] == 0:
+        empty = np.zeros((0, spec.out_channels, *spec.out_spatial), np.result_type(xpad, wc))
+        return empty, empty.copy()
     y, gauge = contract(xpad, wc, spec, gauge=True) if np.result_type(xpad, wc) in GEMM_DTYPES else (None, None)
     if y is None or gauge is None:  # float16: no BLAS
         y, gauge = _einsum(xpad, wc, spec), _einsum(np.abs(xpad), np.abs(wc), spec)

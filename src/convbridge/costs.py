@@ -37,6 +37,8 @@ DEPTHWISE = {("torch", False): 1.6e9, ("torch", True): 2.5e11, ("jax", False): 7
 #: oneDNN runs a channels-first depthwise convolution through its channels-last kernel (copying in and out) up
 #: to this kernel side, and through a slow single-threaded path beyond it (the rate ``DEPTHWISE[torch, False]``).
 TORCH_DEPTHWISE_REORDER_MAX = 13
+#: oneDNN's 1-d depthwise convolution (any layout), FLOP/s.
+TORCH_DEPTHWISE_1D = 3.7e10
 #: oneDNN's channels-first dense convolution and transposed convolution, as fractions of the channels-last rate.
 TORCH_CHANNELS_FIRST = 1 / 1.2
 TORCH_TRANSPOSED = 1 / 1.7
@@ -83,6 +85,8 @@ def native(spec: Spec, plan: Plan) -> float:
     work, last = flops(spec), _channels_last(spec)
     half = 2.0 if _itemsize(spec) >= 8 else 1.0
     if spec.in_channels // spec.groups == 1 and spec.groups > 1:
+        if plan.backend == "torch" and spec.nsp == 1:  # oneDNN's 1-d depthwise: ~37 GFLOP/s at k = 1024
+            return OVERHEAD["torch"] + work * half / TORCH_DEPTHWISE_1D
         if plan.backend == "torch" and not last and max(spec.kernel_spatial) <= TORCH_DEPTHWISE_REORDER_MAX:
             moved = 2.0 * (spec.batch * spec.in_channels * math.prod(spec.in_spatial)
                            + spec.batch * spec.out_channels * math.prod(spec.out_spatial)) * _itemsize(spec)
@@ -103,4 +107,8 @@ def matmul(spec: Spec, plan: Plan) -> float:
     else:
         columns = spec.batch * math.prod(spec.in_spatial) * spec.out_channels * math.prod(spec.kernel_spatial)
     copy = 3.0 * columns * _itemsize(spec) / BANDWIDTH  # written, read by the GEMM, transposed views
+    if plan.backend == "jax":  # XLA's gather reads a (taps x blocks) int64 index, compiled in as a constant
+        index = 8.0 * math.prod(spec.kernel_spatial) * math.prod(spec.out_spatial if isinstance(spec, ConvSpec)
+                                                                 else spec.in_spatial)
+        copy += index / (BANDWIDTH / 16)
     return 3 * OVERHEAD[plan.backend] + copy + flops(spec) / gemm_rate(spec, PEAK[(plan.backend, "matmul")])

@@ -200,3 +200,24 @@ def test_measuring_is_bounded_to_the_cheapest_candidates():
         d.find, d.execute = real_find, real_exec
     assert list(timings) == ["a", "native", "b", "c"][:autotune.MAX_CANDIDATES]
     assert "d" not in timings and "e" not in timings  # 100x the best, no model
+
+
+def test_auto_passes_over_fft_for_non_finite_inputs(monkeypatch):
+    """An FFT spreads one NaN over its whole output slice; auto keeps the definition's local result."""
+    x = np.zeros((1, 1, 64, 64), np.float32)
+    w = np.ones((1, 1, 31, 31), np.float32)
+    monkeypatch.setitem(autotune._memory, None, None)  # the memory cache stays in play
+    fft_first = autotune.Choice("fft", "model", {"fft": 1e-6, "native": 1.0, "matmul": 2.0})
+    monkeypatch.setattr(autotune, "_resolve", lambda *a: fft_first)
+    assert autotune.choose(x, w, backend="numpy").algorithm == "fft"
+    x[0, 0, 0, 0] = np.nan
+    choice = autotune.choose(x, w, backend="numpy")
+    assert choice.algorithm == "native" and "inf or NaN" in choice.declined["fft"]
+    assert np.isnan(cb.conv(x, w, algorithm="auto")).sum() == 1
+
+
+def test_an_empty_batch_is_computed_but_never_measured():
+    x, w = np.zeros((0, 3, 8, 8), np.float32), np.ones((4, 3, 3, 3), np.float32)
+    with autotune.measuring():
+        assert cb.conv(x, w, algorithm="auto").shape == (0, 4, 6, 6)
+    assert not autotune.cache_path().exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import signal
 import subprocess
@@ -198,3 +199,31 @@ def test_ctrl_c_in_a_real_run_writes_a_partial_json(tmp_path):
     assert proc.returncode == 130 and data["partial"] is True, err[-2000:]
     assert "Traceback" not in err and "PARTIAL: interrupted" in out
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["r.json"]
+
+
+@pytest.mark.parametrize("args, env, pattern", [
+    (("--json", "-"), {}, "would write a file named '-'.*--format json"),
+    (("--json", "a" * 300 + ".json"), {}, "longer than the file system allows"),
+    ((), {"CONVBRIDGE_AUTOTUNE": "bogus"}, "CONVBRIDGE_AUTOTUNE='bogus'"),
+])
+def test_bad_outputs_and_settings_exit_2_before_any_work(args, env, pattern, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = invoke("--quick", "--backends", "numpy", "--shapes", "seed", "--repeats", "1", *args)
+    assert result.exit_code == 2
+    assert re.search(pattern, result.output), result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_swallowed_ctrl_c_still_stops_the_run(monkeypatch):
+    """Python drops a KeyboardInterrupt raised inside a GC callback (JAX has one); the flag the handler sets
+    stops the run at the next measurement all the same, and the result is partial."""
+    monkeypatch.setattr(bench, "_STOP", [True])
+    result = bench.run_suite(bench.select(["seed"], quick=True), ["numpy"], repeats=1, quick=True)
+    assert result.partial and not any(m.times for r in result.cases for m in r.measurements)
+
+
+def test_auto_is_timed_on_numpy_too():
+    res = bench.run_case(bench.select(["seed"], quick=True)[0], ["numpy"], repeats=1)
+    assert [m.status for m in res.measurements if m.method.kind == bench.AUTO] == ["ok"]

@@ -42,7 +42,7 @@ from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeError,
 from convbridge.plan import Plan
 from convbridge.spec import Spec
 
-__all__ = ["Choice", "choose", "resolve", "measuring", "cache_path", "clear", "AUTO", "CACHE_VERSION",
+__all__ = ["Choice", "choose", "resolve", "candidates", "measuring", "measure_setting", "cache_path", "clear", "AUTO", "CACHE_VERSION",
            "MAX_CANDIDATES"]
 
 #: The algorithm name that asks for a choice.
@@ -96,14 +96,26 @@ class Choice:
 
 # ------------------------------------------------------------------------------------------- measuring switch
 
-def _measure_default() -> bool:
+_ON, _OFF = ("measure", "1", "on", "yes", "true"), ("", "model", "0", "off", "no", "false")
+
+
+def measure_setting() -> bool:
+    """``CONVBRIDGE_AUTOTUNE``: ``measure`` (or 1, on, yes, true) times the candidates on the first eager call of
+    each shape; ``model`` (or unset, 0, off, no, false) uses the cost models only.
+
+    Raises:
+        ArgumentError: any other value.
+    """
     value = os.environ.get(_ENV, "").strip().lower()
-    if value in ("", "model", "0", "off", "no"):
+    if value in _OFF:
         return False
-    if value in ("measure", "1", "on", "yes"):
+    if value in _ON:
         return True
     raise ArgumentError(f"{_ENV}={value!r}: use 'measure' (time the candidates on the first call of each shape) or "
-                        "'model' (the cost models only)")
+                        "'model' (the cost models only); also accepted: 1/0, on/off, yes/no, true/false")
+
+
+_measure_default = measure_setting
 
 
 def _measure_allowed() -> bool:
@@ -245,8 +257,12 @@ def clear(*, disk: bool = False) -> None:
 
 # ------------------------------------------------------------------------------------------------ choosing
 
-def _candidates(spec: Spec, plan: Plan) -> tuple[dict[str, float], dict[str, str]]:
-    """Every supported algorithm's estimate (inf without a model), and why the others decline."""
+def candidates(spec: Spec, plan: Plan) -> tuple[dict[str, float], dict[str, str]]:
+    """Every supported algorithm's estimate in seconds (inf without a model), and why the others decline.
+
+    Raises:
+        ConvBridgeError: no algorithm supports the call.
+    """
     from convbridge import dispatch
 
     costs: dict[str, float] = {}
@@ -382,14 +398,14 @@ def _resolve(spec: Spec, plan: Plan, arrays: Sequence[Array | None], measure: bo
         known = _memory.get(key)
         if known is not None:
             return known
-        costs, declined = _candidates(spec, plan)
+        costs, declined = candidates(spec, plan)
         return Choice(_by_model(costs), "model", costs, None, declined)
     want = _measure_allowed() if measure is None else measure
     with _lock:
         known = _memory.get(key)
     if known is not None and (known.source != "model" or not want):
         return known if known.source != "measured" else replace(known, source="cache")
-    costs, declined = _candidates(spec, plan)
+    costs, declined = candidates(spec, plan)
     traced = _traced(plan.backend, arrays)
     disk = None if traced else _disk_key(spec, plan, device)
     if disk is not None:

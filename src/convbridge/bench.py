@@ -54,6 +54,7 @@ REFERENCE_RATE = 2e9
 SUSPECT = 1e-3
 #: Names for ``--algorithms`` besides the registered algorithms: the calls written by hand, and auto.
 BASELINE, AUTO = "baseline", "auto"
+_STOP: list[bool] = []  # set by a Ctrl-C under stoppable()
 _ORDER = ("torch", "jax", "numpy")  # the table's order: torch by hand first, the reference of the error check
 
 
@@ -262,7 +263,7 @@ def _methods(case: Case, backend_names: Sequence[str], algorithms: frozenset[str
         for impl in dispatch.implementations(case.op, b):
             if algorithms is None or impl.algorithm in algorithms:
                 out.append(Method(f"cb {impl.algorithm}", b, "convbridge", impl.algorithm))
-        if b != "numpy" and (algorithms is None or AUTO in algorithms):
+        if algorithms is None or AUTO in algorithms:
             out.append(Method("cb auto", b, AUTO, AUTO))
     return out
 
@@ -417,6 +418,12 @@ def _model(spec: ConvSpec | ConvTransposeSpec, method: Method) -> tuple[float | 
     """The registered implementation's cost model in seconds, and ``"model"``; on numpy without one, the
     estimate at :data:`REFERENCE_RATE` and ``"no model; at 2 GFLOP/s"``. Raises when the implementation
     declines the spec."""
+    if method.kind == AUTO:  # the estimate of what auto would run by the models
+        from convbridge.autotune import candidates
+
+        costs = candidates(spec, Plan(method.backend, "auto"))[0]
+        best = min(costs.values())
+        return (best, "model") if best < math.inf else (None, "")
     if method.kind != "convbridge" or method.algorithm is None:
         return None, ""
     plan = Plan(method.backend, method.algorithm)
@@ -509,7 +516,9 @@ def run_case(case: Case, backend_names: Sequence[str], *, algorithms: frozenset[
     for method in _methods(case, backend_names, algorithms):
         if method.kind == AUTO and method.backend not in res.auto:
             res.auto[method.backend] = _auto_choice(case, method.backend, arrays, tune)
+        _check_stop()
         m, y = measure(case, spec, method, arrays, repeats=repeats, budget=budget)
+        _check_stop()
         if y is not None:
             host = _host(y)
             if ref is None:
@@ -656,8 +665,20 @@ def stoppable() -> Iterator[None]:
     if before is signal.SIG_IGN:  # started with Ctrl-C ignored (nohup): keep it so
         yield
         return
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def interrupted(signum: int, frame: Any) -> None:
+        _STOP.append(True)  # kept even where the KeyboardInterrupt is swallowed (JAX's GC callback)
+        raise KeyboardInterrupt
+
+    _STOP.clear()
+    signal.signal(signal.SIGINT, interrupted)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def _check_stop() -> None:
+    """Raise the KeyboardInterrupt a library swallowed (Python ignores exceptions raised in GC callbacks)."""
+    if _STOP:
+        raise KeyboardInterrupt

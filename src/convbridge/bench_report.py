@@ -268,7 +268,14 @@ def check_output(path: str | os.PathLike[str], flag: str) -> Any:
     shown, (kind, example) = repr(str(path)), _KINDS[flag]
     if not str(path).strip():
         raise OutputError(f"{flag} is empty; pass the {kind} file to write, e.g. {flag} {example}")
+    if str(path).strip() == "-":
+        raise OutputError(f"{flag} - would write a file named '-'; for the JSON report on stdout use --format json, "
+                          f"else pass a file path, e.g. {flag} {example}")
     target = Path(os.path.abspath(os.path.expanduser(path)))
+    too_long = [part for part in target.parts if len(os.fsencode(part)) > 255]
+    if too_long:
+        raise OutputError(f"{flag} {shown} has a name longer than the file system allows (255 bytes): "
+                          f"{too_long[0][:40]!r}...; pass a shorter path")
     if target.is_symlink():
         raise OutputError(f"{flag} {shown} is a symbolic link; convbridge writes a plain file: pass another path")
     if target.is_dir():

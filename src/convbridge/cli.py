@@ -576,6 +576,12 @@ def bench_command(shapes: str | None, list_shapes: bool, backends: str | None, a
     cases = bench.select(_names(shapes), quick=quick)
     names = bench.parse_backends(_names(backends))
     chosen = bench.parse_algorithms(_names(algorithms), names)
+    from convbridge.autotune import measure_setting
+
+    try:
+        measure_setting()  # CONVBRIDGE_AUTOTUNE, checked before any work
+    except ConvBridgeError as exc:
+        raise click.UsageError(str(exc)) from None
     outputs = {"--json": json_path, "--markdown": markdown_path, "--plot": plot_path}
     targets = {flag: bench_report.check_output(path, flag) for flag, path in outputs.items() if path is not None}
     if len(set(targets.values())) < len(targets):  # checked before any work, as the paths themselves

@@ -11,7 +11,8 @@ place), merged under a lock so that concurrent processes keep each other's entri
 and rebuilt when it is unreadable or from another version.
 
 Measuring never costs more than about 20 calls of the slowest candidate it times: each candidate gets one
-warm-up call (which compiles on JAX) and up to three timed calls, and at most :data:`MAX_CANDIDATES` are timed.
+warm-up call (which compiles on JAX) and up to three timed calls (more only when all are sub-millisecond),
+taken in interleaved rounds, and at most :data:`MAX_CANDIDATES` are timed.
 
 >>> import numpy as np
 >>> choose(np.ones((1, 1, 8)), np.ones((1, 1, 3))).algorithm in ("native", "matmul", "fft", "shifted")
@@ -55,8 +56,9 @@ MAX_CANDIDATES = 4
 HOPELESS = 30.0
 #: The most decisions the JSON file keeps (the newest).
 MAX_ENTRIES = 2048
-#: Timed calls per candidate after the warm-up (fewer when one call is slow).
-TIMED_CALLS = 3
+#: Timed calls per candidate after the warm-up (one when a warm-up took over SLOW_CALL seconds; up to
+#: FAST_ROUNDS when every candidate is fast).
+TIMED_CALLS, SLOW_CALL, FAST_ROUNDS = 3, 0.5, 9
 
 _ENV = "CONVBRIDGE_AUTOTUNE"
 _memory: dict[tuple[Any, ...], Choice] = {}
@@ -309,24 +311,32 @@ def _sync(y: Any) -> None:
         block()
 
 
-def _time(call: Callable[[], Any], budget: float) -> float:
-    """The median of up to :data:`TIMED_CALLS` timed calls after one warm-up; one call when it alone takes
-    more than ``budget`` seconds."""
+def _timed(call: Callable[[], Any]) -> float:
     start = time.perf_counter()
     _sync(call())
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(TIMED_CALLS if first < budget else 1):
-        start = time.perf_counter()
-        _sync(call())
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
+    return time.perf_counter() - start
+
+
+def _time_all(calls: Mapping[str, Callable[[], Any]]) -> dict[str, float]:
+    """Each call's median time: one warm-up each (JAX compiles), then rounds that call every candidate once in
+    turn, so that a slow moment of the machine or a cold start does not fall on one candidate alone.
+    :data:`TIMED_CALLS` rounds (one when a warm-up took over :data:`SLOW_CALL` seconds); fast calls get more
+    rounds, up to :data:`FAST_ROUNDS`, while a round takes under a millisecond or two."""
+    first = {name: _timed(call) for name, call in calls.items()}
+    slowest = max(first.values())
+    rounds = 1 if slowest > SLOW_CALL else TIMED_CALLS
+    if slowest * len(calls) < 2e-3:
+        rounds = FAST_ROUNDS
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            times[name].append(_timed(call))
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def _measure(spec: Spec, plan: Plan, arrays: Sequence[Array | None], costs: Mapping[str, float]) -> dict[str, float]:
     """Time the cheapest candidates by the model (at most :data:`MAX_CANDIDATES`, none :data:`HOPELESS` times
-    the best estimate) on the user's arrays; the native algorithm is always among them."""
+    the best estimate) on the user's arrays, interleaved; the native algorithm is always among them."""
     from convbridge import dispatch
 
     best = min(costs.values())
@@ -339,13 +349,14 @@ def _measure(spec: Spec, plan: Plan, arrays: Sequence[Array | None], costs: Mapp
         import torch
 
         grad = torch.no_grad()  # type: ignore[assignment]
-    timings: dict[str, float] = {}
+
+    def call(name: str) -> Callable[[], Any]:
+        sub = replace(plan, algorithm=name)
+        impl = dispatch.find(spec, sub)
+        return lambda: dispatch.execute(impl, spec, sub, arrays)
+
     with grad:
-        for name in chosen:
-            sub = replace(plan, algorithm=name)
-            impl = dispatch.find(spec, sub)
-            timings[name] = _time(lambda: dispatch.execute(impl, spec, sub, arrays), budget=0.5)
-    return timings
+        return _time_all({name: call(name) for name in chosen})
 
 
 #: Algorithms whose result differs from the definition's when an input holds inf or NaN (an FFT spreads it over

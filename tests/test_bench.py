@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 import os
 import signal
 import subprocess
@@ -227,3 +228,20 @@ def test_a_swallowed_ctrl_c_still_stops_the_run(monkeypatch):
 def test_auto_is_timed_on_numpy_too():
     res = bench.run_case(bench.select(["seed"], quick=True)[0], ["numpy"], repeats=1)
     assert [m.status for m in res.measurements if m.method.kind == bench.AUTO] == ["ok"]
+
+
+def test_a_mismatch_found_by_verify_exits_1(monkeypatch, tmp_path):
+    """A method whose result differs in meaning (here fft made to flip the kernel) is judged a mismatch by
+    --verify, and the command says so in its exit status."""
+    from convbridge import dispatch
+    from convbridge.algorithms import fft
+
+    def flipped(spec, plan, x, w, b):
+        return fft.conv_fft(spec, plan, x, w[..., ::-1, ::-1].copy(), b)
+
+    impl = next(i for i in cb.implementations("conv", "numpy") if i.algorithm == "fft")
+    monkeypatch.setitem(dispatch._REGISTRY, ("conv", "numpy", "fft"), replace(impl, run=flipped))
+    result = invoke("--quick", "--backends", "numpy", "--shapes", "seed", "--repeats", "1", "--verify",
+                    "--algorithms", "native,fft")
+    assert result.exit_code == 1, result.output
+    assert "mismatch" in result.output

@@ -564,7 +564,8 @@ def bench_command(shapes: str | None, list_shapes: bool, backends: str | None, a
 
     Every method starts from the same channels-first float32 arrays and returns a channels-first result; layout
     changes (torch channels-last, JAX NHWC) count. Progress goes to stderr. Ctrl-C stops the run, prints and
-    writes what was measured (marked partial) and exits 130; a second Ctrl-C quits at once.
+    writes what was measured (marked partial) and exits 130; a second Ctrl-C quits at once. Exit status: 0, or 1
+    when --verify judges a result a mismatch (3 inconclusive), 70 when a method raised, 130 interrupted.
     Examples: convbridge bench --quick; convbridge bench --shapes resnet --backends torch,jax --json r.json
     """
     from convbridge import bench, bench_report
@@ -601,7 +602,20 @@ def bench_command(shapes: str | None, list_shapes: bool, backends: str | None, a
                   markup=False)
     _bench_report(result, outputs, fmt, err)
     interrupts.finished()  # the report is out: a Ctrl-C now must not change the exit status
-    return EXIT_CODES["interrupted"] if result.partial else 0
+    return EXIT_CODES["interrupted"] if result.partial else _bench_status(result)
+
+
+def _bench_status(result: Any) -> int:
+    """1 when --verify judged a result a mismatch, 3 when one stayed inconclusive, 70 when a method raised (a bug
+    the table reports), else 0."""
+    from convbridge.parity import worst_verdict
+
+    measured = [m for res in result.cases for m in res.measurements]
+    verdicts = [m.verdict for m in measured if m.verdict in EXIT_CODES]
+    worst = worst_verdict(verdicts) if verdicts else "identical"
+    if EXIT_CODES[worst]:
+        return EXIT_CODES[worst]
+    return EXIT_CODES["internal"] if any(m.status == "failed" for m in measured) else 0
 
 
 def _bench_progress(err: Console) -> Any:

@@ -32,7 +32,7 @@ from convbridge.memory import verdict_bytes
 from convbridge.ops import build, get_op, split_plan_keywords
 from convbridge.parity import FAMILIES, Gauges, PairResult, ParityReport, judge_pair
 from convbridge.plan import make_plan
-from convbridge.precision import FLOAT_DTYPES, REFERENCE, Precision, candidate, unit_roundoff
+from convbridge.precision import DTYPES, REFERENCE, Precision, candidate, is_complex, real_dtype, unit_roundoff
 from convbridge.reference import conv_and_gauge, from_canonical
 from convbridge.spec import NUMPY_PAD_MODES, ConvSpec, Spec
 
@@ -116,6 +116,8 @@ def gauges(spec: Spec, arrays: Sequence[ArrayLike | None], families: Sequence[st
     then computes a convolution's reference and gauge exactly, in any summation order.
     """
     host = [None if a is None else to_numpy(a) for a in arrays]
+    if is_complex(spec.dtype):
+        return _complex_gauges(spec, host)
     reference = get_op(spec.op).reference
     with np.errstate(over="ignore", invalid="ignore"):  # inf inputs give inf/NaN here, judged, not warned about
         if isinstance(spec, ConvSpec):  # the reference and the gauge share each block of windows
@@ -137,6 +139,53 @@ def gauges(spec: Spec, arrays: Sequence[ArrayLike | None], families: Sequence[st
     if "fft" in families or "winograd" in families:
         g = _fast_bounds(g, spec, host, families)
     return g
+
+
+#: Terms a complex result's bound counts per real product count K: each component of a complex multiply-add sums
+#: 2K real products (4 real convolutions, as XLA does) or takes 3 real convolutions of K terms and 2 subtractions
+#: (Gauss's trick, as torch does: Im = conv(xr + xi, wr + wi) - conv(xr, wr) - conv(xi, wi)), whose error is at most
+#: (3 gamma_K + 7 u) G with G = op(|Re x| + |Im x|, |Re w| + |Im w|) + |Re b| + |Im b|; gamma_{3K + 8} covers both.
+COMPLEX_TERMS = (3, 8)
+
+
+def _magnitude(a: np.ndarray) -> np.ndarray:
+    """|Re a| + |Im a| in float64 (|a| for a real array): what the complex gauge sums."""
+    if np.iscomplexobj(a):
+        return np.abs(a.real.astype(np.float64)) + np.abs(a.imag.astype(np.float64))
+    return np.abs(a.astype(np.float64))
+
+
+def _complex_gauges(spec: Spec, host: Sequence[np.ndarray | None]) -> Gauges:
+    """:func:`gauges` of a complex op, from real float64 reference calls on the real and imaginary parts:
+    ``op(x, w, b) = op(xr, wr, br) - op(xi, wi, 0) + i (op(xr, wi, bi) + op(xi, wr, 0))`` (unfold and fold act on
+    each part), the gauge ``op(|xr| + |xi|, |wr| + |wi|) + |br| + |bi|`` and, for ops that multiply, 3 K + 8 terms
+    (:data:`COMPLEX_TERMS`). The bound then holds for each component."""
+    real = replace(spec, dtype=real_dtype(str(spec.dtype)))
+    reference = get_op(spec.op).reference
+    parts = [None if h is None else (h.real.astype(np.float64), h.imag.astype(np.float64)) for h in host]
+    with np.errstate(over="ignore", invalid="ignore"):
+        if get_op(spec.op).kernel_is_array:
+            (xr, xi), (wr, wi) = parts[0], parts[1]  # type: ignore[misc]
+            br, bi = parts[2] if parts[2] is not None else (None, None)
+            re = np.asarray(reference(xr, wr, br, real)) - np.asarray(reference(xi, wi, None, real))
+            im = np.asarray(reference(xr, wi, bi, real)) + np.asarray(reference(xi, wr, None, real))
+            mags = [None if h is None else _magnitude(h) for h in host]
+            gauge = np.asarray(reference(mags[0], mags[1], mags[2], real))
+            subs = [None if h is None else _subnormal(h.real) + _subnormal(h.imag) for h in host]
+            flushed: np.ndarray | float = 0.0
+            if any(sb is not None and sb.any() for sb in subs[:2]):
+                flushed = np.asarray(reference(subs[0], mags[1], None, real)) + np.asarray(
+                    reference(mags[0], subs[1], None, real))
+        else:
+            (xr, xi) = parts[0]  # type: ignore[misc]
+            re, im = np.asarray(reference(xr, real)), np.asarray(reference(xi, real))
+            gauge = np.asarray(reference(_magnitude(host[0]), real))  # type: ignore[arg-type]
+            flushed = 0.0
+    terms = term_map(real, [None if h is None else h.real for h in host])
+    if get_op(spec.op).kernel_is_array:
+        terms = COMPLEX_TERMS[0] * terms + COMPLEX_TERMS[1]
+    return Gauges(gauge=gauge, terms=terms, reference=re + 1j * im, flushed=flushed,
+                  spatial_axes=_spatial_axes(spec))
 
 
 def _conv_and_gauge(spec: ConvSpec, host: Sequence[np.ndarray | None], exact: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -332,16 +381,23 @@ def exact_inputs(spec: Spec, arrays: Sequence[ArrayLike | None], *, seed: int = 
     kmax = max(float(spec.terms), 1.0)
     a = max(1, min(2 ** (p // 3), int(math.sqrt(budget / (2 * kmax)))))
     density = min(1.0, budget / (2 * kmax * a * a))
+    complex_ = is_complex(spec.dtype)
+    real = replace(spec, dtype=real_dtype(dtype)) if complex_ else spec
+
+    def draw(shape: Any, bound: int) -> np.ndarray:
+        v = rng.integers(-bound, bound + 1, size=shape).astype(np.float64)
+        return v + 1j * rng.integers(-bound, bound + 1, size=shape) if complex_ else v
+
     for _ in range(60):
-        x = rng.integers(-a, a + 1, size=host[0]).astype(np.float64)
+        x = draw(host[0], a)
         if not get_op(spec.op).kernel_is_array:
             cols = x * (rng.random(host[0]) < density)
-            if float(np.max(np.abs(reference(np.abs(cols), spec)), initial=0.0)) <= budget:
+            if float(np.max(np.abs(reference(_magnitude(cols), real)), initial=0.0)) <= budget:
                 return (cols,)
         else:
-            w = rng.integers(-a, a + 1, size=host[1]).astype(np.float64) * (rng.random(host[1]) < density)
-            b = None if host[2] is None else rng.integers(-a, a + 1, size=host[2]).astype(np.float64)
-            if _gauge_below(spec, x, w, b, budget):
+            w = draw(host[1], a) * (rng.random(host[1]) < density)
+            b = None if host[2] is None else draw(host[2], a)
+            if _gauge_below(real, x, w, b, budget):
                 return x, w, b
         if a > 1:
             a = max(1, a // 2)
@@ -354,12 +410,13 @@ def exact_inputs(spec: Spec, arrays: Sequence[ArrayLike | None], *, seed: int = 
 def _gauge_below(spec: Spec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, budget: float) -> bool:
     """max G <= budget, G = op(|x|, |w|) + |b|. For a convolution, first by the cheap bound max|x| times the largest
     L1 norm of one output channel's kernel, plus max|b|: no element sums more; else by computing G."""
+    x, w, b = _magnitude(x), _magnitude(w), None if b is None else _magnitude(b)  # |Re| + |Im| for complex data
     if isinstance(spec, ConvSpec):
-        per_channel = np.abs(w).transpose(spec.layout.rhs_perm).reshape(spec.out_channels, -1).sum(axis=1)
-        bound = float(np.max(np.abs(x), initial=0.0)) * float(np.max(per_channel, initial=0.0))
-        if bound + (0.0 if b is None else float(np.max(np.abs(b), initial=0.0))) <= budget:
+        per_channel = w.transpose(spec.layout.rhs_perm).reshape(spec.out_channels, -1).sum(axis=1)
+        bound = float(np.max(x, initial=0.0)) * float(np.max(per_channel, initial=0.0))
+        if bound + (0.0 if b is None else float(np.max(b, initial=0.0))) <= budget:
             return True
-    g = get_op(spec.op).reference(np.abs(x), np.abs(w), None if b is None else np.abs(b), spec)
+    g = get_op(spec.op).reference(x, w, b, spec)
     return float(np.max(g, initial=0.0)) <= budget
 
 
@@ -397,19 +454,49 @@ def _report(spec: Spec, runs: Mapping[str, tuple[np.ndarray, Precision, str]], g
         for b in names[i + 1:]:
             pairs.append(_judge((a, b), runs[a][0], runs[b][0], g, (runs[a][1], runs[b][1]),
                                 (runs[a][2], runs[b][2]), exact=exact))
-    precisions = {n: p.label for n, (_, p, _) in runs.items()} | {"reference": REFERENCE.label}
+    ref_label = ("complex128 from float64 NumPy references on the real and imaginary parts"
+                 if is_complex(spec.dtype) else REFERENCE.label)
+    precisions = {n: p.label for n, (_, p, _) in runs.items()} | {"reference": ref_label}
     terms = int(np.max(g.terms)) if np.size(g.terms) else 0
     return ParityReport(op=spec.op, description=spec.describe(), shape=spec.out_shape, dtype=str(spec.dtype),
                         terms=terms, precisions=precisions, pairs=tuple(pairs), outputs=outputs,
                         gauge=g.gauge, term_map=g.terms, exact=exact, notes=tuple(notes))
 
 
+def _judge_pair(names: tuple[str, str], a: np.ndarray, b: np.ndarray, g: Gauges,
+                precisions: tuple[Precision, Precision], families: tuple[str, str],
+                b_is_reference: bool = False) -> PairResult:
+    """:func:`judge_pair`, with complex results judged as their real and imaginary parts (a trailing axis of 2 in
+    ``worst_index``: 0 real, 1 imaginary), each held to the complex bound."""
+    if np.iscomplexobj(a) or np.iscomplexobj(b):
+        if set(families) != {"direct"}:
+            raise ArgumentError(f"complex results are judged by the direct bound only, not {families}; judge them "
+                                "with algorithm='direct'")
+        a, b, g = _split(a), _split(b), _split_gauges(g)
+    return judge_pair(names, a, b, g, None, precisions, b_is_reference=b_is_reference, families=families)[0]
+
+
+def _split(a: np.ndarray) -> np.ndarray:
+    """A complex array as its real and imaginary parts on a new trailing axis, in the component dtype."""
+    a = np.asarray(a)
+    return np.stack([a.real, a.imag], axis=-1) if np.iscomplexobj(a) else a[..., None]
+
+
+def _split_gauges(g: Gauges) -> Gauges:
+    """:class:`Gauges` for :func:`_split` results: each part shares its element's gauge and term count."""
+    flushed = g.flushed[..., None] if isinstance(g.flushed, np.ndarray) and g.flushed.ndim else g.flushed
+    return Gauges(gauge=np.asarray(g.gauge)[..., None], terms=np.asarray(g.terms)[..., None],
+                  reference=None if g.reference is None else _split(g.reference), flushed=flushed,
+                  spatial_axes=g.spatial_axes)
+
+
 def _judge(names: tuple[str, str], a: np.ndarray, b: np.ndarray, g: Gauges, precisions: tuple[Precision, Precision],
            families: tuple[str, str], *, exact: bool, b_is_reference: bool = False) -> PairResult:
-    result = judge_pair(names, a, b, g, None, precisions, b_is_reference=b_is_reference, families=families)[0]
+    result = _judge_pair(names, a, b, g, precisions, families, b_is_reference)
     if not exact or set(families) != {"direct"}:  # integer data does not make FFT or Winograd transforms exact
         return result
-    same = result.array_equiv or np.array_equal(a.astype(np.float64), b.astype(np.float64), equal_nan=True)
+    same = result.array_equiv or np.array_equal(_split(a).astype(np.float64), _split(b).astype(np.float64),
+                                                equal_nan=True)
     ref = np.asarray(g.reference)
     zeros = float(np.mean(ref == 0)) if ref.size else 0.0
     weak = f" (weak evidence: {zeros:.0%} of the outputs are zero)" if zeros > 0.5 else ""
@@ -491,7 +578,7 @@ def _lower_precision(p: PairResult, again: ParityReport, runs: Mapping[str, tupl
         a, b = again.outputs[p.a], again.outputs[p.b]
     except KeyError:
         return None
-    return judge_pair((p.a, p.b), a, b, g, None, (prec(p.a), prec(p.b)), families=(fam(p.a), fam(p.b)))[0]
+    return _judge_pair((p.a, p.b), a, b, g, (prec(p.a), prec(p.b)), (fam(p.a), fam(p.b)))
 
 
 # ----------------------------------------------------------------------------------------------- the API
@@ -575,7 +662,7 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
         again = {n for p in undecided for n in (p.a, p.b)}
         runners = tuple(r for r in runners if r.name in again)
     float64 = None
-    if str(spec.dtype) != "float64":
+    if str(spec.dtype) not in ("float64", "complex128"):
         float64 = _rerun64(op, runners, arrays, kernel, kwargs, plan_kwargs, family, g)
     on_integers = None
     if all(np.isfinite(to_numpy(a)).all() for a in arrays if a is not None):  # integer data cannot stand for inf/NaN
@@ -591,10 +678,11 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
 def _rerun64(op: str, runners: Sequence[_Runner], arrays: Sequence[ArrayLike | None], kernel: Any,
              kwargs: Mapping[str, Any], plan_kwargs: Mapping[str, Any], family: str, g: Gauges) -> ParityReport:
     """The same comparison in float64, on the same values."""
-    host = [None if a is None else to_numpy(a).astype(np.float64) for a in arrays]
+    wide = "complex128" if any(a is not None and np.iscomplexobj(to_numpy(a)) for a in arrays) else "float64"
+    host = [None if a is None else to_numpy(a).astype(wide) for a in arrays]
     notes = []
     with _float64_scope():
-        placed = _as_inputs_like(host, arrays, "float64") if framework_of(arrays[0]) != "numpy" else tuple(host)
+        placed = _as_inputs_like(host, arrays, wide) if framework_of(arrays[0]) != "numpy" else tuple(host)
         x = placed[0]
         if get_op(op).kernel_is_array:
             spec = build(op, x, placed[1], placed[2], dict(kwargs))
@@ -605,7 +693,7 @@ def _rerun64(op: str, runners: Sequence[_Runner], arrays: Sequence[ArrayLike | N
             try:
                 runs.update(_run_all(spec, (r,), placed if r.fn is not None else tuple(host), x, plan_kwargs, family))
             except (ShapeError, DTypeError) as e:
-                notes.append(f"{r.name} could not re-run in float64: {e}")
+                notes.append(f"{r.name} could not re-run in {wide}: {e}")
     return _report(spec, runs, g, notes=notes)
 
 
@@ -648,9 +736,13 @@ def verify(y: ArrayLike, x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike
         raise ShapeError(f"candidate has shape {tuple(out.shape)} but this {op} gives {spec.out_shape}; "
                          "check the arguments (stride, padding, layout) used to produce it")
     cand_dtype = dtype_name(y)
-    if cand_dtype not in FLOAT_DTYPES:
+    if cand_dtype not in DTYPES:
         raise DTypeError(f"candidate dtype {cand_dtype} is not a float dtype convbridge can judge; cast it to the "
                          "dtype that computed it")
+    if is_complex(cand_dtype) != is_complex(spec.dtype):
+        raise DTypeError(f"candidate dtype {cand_dtype} for {spec.dtype} inputs: a complex result of real inputs (or "
+                         "a real one of complex inputs) is not this computation; judge it with the inputs that "
+                         "produced it")
     g = gauges(spec, arrays, (family,))
     computed = cand_dtype
     if unit_roundoff(cand_dtype) < unit_roundoff(str(spec.dtype)):  # a float64 copy (or list) of a float32 result:

@@ -145,9 +145,21 @@ class PairResult:
     evidence: str = ""
     reason: str = ""
     family: str = "direct"
+    #: The reduced-precision input format the bound allowed (``"TF32"``, ``"bf16"``, ``"bf16x3"``), else ``""``.
+    under: str = ""
+
+    @property
+    def label(self) -> str:
+        """The verdict in words: ``"equivalent under TF32"`` when the bound allowed reduced-precision inputs.
+
+        >>> PairResult("a", "b", 0, 0, False, 1, 2, (), 2.0**-24, 1, 0, 1, "equivalent", under="TF32").label
+        'equivalent under TF32'
+        """
+        return f"{self.verdict} under {self.under}" if self.under and self.verdict == "equivalent" else self.verdict
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
+        d["label"] = self.label
         d["worst_index"] = list(self.worst_index)
         return {k: (None if isinstance(v, float) and not math.isfinite(v) and k != "max_ratio" else v)
                 for k, v in d.items()}
@@ -216,7 +228,8 @@ def judge_pair(
         return _normwise(common, a, b, g, (pa, pb), families, lam_, identical, rounded_b if b_is_reference else None)
     fam = "winograd" if "winograd" in families else "direct"
     lim = _limits(g, (pa, pb), families, lam_, u, a.shape)
-    st = _fast_stats(names, a, b, u, lim, b_is_reference) or _stats(names, a, b, u, lim, b_is_reference)
+    excused = _overflowed(a, b, g, (pa, pb), lim, b_is_reference)
+    st = _fast_stats(names, a, b, u, lim, b_is_reference) or _stats(names, a, b, u, lim, b_is_reference, excused)
     r, worst, exceeding, middle = st.r, st.worst, st.exceeding, st.middle
     zero_pass, coarse, blind = lim.power
     allowed_w = float(lim.allowed[worst]) if r.size else 0.0
@@ -245,6 +258,11 @@ def judge_pair(
             evidence = "rigorous bound"
         else:
             evidence = f"probabilistic bound (failure probability {failure:g})"
+        n_over = int(np.count_nonzero(excused & ~((a == b) | (np.isnan(a) & np.isnan(b))))) if excused is not False \
+            else 0
+        if n_over:
+            evidence += (f"; {n_over} element(s) overflowed to inf or NaN where a correctly rounded or partial sum may "
+                         "exceed the format's range (honest overflow, judged by range, not by the bound)")
         if blind > NO_POWER_FRACTION:  # compare re-runs such results in float64
             weak = (f"weak: the threshold cannot see a relative change of {POWER_RELATIVE:g} on {blind:.0%} of the "
                     "elements")
@@ -263,8 +281,14 @@ def judge_pair(
         evidence=evidence,
         reason=reason,
         family=fam,
+        under=_under(precisions),
     )
     return result, r
+
+
+def _under(precisions: tuple[Precision, Precision]) -> str:
+    """The reduced-precision input formats of a pair's results, for its verdict's label."""
+    return " and ".join(dict.fromkeys(p.under for p in precisions if p.under))
 
 
 @dataclass(frozen=True)
@@ -502,19 +526,90 @@ def _differences(names: tuple[str, str], a: np.ndarray, b: np.ndarray, rounded_b
 
 
 def _stats(names: tuple[str, str], a: np.ndarray, b: np.ndarray, u: float, lim: _Limits,
-           b_is_reference: bool) -> _Stats:
+           b_is_reference: bool, excused: np.ndarray | bool = False) -> _Stats:
     """:class:`_Stats` for any values (inf, NaN, a zero scale), from the definitions."""
     rounded_b = b.astype(a.dtype) if b_is_reference else b
     common, identical = _differences(names, a, b, rounded_b, u)
     r = _ratios(a, b, lim.scale)
     if b_is_reference:  # the correctly rounded reference is always right, even where it overflows to inf
         r = np.where((a == rounded_b) | (np.isnan(a) & np.isnan(rounded_b)), 0.0, r)
+    if excused is not False:
+        r = np.where(excused, 0.0, r)
     exceeding = int(np.count_nonzero(r > lim.allowed))
     middle = int(np.count_nonzero((r > lim.threshold) & (r <= lim.allowed)))
     worst = np.unravel_index(int(np.argmax(r)), r.shape) if r.size else ()
     return _Stats(common, identical, r, float(r.max()) if r.size else 0.0, tuple(int(i) for i in worst), exceeding,
                   middle)
 
+
+def _overflowed(a: np.ndarray, b: np.ndarray, g: Gauges, precisions: tuple[Precision, Precision],
+                lim: _Limits, b_is_reference: bool) -> np.ndarray | bool:
+    """Elements where a non-finite result is an honest overflow, not a bug (False when there are none):
+
+    - the final rounding: a result is +-inf where a value within its bound rounds to that infinity in its dtype
+      (:func:`_may_overflow`; the correctly rounded reference itself may be inf);
+    - the accumulation: a result is +inf (-inf) where a partial sum may exceed the range of the format it
+      accumulates in upward (downward): the positive (negative) terms sum to P = (G + y) / 2 (N = (G - y) / 2),
+      and P (1 + beta) reaches the format's overflow threshold; NaN (inf - inf) where both may. The rounding
+      bound holds only for a computation that does not overflow.
+    """
+    if np.isfinite(a).all() and np.isfinite(b).all():
+        return False
+    out = _may_overflow(a, b, lim) | (False if b_is_reference else _may_overflow(b, a, lim))
+    for res, p in zip((a, b)[:1 if b_is_reference else 2], precisions):
+        if _floating(res.dtype) and not np.isfinite(res).all():
+            top = _ACCUMULATION_TOP.get(float(p.u), _overflow_threshold(res.dtype))
+            grow = 1 + p.bounds(g.terms)
+            gauge = np.broadcast_to(g.gauge, res.shape)
+            ref = gauge if g.reference is None else np.broadcast_to(g.reference, res.shape)
+            # the positive and the negative terms sum to P = (G + y) / 2 and N = (G - y) / 2: partial sums lie in
+            # [-N (1 + beta), P (1 + beta)]; an infinite gauge (inf inputs) is judged by equality
+            up = np.isfinite(gauge) & ((gauge + ref) / 2 * grow >= top)
+            down = np.isfinite(gauge) & ((gauge - ref) / 2 * grow >= top)
+            out = out | (res == np.inf) & up | (res == -np.inf) & down | np.isnan(res) & up & down
+    return out
+
+
+def _may_overflow(a: np.ndarray, b: np.ndarray, lim: _Limits) -> np.ndarray | bool:
+    """Where ``a`` is +-inf, ``b`` finite, and a value within the allowed difference of ``b`` (toward ``a``'s sign)
+    rounds to that infinity in ``a``'s dtype: an honest overflow, as the correctly rounded value of a result within
+    its bound would be (|b| + allowed >= the dtype's overflow threshold, max (2 - u) / (2 - 2u))."""
+    if not _floating(a.dtype) or not np.isinf(a).any():
+        return False
+    top = _overflow_threshold(a.dtype)
+    b64 = b.astype(np.float64)
+    reach = np.abs(b64) + np.where(np.isfinite(lim.allowed), lim.allowed * lim.scale, 0.0)
+    return np.isinf(a) & np.isfinite(b64) & (np.sign(a) * b64 >= 0) & (reach >= top)
+
+
+def _floating(dtype: np.dtype) -> bool:
+    """A real float dtype, the ml_dtypes formats (kind "V") included."""
+    return dtype.kind == "f" or dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2")
+
+
+def _bfloat16() -> Any:
+    import ml_dtypes
+
+    return ml_dtypes.bfloat16
+
+
+def _overflow_threshold(dtype: np.dtype) -> float:
+    """The smallest magnitude that rounds to inf in ``dtype`` (round to nearest): max + half an ulp of max."""
+    try:
+        info: Any = np.finfo(dtype)
+    except ValueError:  # bfloat16 and the other ml_dtypes formats
+        import ml_dtypes
+
+        info = ml_dtypes.finfo(dtype)
+    big, u = float(info.max), float(info.eps) / 2
+    return big * (2 - u) / (2 - 2 * u)
+
+
+#: The overflow threshold of each accumulation format, by unit roundoff (bfloat16 has float32's range).
+_ACCUMULATION_TOP = {2.0**-53: _overflow_threshold(np.dtype(np.float64)),
+                     2.0**-24: _overflow_threshold(np.dtype(np.float32)),
+                     2.0**-11: _overflow_threshold(np.dtype(np.float16)),
+                     2.0**-8: _overflow_threshold(np.dtype(_bfloat16()))}
 
 _NATIVE = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 #: Elements per step of :func:`_fast_stats`: its dozen temporaries stay in cache.
@@ -639,6 +734,9 @@ def _normwise(common: dict[str, Any], a: np.ndarray, b: np.ndarray, g: Gauges, p
     d = np.abs(a.astype(np.float64) - b.astype(np.float64))
     if rounded_b is not None:
         d = np.where((a == rounded_b) | (np.isnan(a) & np.isnan(rounded_b)), 0.0, d)
+    excused = _fft_overflowed(a, b, g, precisions, bound, axes, rounded_b is not None)
+    if excused is not False:
+        d = np.where(excused, 0.0, d)
     dn = np.sqrt(np.sum(np.where(np.isnan(d), np.inf, d) ** 2, axis=axes, keepdims=True))
     u = common["unit_roundoff"]
     gn = np.sqrt(np.sum(np.broadcast_to(g.gauge, a.shape) ** 2, axis=axes, keepdims=True))
@@ -649,7 +747,7 @@ def _normwise(common: dict[str, Any], a: np.ndarray, b: np.ndarray, g: Gauges, p
     r = np.where(np.isnan(r), np.inf, r)
     # a slice whose bound is not finite (inf or NaN in the inputs) is judged by equality, NaN equal to NaN: an FFT
     # spreads a non-finite input over its whole slice, where the definition keeps it in the windows that read it
-    unequal = (a != b) & ~(np.isnan(a) & np.isnan(b))
+    unequal = (a != b) & ~(np.isnan(a) & np.isnan(b)) & ~np.asarray(excused, bool)
     lost = ~np.isfinite(bound) & np.any(unequal, axis=axes, keepdims=True)
     exceeding = int(np.count_nonzero((dn > bound) | lost))
     worst = np.unravel_index(int(np.argmax(r)), r.shape) if r.size else ()
@@ -680,8 +778,29 @@ def _normwise(common: dict[str, Any], a: np.ndarray, b: np.ndarray, g: Gauges, p
                         allowed_ratio=float(allowed[worst]) if r.size else 0.0,
                         worst_index=tuple(int(i) for i in worst), n_exceeding=exceeding, verdict=verdict,
                         threshold_ratio=float(allowed[worst]) if r.size else 0.0, zero_pass_fraction=zero_pass,
-                        weak=weak, evidence=evidence, reason=reason, family="fft")
+                        weak=weak, evidence=evidence, reason=reason, family="fft", under=_under(precisions))
     return result, np.broadcast_to(r, a.shape)
+
+
+def _fft_overflowed(a: np.ndarray, b: np.ndarray, g: Gauges, precisions: tuple[Precision, Precision],
+                    bound: np.ndarray, axes: tuple[int, ...], reference: bool) -> np.ndarray | bool:
+    """:func:`_overflowed` for FFT results: a transform's intermediate values are bounded by sums over the whole
+    slice, so a non-finite element is excused where the slice's total gauge may exceed the accumulation format's
+    range, and a +-inf where a value within the slice's bound (which bounds each element) rounds to it."""
+    if np.isfinite(a).all() and np.isfinite(b).all():
+        return False
+    out = np.zeros(a.shape, bool)
+    total = np.sum(np.broadcast_to(g.gauge, a.shape), axis=axes, keepdims=True)
+    for res, other, p in list(zip((a, b), (b, a), precisions))[:1 if reference else 2]:
+        if not _floating(res.dtype) or np.isfinite(res).all():
+            continue
+        top = _ACCUMULATION_TOP.get(float(p.u), _overflow_threshold(res.dtype))
+        reach = total * (1 + p.bounds(np.max(g.terms, initial=0)))
+        out |= ~np.isfinite(res) & np.broadcast_to((reach >= top) & np.isfinite(reach), a.shape)
+        o64 = other.astype(np.float64)
+        reach = np.abs(o64) + np.where(np.isfinite(bound), bound, 0.0)
+        out |= np.isinf(res) & np.isfinite(o64) & (np.sign(res) * o64 >= 0) & (reach >= _overflow_threshold(res.dtype))
+    return out
 
 
 def worst_verdict(verdicts: Iterable[str]) -> str:
@@ -732,6 +851,17 @@ class ParityReport:
         return worst_verdict(against or [p.verdict for p in self.pairs])
 
     @property
+    def verdict_label(self) -> str:
+        """:attr:`verdict` in words: ``"equivalent under TF32"`` when a decisive result was equivalent only with the
+        bound of reduced-precision inputs (what a GPU's TF32 or a TPU's bf16 passes compute); else the verdict."""
+        verdict = self.verdict
+        if verdict != "equivalent":
+            return verdict
+        against = [p for p in self.pairs if p.b == "reference"] or list(self.pairs)
+        under = " and ".join(dict.fromkeys(p.under for p in against if p.under and p.verdict == "equivalent"))
+        return f"{verdict} under {under}" if under else verdict
+
+    @property
     def unit_roundoff(self) -> float:
         """The coarsest unit roundoff used by any compared result."""
         return max(p.unit_roundoff for p in self.pairs)
@@ -746,15 +876,21 @@ class ParityReport:
     def ratio_map(self, a: str, b: str = "reference") -> np.ndarray:
         """Elementwise r = |a - b| / (u G) for a compared pair."""
         p = self.pair(a, b)
+        x, y = self.outputs[a], self.outputs[b]
         with np.errstate(divide="ignore", invalid="ignore"):
-            return _ratios(self.outputs[a], self.outputs[b], np.broadcast_to(p.unit_roundoff * self.gauge,
-                                                                             self.outputs[a].shape))
+            if np.iscomplexobj(x) or np.iscomplexobj(y):  # the larger of the real and imaginary parts' ratios
+                parts = [_ratios(np.asarray(f(x)), np.asarray(f(y)), np.broadcast_to(p.unit_roundoff * self.gauge,
+                                                                                     x.shape))
+                         for f in (np.real, np.imag)]
+                return np.maximum(*parts)
+            return _ratios(x, y, np.broadcast_to(p.unit_roundoff * self.gauge, x.shape))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no arrays)."""
         d = {
             "op": self.op, "description": self.description, "shape": list(self.shape), "dtype": self.dtype,
             "terms": self.terms, "unit_roundoff": self.unit_roundoff, "verdict": self.verdict,
+            "verdict_label": self.verdict_label,
             "precisions": dict(self.precisions), "pairs": [p.to_dict() for p in self.pairs],
             "exact": self.exact, "notes": list(self.notes),
         }
@@ -774,18 +910,18 @@ class ParityReport:
         cols = ("pair", "max abs", "max rel", "array_equiv", "max r", "allowed r", "worst index", "verdict")
         rows = [cols] + [
             (f"{p.a} vs {p.b}", f"{p.max_abs:.3g}", f"{p.max_rel:.3g}", str(p.array_equiv), f"{p.max_ratio:.3g}",
-             f"{p.allowed_ratio:.4g}", str(p.worst_index) if p.max_ratio else "-", p.verdict)
+             f"{p.allowed_ratio:.4g}", str(p.worst_index) if p.max_ratio else "-", p.label)
             for p in self.pairs
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        why = [f"  {p.a} vs {p.b}: {p.verdict}, " + (p.evidence or p.reason) for p in self.pairs]
+        why = [f"  {p.a} vs {p.b}: {p.label}, " + (p.evidence or p.reason) for p in self.pairs]
         tail = ["", "evidence:", *why, *(f"note: {n}" for n in self.notes)]
         for label, again in (("re-run in float64", self.rerun), ("re-run on exact integer data", self.exact_rerun)):
             if again is not None:
                 tail += ["", f"{label}:", *("  " + line for line in str(again).splitlines())]
-        return "\n".join(head + [""] + lines + tail + ["", f"verdict: {self.verdict}"])
+        return "\n".join(head + [""] + lines + tail + ["", f"verdict: {self.verdict_label}"])
 
     def _repr_html_(self) -> str:
         import html

@@ -19,18 +19,23 @@ import numpy as np
 from convbridge._args import choice
 from convbridge.errors import ArgumentError, DTypeError, brief
 
-__all__ = ["FLOAT_DTYPES", "POLICIES", "INPUT_FORMATS", "Precision", "REFERENCE", "unit_roundoff", "policy",
+__all__ = ["FLOAT_DTYPES", "COMPLEX_DTYPES", "DTYPES", "POLICIES", "is_complex", "real_dtype", "INPUT_FORMATS", "Precision", "REFERENCE", "unit_roundoff", "policy",
            "lax_precision", "torch_allow_tf32", "model", "candidate"]
 
-#: The dtypes convbridge computes and judges.
+#: The real dtypes convbridge computes and judges.
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+#: The complex dtypes convbridge computes and judges (each component a float32 / float64).
+COMPLEX_DTYPES = ("complex64", "complex128")
+#: Every dtype convbridge computes and judges.
+DTYPES = FLOAT_DTYPES + COMPLEX_DTYPES
 #: What a caller may ask for; frameworks honour it on GPUs/TPUs (CPUs compute in the dtype regardless).
 POLICIES = ("highest", "high", "default")
 #: Formats float32 inputs are rounded to before a float32 accumulation, by unit roundoff.
 INPUT_FORMATS = MappingProxyType({"tf32": 2.0**-11, "bf16": 2.0**-8, "bf16_3x": 2.0**-16})
 
 _UNIT_ROUNDOFF = MappingProxyType({"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11,
-                                   "bfloat16": 2.0**-8})
+                                   "bfloat16": 2.0**-8, "complex64": 2.0**-24, "complex128": 2.0**-53})
+_REAL = MappingProxyType({"complex64": "float32", "complex128": "float64"})
 _LAX = MappingProxyType({"highest": "HIGHEST", "high": "HIGH", "default": "DEFAULT"})
 #: What a reduced policy rounds float32 inputs to, per accelerator platform (CPUs: nothing).
 _ACCELERATOR = MappingProxyType({
@@ -38,10 +43,30 @@ _ACCELERATOR = MappingProxyType({
     ("tpu", "high"): "bf16_3x", ("tpu", "default"): "bf16",
 })
 _FORMAT_NAMES = MappingProxyType({"tf32": "TF32 inputs", "bf16": "bf16 passes", "bf16_3x": "bf16x3 passes"})
+#: How a verdict names each input-rounding format: "equivalent under TF32".
+_UNDER = MappingProxyType({2.0**-11: "TF32", 2.0**-8: "bf16", 2.0**-16: "bf16x3"})
+
+
+def is_complex(dtype: object) -> bool:
+    """Whether a dtype name is one of :data:`COMPLEX_DTYPES`.
+
+    >>> is_complex("complex64"), is_complex("float32")
+    (True, False)
+    """
+    return str(dtype) in _REAL
+
+
+def real_dtype(dtype: str) -> str:
+    """The dtype of each component: ``complex64`` -> ``float32``, ``complex128`` -> ``float64``; a real dtype itself.
+
+    >>> real_dtype("complex128"), real_dtype("bfloat16")
+    ('float64', 'bfloat16')
+    """
+    return _REAL.get(str(dtype), str(dtype))
 
 
 def unit_roundoff(dtype: str) -> float:
-    """Unit roundoff u = eps / 2 of a float dtype name.
+    """Unit roundoff u = eps / 2 of a float dtype name (of each component for a complex dtype).
 
     Raises:
         DTypeError: not a float dtype convbridge knows.
@@ -51,7 +76,7 @@ def unit_roundoff(dtype: str) -> float:
     """
     u = _UNIT_ROUNDOFF.get(str(dtype))
     if u is None:
-        raise DTypeError(f"no unit roundoff for dtype {dtype!r}; convbridge judges {', '.join(FLOAT_DTYPES)}")
+        raise DTypeError(f"no unit roundoff for dtype {dtype!r}; convbridge judges {', '.join(DTYPES)}")
     return u
 
 
@@ -99,6 +124,19 @@ class Precision:
             return float(self.tiny)
         found = [_TINY.get(u, _TINY_UNKNOWN) for u in (self.u, self.u_out) if u]
         return max(found)
+
+    @property
+    def under(self) -> str:
+        """The reduced-precision input format a verdict must name (``"equivalent under TF32"``): ``"TF32"``,
+        ``"bf16"``, ``"bf16x3"``, ``"inputs rounded to u=..."`` for another format; ``""`` when the inputs are not
+        rounded.
+
+        >>> Precision(2.0**-24, 2.0**-11).under, Precision.of("float32").under
+        ('TF32', '')
+        """
+        if not self.u_in:
+            return ""
+        return _UNDER.get(float(self.u_in), f"inputs rounded to u={self.u_in:.3g}")
 
     @classmethod
     def of(cls, dtype: str, label: str | None = None) -> Precision:
@@ -186,12 +224,13 @@ def model(dtype: str, policy_name: str, platform: str, where: str | None = None)
     'float32 (IEEE), precision=default, cpu'
     """
     platform = _platform(platform)
-    fmt = _ACCELERATOR.get((platform, policy(policy_name))) if dtype == "float32" else None
+    fmt = _ACCELERATOR.get((platform, policy(policy_name))) if real_dtype(dtype) == "float32" else None
     place = where or platform
     if fmt is None:
         return Precision(unit_roundoff(dtype), 0.0, f"{dtype} (IEEE), precision={policy_name}, {place}")
+    what = "float32" if dtype == "float32" else f"{dtype} (float32 parts)"
     return Precision(unit_roundoff(dtype), INPUT_FORMATS[fmt],
-                     f"{_FORMAT_NAMES[fmt]}, float32 accumulation, precision={policy_name}, {place}")
+                     f"{_FORMAT_NAMES[fmt]}, {what} accumulation, precision={policy_name}, {place}")
 
 
 _PLATFORMS = MappingProxyType({"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"})
@@ -223,7 +262,7 @@ def candidate(precision: object, dtype: str) -> Precision:
         raise ArgumentError(f"unknown candidate precision {brief(precision)}; choose None, 'highest', "
                             f"{', '.join(map(repr, INPUT_FORMATS))} or a convbridge.Precision")
     fmt = precision.lower()
-    if dtype != "float32":
+    if real_dtype(dtype) != "float32":
         raise ArgumentError(f"precision={brief(precision)} rounds float32 inputs before a float32 accumulation; a "
                             f"{dtype} candidate is judged by its own dtype: pass precision=None")
     return Precision(unit_roundoff(dtype), INPUT_FORMATS[fmt], f"{dtype}, inputs rounded ({fmt})")

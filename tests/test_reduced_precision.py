@@ -1,0 +1,251 @@
+"""The verdict for every precision a user meets: reduced-precision inputs (TF32, bf16 passes) labelled as such,
+complex results judged by their parts, and overflow that rounding explains (not a bug).
+
+Reduced precision is simulated on the CPU: the inputs are rounded to TF32 / bfloat16 before a float32 computation,
+which is what a GPU's TF32 or a TPU's bf16 pass does to them.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import convbridge as cb
+from convbridge.errors import ArgumentError, DTypeError
+from convbridge.precision import Precision, model
+
+AGREE = ("identical", "equivalent")
+
+
+def _round_mantissa(a: np.ndarray, bits: int) -> np.ndarray:
+    """float32 values rounded to nearest (ties to even) with ``bits`` explicit mantissa bits (TF32: 10)."""
+    u = np.asarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    drop = 23 - bits
+    half, keep = 1 << (drop - 1), ~np.uint64((1 << drop) - 1)
+    odd = (u >> np.uint64(drop)) & np.uint64(1)
+    return ((u + np.uint64(half - 1) + odd) & keep).astype(np.uint32).view(np.float32)
+
+
+def tf32(a: np.ndarray) -> np.ndarray:
+    return _round_mantissa(a, 10)
+
+
+def bf16(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, np.float32).astype(ml_dtypes.bfloat16).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return (rng.standard_normal((2, 8, 12, 12)).astype(np.float32), rng.standard_normal((6, 8, 3, 3)).astype(
+        np.float32), rng.standard_normal(6).astype(np.float32))
+
+
+def test_tf32_rounding_matches_the_format() -> None:
+    x = np.array([1 + 2.0**-11, 1 + 3 * 2.0**-11, 1 + 2.0**-10 + 2.0**-12], np.float32)
+    assert tf32(x).tolist() == [1.0, 1 + 2.0**-9, 1 + 2.0**-10]  # ties to even, then nearest
+
+
+@pytest.mark.parametrize("fmt, rounder, under", [("tf32", tf32, "TF32"), ("bf16", bf16, "bf16")])
+def test_reduced_precision_inputs_are_equivalent_under_their_format(data, fmt, rounder, under) -> None:
+    x, w, b = data
+    y = cb.conv(rounder(x), rounder(w), b, padding=1, backend="numpy")  # float32 accumulation of rounded inputs
+    report = cb.verify(y, x, w, b, padding=1, precision=fmt)
+    assert report.verdict == "equivalent", str(report)
+    assert report.verdict_label == f"equivalent under {under}"
+    assert report.pairs[0].label == f"equivalent under {under}"
+    assert str(report).rstrip().endswith(f"verdict: equivalent under {under}")
+    assert report.to_dict()["verdict_label"] == f"equivalent under {under}"
+    assert report.to_dict()["pairs"][0]["under"] == under
+    # the same result held to float32's own bound is not silently equivalent
+    strict = cb.verify(y, x, w, b, padding=1)
+    assert strict.verdict in ("mismatch", "inconclusive"), str(strict)
+
+
+def test_the_tf32_bound_still_catches_a_bug(data) -> None:
+    x, w, b = data
+    y = cb.conv(tf32(x), tf32(w), None, padding=1, backend="numpy")  # the bias dropped
+    assert cb.verify(y, x, w, b, padding=1, precision="tf32").verdict == "mismatch"
+
+
+def test_a_full_precision_result_under_a_tf32_bound_is_labelled_by_what_was_allowed(data) -> None:
+    x, w, b = data
+    y = cb.conv(x, w, b, padding=1, backend="numpy")
+    report = cb.verify(y, x, w, b, padding=1, precision="tf32")
+    assert report.verdict in AGREE
+    assert cb.verify(y, x, w, b, padding=1).verdict_label in AGREE  # no qualifier without reduced inputs
+
+
+def test_a_gpu_policy_is_recorded_and_named_on_the_result(data, monkeypatch) -> None:
+    """A simulated GPU: torch's float32 conv rounds its inputs to TF32 unless precision='highest', and the backend
+    reports what its platform's policy uses. compare labels the result by the precision recorded for it."""
+    torch = pytest.importorskip("torch")
+    from convbridge.backends import torch_backend
+
+    real_conv = torch.nn.functional.conv2d
+
+    def gpu_conv(x, w, *args, **kwargs):
+        if torch.backends.cudnn.allow_tf32:
+            x, w = (torch.from_numpy(tf32(a.numpy())) for a in (x, w))
+        return real_conv(x, w, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", gpu_conv)
+    monkeypatch.setattr(torch_backend, "_on_gpu", lambda x: True)  # the policy's switches apply as on a GPU
+    monkeypatch.setattr(torch_backend, "precision",
+                        lambda spec, plan, x: model(str(spec.dtype), plan.precision, "gpu", where="cuda:0"))
+    tx, tw, tb = (torch.from_numpy(a) for a in data)
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    default = cb.compare(tx, tw, tb, padding=1, backends=("torch",), precision="default", rerun=False)
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before  # restored
+    assert default.verdict_label == "equivalent under TF32", str(default)
+    assert "TF32 inputs" in default.precisions["torch"] and "cuda:0" in default.precisions["torch"]
+    highest = cb.compare(tx, tw, tb, padding=1, backends=("torch",), precision="highest", rerun=False)
+    assert highest.verdict_label in AGREE and "under" not in highest.verdict_label, str(highest)
+    assert "IEEE" in highest.precisions["torch"]
+
+
+def test_complex64_on_a_gpu_policy_rounds_its_parts_to_tf32() -> None:
+    p = model("complex64", "default", "gpu")
+    assert p.u_in == 2.0**-11 and p.under == "TF32" and "complex64" in p.label
+    assert model("complex128", "default", "gpu").u_in == 0
+
+
+def test_a_custom_input_format_is_named_by_its_unit_roundoff() -> None:
+    assert Precision(2.0**-24, 2.0**-13).under == "inputs rounded to u=0.000122"
+
+
+# ----------------------------------------------------------------------------------------------- complex
+
+
+def _complex(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+
+@pytest.fixture(scope="module")
+def cdata() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    return _complex(rng, 2, 3, 9, 9), _complex(rng, 4, 3, 3, 3), _complex(rng, 4)
+
+
+def _parts_conv(x, w, b, dtype, **kw):
+    """The complex conv from real convs in ``dtype`` (float32 for Gauss's trick as torch computes it)."""
+    def conv(a, k, bias=None):
+        return cb.conv(a.astype(dtype), k.astype(dtype), None if bias is None else bias.astype(dtype),
+                       backend="numpy", **kw)
+    xr, xi, wr, wi = x.real, x.imag, w.real, w.imag
+    a, c = conv(xr, wr, b.real), conv(xr.astype(dtype) + xi.astype(dtype), wr.astype(dtype) + wi.astype(dtype),
+                                       (b.real.astype(dtype) + b.imag.astype(dtype)))
+    bb = conv(xi, wi)
+    return (a - bb) + 1j * (c - a - bb)
+
+
+def test_gauss_trick_in_float32_is_equivalent_for_complex64(cdata) -> None:
+    x, w, b = cdata
+    y = _parts_conv(x, w, b, np.float32, stride=2, padding=1).astype(np.complex64)
+    report = cb.verify(y, x.astype(np.complex64), w.astype(np.complex64), b.astype(np.complex64), stride=2,
+                       padding=1)
+    assert report.verdict == "equivalent", str(report)
+    assert len(report.pairs[0].worst_index) == 5  # the output's 4 indices, then 0 real / 1 imaginary
+    assert "real and imaginary parts" in report.precisions["reference"]
+    assert report.ratio_map("candidate").shape == y.shape
+
+
+@pytest.mark.parametrize("bug", ["conjugated kernel", "imaginary part dropped", "parts swapped"])
+def test_complex_bugs_are_mismatches(cdata, bug) -> None:
+    x, w, b = (a.astype(np.complex64) for a in cdata)
+    right = cb.conv(x.astype(np.complex128), w.astype(np.complex128), b.astype(np.complex128), backend="numpy")
+    wrong = {"conjugated kernel": lambda: cb.conv(x.astype(np.complex128), np.conj(w).astype(np.complex128),
+                                                  b.astype(np.complex128), backend="numpy"),
+             "imaginary part dropped": lambda: right.real + 0j,
+             "parts swapped": lambda: right.imag + 1j * right.real}[bug]()
+    assert cb.verify(wrong.astype(np.complex64), x, w, b).verdict == "mismatch"
+
+
+def test_complex_compare_reruns_in_complex128_and_on_complex_integers(cdata) -> None:
+    x, w, b = (a.astype(np.complex64) for a in cdata)
+    report = cb.compare(x, w, b, backends=("numpy",), rerun=True)
+    assert report.verdict in AGREE, str(report)
+    assert report.rerun is not None and report.rerun.dtype == "complex128"
+    assert report.exact_rerun is not None and report.exact_rerun.verdict == "identical", str(report.exact_rerun)
+    exact = cb.compare(x, w, b, backends=("numpy",), exact=True)
+    assert exact.verdict == "identical" and np.iscomplexobj(exact.outputs["reference"])
+    assert np.any(exact.outputs["reference"].imag != 0)
+
+
+def test_a_complex_candidate_for_real_inputs_is_refused(data) -> None:
+    x, w, _ = data
+    y = cb.conv(x, w, backend="numpy").astype(np.complex64)
+    with pytest.raises(DTypeError, match="complex result of real inputs .* is not this computation"):
+        cb.verify(y, x, w)
+
+
+def test_complex_results_are_judged_by_the_direct_bound_only(cdata) -> None:
+    x, w, b = (a.astype(np.complex64) for a in cdata)
+    y = cb.conv(x, w, b, backend="numpy")
+    with pytest.raises(ArgumentError, match="complex results are judged by the direct bound only"):
+        cb.verify(y, x, w, b, algorithm="winograd")
+
+
+def test_complex_unfold_and_fold_are_judged(cdata) -> None:
+    x = cdata[0].astype(np.complex64)
+    cols = cb.unfold(x, (3, 3), backend="numpy")
+    assert cb.verify(cols, x, (3, 3), op="unfold").verdict == "identical"
+    assert cb.verify(cols.real + 0j, x, (3, 3), op="unfold").verdict == "mismatch"
+    folded = cb.fold(cols, (9, 9), (3, 3), backend="numpy")
+    assert cb.verify(folded, cols, (3, 3), op="fold", output_size=(9, 9)).verdict in AGREE
+
+
+# ----------------------------------------------------------------------------------------------- overflow
+
+
+def _quiet_verify(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return cb.verify(*args, **kwargs)
+
+
+def test_a_result_that_rounds_to_inf_within_its_bound_is_not_a_mismatch() -> None:
+    # the sum is just below float16's overflow threshold 65520; a float16 result within its bound may round to inf
+    x = np.array([[[32759.0, 32759.0]]], np.float16)
+    w = np.ones((1, 1, 2), np.float16)
+    assert float(cb.conv(x.astype(np.float64), w.astype(np.float64), backend="numpy")[0, 0, 0]) < 65520
+    for accumulation in (None, Precision(2.0**-24, u_out=2.0**-11, label="float32, rounded to float16")):
+        report = _quiet_verify(np.array([[[np.inf]]], np.float16), x, w, precision=accumulation)
+        assert report.verdict == "equivalent", str(report)
+        assert "honest overflow" in report.pairs[0].evidence
+        for wrong in (-np.inf, np.nan):  # no partial sum can overflow downward
+            assert _quiet_verify(np.array([[[wrong]]], np.float16), x, w, precision=accumulation).verdict == \
+                "mismatch"
+    small = np.array([[[1000.0, 1000.0]]], np.float16)
+    assert _quiet_verify(np.array([[[np.inf]]], np.float16), small, w).verdict == "mismatch"  # far from the range
+
+
+def test_a_partial_sum_past_the_accumulation_range_explains_inf_and_nan() -> None:
+    # bfloat16 accumulates in float32, whose range bfloat16 shares: 3e38 + 3e38 - 3e38 may overflow midway
+    x = np.array([[[3e38, 3e38, -3e38, -3e38, 1.0]]]).astype(ml_dtypes.bfloat16)
+    w = np.ones((1, 1, 5)).astype(ml_dtypes.bfloat16)
+    for honest in (np.inf, -np.inf, np.nan):
+        y = np.array([[[honest]]]).astype(ml_dtypes.bfloat16)
+        assert _quiet_verify(y, x, w).verdict != "mismatch"  # inconclusive: G is 1e39 times y, no power
+    up = np.array([[[3e38, 3e38, -3e38, 1.0, 1.0]]]).astype(ml_dtypes.bfloat16)  # only upward
+    assert _quiet_verify(np.array([[[np.inf]]]).astype(ml_dtypes.bfloat16), up, w).verdict != "mismatch"
+    for wrong in (-np.inf, np.nan):
+        assert _quiet_verify(np.array([[[wrong]]]).astype(ml_dtypes.bfloat16), up, w).verdict == "mismatch"
+    tame = np.array([[[3.0, 3.0, -3.0, 1.0, 1.0]]]).astype(ml_dtypes.bfloat16)
+    assert _quiet_verify(np.array([[[np.nan]]]).astype(ml_dtypes.bfloat16), tame, w).verdict == "mismatch"
+
+
+def test_float16_overflow_across_backends_is_judged_without_warnings() -> None:
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 3, 12, 12)) * 300).astype(np.float16)
+    w = (rng.standard_normal((4, 3, 3, 3)) * 30).astype(np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = cb.compare(x, w, backends=("numpy", "torch", "jax"), rerun=False)
+        assert np.isinf(report.outputs["torch"]).any()
+        assert all(p.verdict in AGREE for p in report.pairs), str(report)
+        fft = cb.compare(x, w, backends=("numpy", "torch", "jax"), algorithm="fft")
+        assert fft.verdict != "mismatch", str(fft)

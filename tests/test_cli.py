@@ -280,3 +280,24 @@ def test_figures_of_outputs_that_overflowed(tmp_path, recwarn):
              figures.filters(np.full((2, 1, 3, 3), np.inf), "t", tmp_path / "f.png")]
     assert all(p.read_bytes()[:8] == PNG for p in paths)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in recwarn]
+
+
+@pytest.mark.parametrize("dtype, label", [("bfloat16", "computed in float32 and rounded to bfloat16"),
+                                          ("float64", "float64 (IEEE)")])
+def test_compare_in_another_dtype_under_a_policy(isolated, dtype, label):
+    import jax
+
+    result = run("--dtype", dtype, "--precision", "default", "--batch-size", "4", "--no-plots", "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["dtypes"]["images"] == summary["dtypes"]["torch"] == summary["dtypes"]["jax"] == dtype
+    assert summary["verdict"] in ("identical", "equivalent") and summary["verdict_label"] == summary["verdict"]
+    for name in ("torch", "jax"):
+        assert label in summary["precision"][name] and "precision=default, cpu" in summary["precision"][name]
+    assert summary["report"]["verdict_label"] == summary["verdict"]
+    assert not jax.config.read("jax_enable_x64")  # the float64 run's x64 mode was scoped to it
+
+
+def test_compare_refuses_a_dtype_it_cannot_use(isolated):
+    result = CliRunner().invoke(main, ["compare", "--dtype", "complex64"])
+    assert result.exit_code == 2 and "'complex64' is not one of" in result.output

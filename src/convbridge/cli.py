@@ -209,6 +209,13 @@ def run() -> None:
 @click.option("--rerun", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
               help="Re-run in float64 when a result lies between the probabilistic threshold and the rigorous "
                    "bound (auto), always, or never.")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "float64"]), default="float32",
+              show_default=True, help="The dtype the images and filters are cast to; each framework computes in it, "
+                                      "and the verdict uses its unit roundoff.")
+@click.option("--precision", type=click.Choice(["highest", "high", "default"]), default="highest", show_default=True,
+              help="The precision policy (lax.Precision; cuDNN/matmul TF32 switches): on a GPU or TPU, below "
+                   "highest rounds float32 inputs to TF32 or bf16 passes, and the verdict then says 'equivalent "
+                   "under TF32'. CPUs compute in the dtype.")
 def compare(**opts: Any) -> int:
     """Run the tutorial experiment: the same conv in several frameworks, judged by the rounding bound.
 
@@ -240,7 +247,7 @@ def _config(opts: dict[str, Any]) -> ExperimentConfig:
         stride=_ints(opts["stride"], "--stride"), padding=_padding(opts["padding"]),
         dilation=_ints(opts["dilation"], "--dilation"), groups=opts["groups"], layout=opts["layout"],
         backends=backends, image_index=opts["image_index"], channel=opts["channel"], exact=opts["exact"],
-        rerun=_RERUN[opts["rerun"]],
+        rerun=_RERUN[opts["rerun"]], dtype=opts["dtype"], precision=opts["precision"],
     )
 
 
@@ -305,6 +312,8 @@ def _summary(result: ExperimentResult, seconds: float) -> dict[str, Any]:
         facts[f"{n} output"] = f"{tuple(result.outputs[n].shape)} {result.outputs[n].dtype} ({CALLS[n]})"
     facts[f"max |{first.a} - {first.b}|"] = f"{first.max_abs:.4g}"
     facts["array_equiv"] = str(first.array_equiv)
+    verdict = worst_verdict([rep.verdict] + ([result.aggregate.verdict] if result.aggregate else [])
+                            + ([result.exact.verdict] if result.exact else []))
     return {
         "facts": facts,
         "shapes": {"images": list(result.x.shape), "labels": list(result.dataset.labels.shape),
@@ -314,8 +323,8 @@ def _summary(result: ExperimentResult, seconds: float) -> dict[str, Any]:
                    "kernel": str(result.kernel.dtype), **{n: str(result.outputs[n].dtype) for n in names}},
         "class_names": [result.dataset.class_names[k] for k in result.dataset.labels],
         "max_abs_diff": first.max_abs, "array_equiv": first.array_equiv, "compared": [first.a, first.b],
-        "verdict": worst_verdict([rep.verdict] + ([result.aggregate.verdict] if result.aggregate else [])
-                                 + ([result.exact.verdict] if result.exact else [])),
+        "verdict": verdict,
+        "verdict_label": rep.verdict_label if verdict == rep.verdict else verdict,
         "worst": {"pair": f"{worst.a} vs {worst.b}", "ratio": worst.max_ratio, "allowed": worst.allowed_ratio,
                   "index": list(worst.worst_index)},
         "precision": dict(rep.precisions), "unit_roundoff": rep.unit_roundoff,
@@ -339,18 +348,18 @@ def _print_text(result: ExperimentResult, summary: dict[str, Any], out: Path) ->
     con.print(facts)
     con.print(_pairs_table(result.report))
     for p in result.report.pairs:
-        con.print(f"  {p.a} vs {p.b}: {p.verdict}, {p.evidence or p.reason}", markup=False)
+        con.print(f"  {p.a} vs {p.b}: {p.label}, {p.evidence or p.reason}", markup=False)
     if result.exact is not None:
         con.print(f"exact mode (integer data, every partial sum exact): [bold]{result.exact.verdict}[/]")
         for p in result.exact.pairs:
             con.print(f"  {p.a} vs {p.b}: {p.verdict}, {p.evidence}", markup=False)
     a, b = summary["compared"]
     pair = result.report.pair(a, b)
-    con.print(f"{a} vs {b}: [bold]{pair.verdict}[/]" + (" (bitwise equal)" if pair.verdict == "identical" else
+    con.print(f"{a} vs {b}: [bold]{pair.label}[/]" + (" (bitwise equal)" if pair.verdict == "identical" else
               f" (max r {pair.max_ratio:.3g}, allowed {pair.allowed_ratio:.4g})"))
     w = summary["worst"]
     style = {"identical": "green", "equivalent": "green", "inconclusive": "yellow"}.get(summary["verdict"], "red")
-    con.print(f"verdict: [bold {style}]{summary['verdict']}[/] - worst r = {w['ratio']:.3g} "
+    con.print(f"verdict: [bold {style}]{summary['verdict_label']}[/] - worst r = {w['ratio']:.3g} "
               f"(allowed {w['allowed']:.4g}) at index {tuple(w['index'])} for {w['pair']}; "
               f"unit roundoff u = {summary['unit_roundoff']:.3g}")
     for name, label in summary["precision"].items():
@@ -369,7 +378,7 @@ def _pairs_table(rep: ParityReport) -> Table:
     for p in rep.pairs:
         t.add_row(f"{p.a} vs {p.b}", f"{p.max_abs:.3g}", f"{p.max_rel:.3g}", str(p.array_equiv),
                   f"{p.max_ratio:.3g}", f"{p.allowed_ratio:.4g}", str(p.worst_index) if p.max_ratio else "-",
-                  p.verdict)
+                  p.label)
     return t
 
 

@@ -9,21 +9,24 @@ padding. This module calls only the public API (and jax.random for the filters).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 import convbridge as cb
 from convbridge import memory
+from convbridge.arrays import to_host
 from convbridge.data import Dataset, load_dataset, normalize
 from convbridge.errors import ArgumentError, brief
 from convbridge.memory import verdict_bytes
 from convbridge.ops import get_op
+from convbridge.precision import FLOAT_DTYPES, policy
 from convbridge.spec import permutation, resolve_layout
 
 __all__ = ["ExperimentConfig", "ExperimentResult", "Aggregate", "make_filters", "run_experiment", "run_all"]
@@ -55,11 +58,17 @@ class ExperimentConfig:
     repeats: int = 5
     exact: bool = False
     rerun: bool | str = "auto"
+    dtype: str = "float32"
+    precision: str = "highest"
 
     def conv_kwargs(self) -> dict[str, Any]:
         layout = None if self.layout == "NCHW" else self.layout
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
                     layout=layout)
+
+    def run_kwargs(self) -> dict[str, Any]:
+        """The conv's arguments and the plan's (the precision policy)."""
+        return dict(self.conv_kwargs(), precision=self.precision)
 
 
 @dataclass
@@ -127,6 +136,10 @@ def check_config(cfg: ExperimentConfig) -> None:
     for b in cfg.backends:
         if b not in ("numpy", "jax", "torch"):
             raise ArgumentError(f"unknown backend {brief(b)}; choose from 'torch', 'jax', 'numpy'")
+    if cfg.dtype not in FLOAT_DTYPES:
+        raise ArgumentError(f"dtype must be one of {', '.join(FLOAT_DTYPES)} for the experiment (its images and "
+                            f"filters are real), got {brief(cfg.dtype)}")
+    policy(cfg.precision)
 
 
 def _prepare(cfg: ExperimentConfig, batch: Dataset, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,22 +147,40 @@ def _prepare(cfg: ExperimentConfig, batch: Dataset, kernel: np.ndarray) -> tuple
     convbridge's default for that input layout)."""
     x = normalize(batch.images) if batch.values is None else batch.values
     lay = resolve_layout(None if cfg.layout == "NCHW" else cfg.layout, x.ndim, kernel.ndim)
-    return (np.ascontiguousarray(x.transpose(permutation("NCHW", lay.lhs))),
-            np.ascontiguousarray(kernel.transpose(permutation("OIHW", lay.rhs))))
+    dtype = _np_dtype(cfg.dtype)
+    return (np.ascontiguousarray(x.transpose(permutation("NCHW", lay.lhs))).astype(dtype),
+            np.ascontiguousarray(kernel.transpose(permutation("OIHW", lay.rhs))).astype(dtype))
+
+
+def _np_dtype(name: str) -> Any:
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.dtype(name)
+
+
+def _x64(cfg: ExperimentConfig) -> contextlib.AbstractContextManager[Any]:
+    """JAX's float64 mode for a float64 experiment on the jax backend (restored after), else nothing."""
+    if cfg.dtype == "float64" and "jax" in cfg.backends:
+        from convbridge.backends import jax_backend
+
+        return cast(contextlib.AbstractContextManager[Any], jax_backend.float64())
+    return contextlib.nullcontext()
 
 
 def _timed_outputs(cfg: ExperimentConfig, x: np.ndarray,
                    w: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     outputs, timings = {}, {}
     for name in cfg.backends:
-        y = cb.conv(x, w, backend=name, **cfg.conv_kwargs())  # warm-up (JAX compiles this shape)
+        y = cb.conv(x, w, backend=name, **cfg.run_kwargs())  # warm-up (JAX compiles this shape)
         times = []
         for _ in range(cfg.repeats):
             t0 = time.perf_counter()
-            y = cb.conv(x, w, backend=name, **cfg.conv_kwargs())
-            np.asarray(y)  # wait for asynchronous JAX dispatch
+            y = cb.conv(x, w, backend=name, **cfg.run_kwargs())
+            to_host(y)  # wait for asynchronous JAX dispatch
             times.append(time.perf_counter() - t0)
-        outputs[name], timings[name] = np.asarray(y), statistics.median(times)
+        outputs[name], timings[name] = to_host(y), statistics.median(times)
     return outputs, timings
 
 
@@ -181,9 +212,10 @@ def run_experiment(cfg: ExperimentConfig, *, dataset: Dataset | None = None,
                  "--kernel-size")  # before any filter is drawn or any backend runs
     kernel, source = make_filters(cfg.seed, kernel_shape, notice)
     x, w = _prepare(cfg, batch, kernel)
-    outputs, timings = _timed_outputs(cfg, x, w)
-    report = cb.compare(x, w, backends=cfg.backends, rerun=cfg.rerun, **cfg.conv_kwargs())
-    exact = cb.compare(x, w, backends=cfg.backends, exact=True, **cfg.conv_kwargs()) if cfg.exact else None
+    with _x64(cfg):
+        outputs, timings = _timed_outputs(cfg, x, w)
+        report = cb.compare(x, w, backends=cfg.backends, rerun=cfg.rerun, **cfg.run_kwargs())
+        exact = cb.compare(x, w, backends=cfg.backends, exact=True, **cfg.run_kwargs()) if cfg.exact else None
     return ExperimentResult(cfg, batch, x, kernel, source, outputs, report, timings, exact=exact)
 
 
@@ -244,7 +276,9 @@ def run_all(cfg: ExperimentConfig, dataset: Dataset, kernel: np.ndarray,
     quick = ExperimentConfig(**one)
     for batch in iter_batches(dataset, cfg.batch_size):
         x, w = _prepare(cfg, batch, kernel)
-        _, timings = _timed_outputs(quick, x, w)
-        agg.add(cb.compare(x, w, backends=cfg.backends, rerun=cfg.rerun, **cfg.conv_kwargs()), timings, len(batch))
+        with _x64(cfg):
+            _, timings = _timed_outputs(quick, x, w)
+            report = cb.compare(x, w, backends=cfg.backends, rerun=cfg.rerun, **cfg.run_kwargs())
+        agg.add(report, timings, len(batch))
         on_batch(len(batch))
     return agg

@@ -282,15 +282,16 @@ def _html(result: ExperimentResult, figures: Mapping[str, str], summary: Mapping
     rep = result.report
     facts = [(k, v) for k, v in summary.get("facts", {}).items()]
     pairs = [(f"{p.a} vs {p.b}", f"{p.max_abs:.3g}", f"{p.max_rel:.3g}", p.array_equiv, f"{p.max_ratio:.3g}",
-              f"{p.threshold_ratio:.4g}", f"{p.allowed_ratio:.4g}", p.worst_index if p.max_ratio else "-", p.verdict,
+              f"{p.threshold_ratio:.4g}", f"{p.allowed_ratio:.4g}", p.worst_index if p.max_ratio else "-", p.label,
               p.evidence or p.reason) for p in rep.pairs]
     verdict = summary.get("verdict", rep.verdict)
+    label = summary.get("verdict_label", rep.verdict_label if verdict == rep.verdict else verdict)
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         "<title>convbridge compare report</title>", f"<style>{_CSS}</style></head><body>",
         "<h1>convbridge compare</h1>",
         f"<p>Data: {html.escape(result.dataset.source)}. Filters: <code>{html.escape(result.kernel_source)}</code>.</p>",
-        f'<p>Verdict: <b class="{verdict}">{verdict}</b> &mdash; {html.escape(rep.description)}; '
+        f'<p>Verdict: <b class="{verdict}">{html.escape(label)}</b> &mdash; {html.escape(rep.description)}; '
         f"K &le; {rep.terms} terms per element, unit roundoff u = {rep.unit_roundoff:.3g}.</p>",
         "<h2>Facts</h2>", _table(facts, ("quantity", "value")),
         "<h2>Rounding-bound check</h2>",

@@ -16,7 +16,9 @@ from typing import Any
 from convbridge import dispatch
 from convbridge._types import Array, ArrayLike, IntOrInts, LayoutLike, PaddingLike
 from convbridge.errors import (
+    ArgumentError,
     ArgumentTypeError,
+    DTypeError,
     ConvBridgeWarning,
     brief,
     checked_signature,
@@ -24,12 +26,85 @@ from convbridge.errors import (
 from convbridge.ops import build, get_op
 from convbridge.plan import make_plan
 
-__all__ = ["conv", "conv_transpose", "unfold", "fold"]
+__all__ = ["conv", "conv_transpose", "unfold", "fold", "widen", "WIDER"]
+
+
+#: The accumulation dtypes each input dtype may be widened to: a product of two values of the narrower dtype is
+#: exact in the wider one (11 + 11 and 8 + 8 significant bits fit float32's 24; 24 + 24 fit float64's 53).
+WIDER = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"), "float32": ("float64",),
+         "complex64": ("complex128",)}
+
+
+def dtype_argument(value: object, name: str = "preferred_element_type") -> str:
+    """A dtype given as a name, a NumPy / JAX / ml_dtypes type or a ``torch.dtype``, as its name.
+
+    >>> import numpy as np
+    >>> dtype_argument(np.float32), dtype_argument("bfloat16")
+    ('float32', 'bfloat16')
+    """
+    import numpy as np
+
+    if type(value).__module__.startswith("torch") and str(value).startswith("torch."):
+        return str(value).removeprefix("torch.")
+    try:
+        return str(np.dtype(value).name)  # type: ignore[call-overload]
+    except TypeError:
+        pass
+    raise ArgumentTypeError(f"{name} must be a dtype such as 'float32', np.float32, jnp.float32 or torch.float32, got "
+                            f"{brief(value)}")
+
+
+def widen(arrays: tuple[ArrayLike | None, ...], preferred: object) -> tuple[ArrayLike | None, ...]:
+    """The arrays cast to ``preferred`` (``None``: as they are), each in its own framework: a convolution of the
+    widened inputs is the convolution of the originals accumulated in ``preferred`` (what
+    ``lax.conv_general_dilated(preferred_element_type=...)`` computes), since every product is exact there.
+
+    Raises:
+        ArgumentError: ``preferred`` does not widen the inputs' dtype (see :data:`WIDER`).
+    """
+    if preferred is None:
+        return arrays
+    from convbridge.arrays import dtype_name, framework_of
+
+    target = dtype_argument(preferred)
+    have = dtype_name(arrays[0])
+    if target == have or any(a is not None and dtype_name(a) != have for a in arrays):
+        return arrays  # nothing to widen, or mixed dtypes: the spec refuses those with its own message
+    if target not in WIDER.get(have, ()):
+        wider = WIDER.get(have)
+        raise ArgumentError(f"preferred_element_type={target!r} for {have} inputs: it names a wider accumulation "
+                            f"dtype, " + (f"one of {', '.join(map(repr, wider))} for {have}" if wider else
+                                           f"and {have} has none convbridge computes") +
+                            " (or the inputs' own dtype)")
+    out: list[ArrayLike | None] = []
+    for a in arrays:
+        if a is None:
+            out.append(None)
+        elif framework_of(a) == "torch":
+            import torch
+
+            out.append(a.to(getattr(torch, target)))
+        elif framework_of(a) == "jax":
+            import jax
+
+            if target in ("float64", "complex128") and not jax.config.read("jax_enable_x64"):
+                raise DTypeError(f"preferred_element_type={target!r} on JAX needs its x64 mode, which is off (JAX "
+                                 "would silently keep 32 bits); enable it with jax.config.update('jax_enable_x64', "
+                                 "True) or JAX_ENABLE_X64=1, or accumulate in float32")
+            out.append(a.astype(target))
+        else:
+            import numpy as np
+
+            out.append(np.asarray(a).astype(target))  # bfloat16 is no target: ml_dtypes needs no special case
+    return tuple(out)
 
 
 def _run(op: str, x: ArrayLike, second: ArrayLike, bias: ArrayLike | None, kwargs: dict[str, Any],
-         backend: str | None, algorithm: str, precision: str, device: Hashable | None) -> Array:
+         backend: str | None, algorithm: str, precision: str, device: Hashable | None,
+         preferred: object = None) -> Array:
     """Parse into a spec (what), a plan (how), and dispatch."""
+    if preferred is not None:
+        x, second, bias = widen((x, second, bias), preferred)
     spec = build(op, x, second, bias, kwargs)
     plan = make_plan(backend, x, algorithm=algorithm, precision=precision, device=device)
     arrays = (x, second, bias) if get_op(op).kernel_is_array else (x,)
@@ -44,7 +119,8 @@ def _run(op: str, x: ArrayLike, second: ArrayLike, bias: ArrayLike | None, kwarg
 def conv(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *, stride: IntOrInts = 1,
          padding: PaddingLike = 0, dilation: IntOrInts = 1, groups: int = 1, padding_mode: str = "zeros",
          layout: LayoutLike = None, backend: str | None = None, algorithm: str = "native",
-         precision: str = "highest", device: Hashable | None = None) -> Array:
+         precision: str = "highest", device: Hashable | None = None,
+         preferred_element_type: object = None) -> Array:
     """N-d convolution (cross-correlation, as in PyTorch) with an explicit kernel.
 
     Args:
@@ -65,9 +141,14 @@ def conv(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *, stri
             lists them.
         precision: ``"highest"`` (default), ``"high"`` or ``"default"`` (matters on GPUs/TPUs).
         device: where to compute (``"cpu"``, ``"cuda:0"``, a framework device); ``None``: where ``x`` lives.
+        preferred_element_type: a wider dtype to accumulate in and return (float16/bfloat16 -> float32 or
+            float64, float32 -> float64, complex64 -> complex128), as lax's ``preferred_element_type``: the
+            inputs are widened first on every backend, which is the same computation (each product is exact in
+            the wider dtype). ``None``: the input's dtype (16-bit inputs still accumulate in float32 on the
+            native algorithms and round once).
 
     Returns:
-        The backend's native array, in the input's dtype.
+        The backend's native array, in the input's dtype (or ``preferred_element_type``).
 
     Raises:
         ConvBridgeError: any invalid argument, before any backend runs.
@@ -83,7 +164,7 @@ def conv(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *, stri
     """
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                   layout=layout)
-    return _run("conv", x, kernel, bias, kwargs, backend, algorithm, precision, device)
+    return _run("conv", x, kernel, bias, kwargs, backend, algorithm, precision, device, preferred_element_type)
 
 
 @checked_signature
@@ -92,7 +173,8 @@ def conv_transpose(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = Non
                    groups: int = 1, layout: LayoutLike = None, backend: str | None = None,
                    precision: str = "highest", output_size: IntOrInts | None = None, convention: str = "torch",
                    transpose_kernel: bool = False, algorithm: str = "native",
-                   device: Hashable | None = None, padding_mode: str = "zeros") -> Array:
+                   device: Hashable | None = None, padding_mode: str = "zeros",
+                   preferred_element_type: object = None) -> Array:
     """N-d transposed convolution: PyTorch's (the gradient of :func:`conv` w.r.t. its input) or lax's.
 
     Args:
@@ -111,7 +193,7 @@ def conv_transpose(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = Non
         layout: ``None`` (channels first; the jax convention defaults to lax's channels-last
             ``('NHWC', 'HWIO', 'NHWC')``), an input layout such as ``"NHWC"`` (kernel ``HWIO``,
             ``I`` = x's channels), ``"NHWC,HWIO->NHWC"`` or JAX's 3-tuple.
-        backend, algorithm, precision, device: as for :func:`conv`.
+        backend, algorithm, precision, device, preferred_element_type: as for :func:`conv`.
         padding_mode: ``"zeros"`` only: a transposed convolution crops its full output rather than padding an
             input (torch's ConvTranspose modules accept zeros alone); anything else raises.
         output_size: spatial output size (int or per dim); picks ``output_padding``. The reachable
@@ -145,7 +227,8 @@ def conv_transpose(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = Non
                                 "only); pad or crop the result yourself")
     kwargs = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
                   layout=layout, output_size=output_size, convention=convention, transpose_kernel=transpose_kernel)
-    return _run("conv_transpose", x, kernel, bias, kwargs, backend, algorithm, precision, device)
+    return _run("conv_transpose", x, kernel, bias, kwargs, backend, algorithm, precision, device,
+                preferred_element_type)
 
 
 @checked_signature

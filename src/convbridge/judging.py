@@ -610,7 +610,8 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
             exact integer data in its dtype, and let those decide; ``True``: always re-run; ``False``: never.
         exact: run on integer-valued data of the same shapes (not ``x``'s values), thinned so that every
             partial sum is exact in the dtype; then equality must be bitwise.
-        **op_kwargs: the op's keyword arguments (stride, padding, layout, ...) and the plan's (algorithm,
+        **op_kwargs: the op's keyword arguments (stride, padding, layout, ...), ``preferred_element_type``
+            (conv and conv_transpose: the inputs are widened to it and judged there), and the plan's (algorithm,
             precision, device), which apply to every backend. ``algorithm="direct" | "fft" | "winograd"``
             names the family whose bound judges the callables' results (named backends run natively).
 
@@ -631,6 +632,11 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
         raise ArgumentError(f"rerun is 'auto', True or False, got {brief(rerun)}")
     if not isinstance(exact, bool):
         raise ArgumentTypeError(f"exact is True or False, got {describe_value(exact)}")
+    preferred = op_kwargs.pop("preferred_element_type", None)
+    if preferred is not None and get_op(op).kernel_is_array:  # judged as the computation in the wider dtype
+        from convbridge.api import widen
+
+        x, kernel, bias = widen((x, kernel, bias), preferred)
     kwargs, plan_kwargs = split_plan_keywords(op_kwargs)
     family = "direct"
     if isinstance(plan_kwargs.get("algorithm"), str) and plan_kwargs["algorithm"].lower() in FAMILIES:

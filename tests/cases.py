@@ -26,7 +26,9 @@ class Case:
     @property
     def out_channels(self) -> int:
         """The result's channels (to size a bias; asserting nothing, so the package may say it)."""
-        return cb.ops.get_op(self.op).build(self.x, self.w, **self.kwargs).out_channels
+        from convbridge.ops import get_op
+
+        return get_op(self.op).build(self.x, self.w, **self.kwargs).out_channels
 
     def arrays(self, seed: int = 0, dtype: str = "float32"):
         """``(x, w, b)``: random normal arrays of the case's shapes (``w`` is the kernel size for unfold/fold)."""

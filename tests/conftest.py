@@ -85,7 +85,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     eq = [r for r in rows if r["kind"] == "equivalent"]
     if eq:
         worst = max(eq, key=lambda r: r["r"])
-        frac = max(r["r"] / r["allowed"] for r in eq)
+        frac = max(_fraction(r) for r in eq)
         tr.write_line(f"largest r among equivalent results: {worst['r']:.3g} (allowed {worst['allowed']:.4g}, "
                       f"{worst['pair']}, {worst['test']}); largest r/allowed: {frac:.3g}")
     for op in sorted({r.get("op", "conv") for r in rows if r["kind"] in ("equivalent", "identical")}):
@@ -93,7 +93,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         eq_op = [r for r in eq if r.get("op", "conv") == op]
         top = max(eq_op, key=lambda r: r["r"], default=None)
         worst_text = (f"largest r {top['r']:.3g} (allowed {top['allowed']:.4g}, {top['pair']}, {top['test']}), "
-                      f"largest r/allowed {max(r['r'] / r['allowed'] for r in eq_op):.3g}"
+                      f"largest r/allowed {max(_fraction(r) for r in eq_op):.3g}"
                       if top else "no rounding differences")
         tr.write_line(f"  {op}: {same} identical pairs, {len(eq_op)} equivalent; {worst_text}")
     mm = [r for r in rows if r["kind"] == "mismatch"]
@@ -111,3 +111,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             per_fn = ", ".join(f"{fn} {sum(r['fn'] == fn for r in calls)}" for fn in dict.fromkeys(r["fn"] for r in calls))
             tr.write_line(f"fuzzed {surface} calls: {len(calls)} ({len(calls) - refused} results, {refused} refused "
                           f"cleanly; {per_fn})")
+
+
+def _fraction(row: dict) -> float:
+    """r / allowed of a recorded equivalent pair (0 when both are 0: equal values in different dtypes)."""
+    return row["r"] / row["allowed"] if row["allowed"] else (0.0 if not row["r"] else float("inf"))

@@ -96,10 +96,11 @@ def shape_of(a: ArrayLike) -> Shape:
 
 
 def dtype_name(a: ArrayLike) -> str:
-    """The dtype of a numpy/jax/torch array as a plain name (``"float32"``); lists read as NumPy would.
+    """The dtype of a numpy/jax/torch array as a plain name (``"float32"``, ``"complex64"``); lists read as NumPy
+    would.
 
-    >>> dtype_name(np.zeros(1, np.float32)), dtype_name([1.0])
-    ('float32', 'float64')
+    >>> dtype_name(np.zeros(1, np.float32)), dtype_name([1.0]), dtype_name([1j])
+    ('float32', 'float64', 'complex128')
     """
     if isinstance(a, (list, tuple)):
         a = np.asarray(a)
@@ -124,7 +125,8 @@ def native_order(a: ArrayLike) -> ArrayLike:
 
 
 def to_numpy(a: ArrayLike, role: str = "argument") -> np.ndarray:
-    """Any array as a NumPy array on the host, same dtype (torch bfloat16, which NumPy lacks, becomes float32).
+    """Any array as a NumPy array on the host, same dtype (torch bfloat16, which NumPy lacks, becomes float32;
+    complex stays complex, a torch tensor's lazy conjugation resolved).
 
     Raises:
         ConvBridgeError: ``a`` is no array (see :func:`check_array`; ``role`` names it), a meta tensor or a
@@ -158,7 +160,8 @@ def _host(a: ArrayLike, role: str, keep_bfloat16: bool) -> np.ndarray:
         if getattr(a, "is_meta", False):
             raise ArgumentTypeError("a torch tensor on the meta device has a shape but no values; judging or copying "
                                     "it needs data: pass a real tensor (backend='torch' computes shapes on meta)")
-        t: Array = a.detach().cpu()
+        # a lazily conjugated or negated view (x.conj(), x.conj().imag) has no NumPy form until its bit is resolved
+        t: Array = a.detach().cpu().resolve_conj().resolve_neg()
         if str(t.dtype) != "torch.bfloat16":
             return np.asarray(t.numpy())
         return _torch_bfloat16(t) if keep_bfloat16 else np.asarray(t.float().numpy())

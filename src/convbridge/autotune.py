@@ -263,17 +263,20 @@ def candidates(spec: Spec, plan: Plan) -> tuple[dict[str, float], dict[str, str]
     """Every supported algorithm's estimate in seconds (inf without a model), and why the others decline.
 
     Raises:
-        ConvBridgeError: no algorithm supports the call.
+        ConvBridgeError: no algorithm supports the call (the one reason itself when every algorithm gives the
+            same, e.g. the backend's DTypeError for a dtype it cannot compute).
     """
     from convbridge import dispatch
 
     costs: dict[str, float] = {}
     declined: dict[str, str] = {}
+    refusals: list[ConvBridgeError] = []
     for impl in dispatch.implementations(spec.op, plan.backend):
         try:
             dispatch.find(spec, replace(plan, algorithm=impl.algorithm))
         except ConvBridgeError as exc:
             declined[impl.algorithm] = str(exc)
+            refusals.append(exc)
             continue
         cost = math.inf
         if impl.cost is not None:
@@ -287,6 +290,8 @@ def candidates(spec: Spec, plan: Plan) -> tuple[dict[str, float], dict[str, str]
                 cost = math.inf
         costs[impl.algorithm] = cost
     if not costs:
+        if refusals and len(set(declined.values())) == 1:  # one reason for all: the backend refuses the call itself
+            raise refusals[0]  # (e.g. complex128 on JAX without x64), with its own type
         reasons = "; ".join(f"{a}: {r}" for a, r in declined.items())
         raise ArgumentError(f"no algorithm can run this {spec.op} on the {plan.backend} backend ({reasons})")
     return costs, declined

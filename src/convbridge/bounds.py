@@ -115,7 +115,8 @@ def _spectral_sup(xa: np.ndarray) -> np.ndarray:
     flat = xa.reshape(-1, *spatial)
     axes = tuple(range(1, flat.ndim))
     per = max(1, _SUP_BLOCK // points)
-    peaks = np.concatenate([np.abs(np.fft.rfftn(flat[i:i + per], s=grid, axes=axes)).max(axis=axes)
+    transform = np.fft.fftn if np.iscomplexobj(flat) else np.fft.rfftn
+    peaks = np.concatenate([np.abs(transform(flat[i:i + per], s=grid, axes=axes)).max(axis=axes)
                             for i in range(0, flat.shape[0], per)])
     sup = peaks.reshape(lead) / (1 - slack) + 2.0**-30 * l1  # + the float64 FFT's own error, generously
     return np.minimum(sup, l1)
@@ -158,7 +159,9 @@ def fft_error_bound(x: Any, w: Any, *, groups: int = 1, stride: int | tuple[int,
     float64 spectrum); the complex product rounds by ``sqrt(2) gamma_2`` (Higham Lemma 3.5), the channel sum
     by ``gamma_{C_g - 1}``, each relative to ``||X W|| <= sqrt(L) q_c``, ``q_c = min(||x_c||_2 ||w_oc||_1,
     M_c ||w_oc||_2)``; the inverse adds ``beta sqrt(L) sum_c q_c``. Mapping back multiplies by 1/sqrt(L)
-    in norm, so L cancels; the sampled slice's error is at most the full linear result's.
+    in norm, so L cancels; the sampled slice's error is at most the full linear result's. Complex data (complex
+    FFTs of complex inputs) obey the same theorems: ``x`` and ``w`` may be complex, and the bound is on the
+    complex error's 2-norm.
 
     Args:
         x: padded input ``(N, C_in, *spatial)``, rank 1 to 3.
@@ -185,7 +188,8 @@ def fft_error_bound(x: Any, w: Any, *, groups: int = 1, stride: int | tuple[int,
     """
     if not isinstance(u, (int, float)) or not 0 < u < 1:
         raise ArgumentError(f"u is a unit roundoff in (0, 1), e.g. 2**-24 for float32, got {brief(u)}")
-    xa, wa = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    wide = np.complex128 if np.iscomplexobj(x) or np.iscomplexobj(w) else np.float64
+    xa, wa = np.asarray(x, dtype=wide), np.asarray(w, dtype=wide)
     _check_conv(xa, wa, groups)
     rank = xa.ndim - 2
     strides, dilations = _per_dim(stride, rank, "stride"), _per_dim(dilation, rank, "dilation")
@@ -197,8 +201,8 @@ def fft_error_bound(x: Any, w: Any, *, groups: int = 1, stride: int | tuple[int,
     cg = wa.shape[1]
     rest = beta + math.sqrt(2) * gamma(2, u) + (gamma(cg - 1, u) if cg > 1 else 0.0)
     space = tuple(range(2, xa.ndim))
-    xn, sup = np.sqrt((xa * xa).sum(axis=space)), _spectral_sup(xa)
-    w1, w2 = np.abs(wa).sum(axis=space), np.sqrt((wa * wa).sum(axis=space))
+    xn, sup = np.sqrt((np.abs(xa) ** 2).sum(axis=space)), _spectral_sup(xa)
+    w1, w2 = np.abs(wa).sum(axis=space), np.sqrt((np.abs(wa) ** 2).sum(axis=space))
     xn, sup = (v.reshape(xa.shape[0], groups, 1, cg) for v in (xn, sup))
     w1, w2 = (v.reshape(1, groups, wa.shape[0] // groups, cg) for v in (w1, w2))
     q = np.minimum(xn * w1, sup * w2)

@@ -7,7 +7,8 @@ The constants were calibrated on the 2-core AVX-512 machine the issue's table wa
 forward, medians): a dense layer reaches ``rate = peak x m / (m + M_HALF)`` with ``m`` the smaller of the
 output channels per group and the terms per output (the GEMM's narrow side), so ResNet-50's 3x3 64->64 runs
 near the peak and a one-channel 51x51 filter far below it; depthwise convolutions follow their own, much
-lower rate (oneDNN in channels-first memory, every XLA:CPU grouped convolution). float64 halves the rates.
+lower rate (oneDNN in channels-first memory, every XLA:CPU grouped convolution). float64 halves the rates. A
+complex multiply-add counts as four real ones, at the rate of its components' dtype (complex128 at float64's).
 
 >>> from convbridge.spec import make_conv_spec
 >>> from convbridge.plan import Plan
@@ -23,7 +24,8 @@ import math
 from convbridge.plan import Plan
 from convbridge.spec import ConvSpec, ConvTransposeSpec, Spec
 
-__all__ = ["flops", "native", "matmul", "gemm_rate", "OVERHEAD", "PEAK", "DEPTHWISE", "BANDWIDTH"]
+__all__ = ["flops", "real_macs", "COMPLEX_MACS", "native", "matmul", "gemm_rate", "OVERHEAD", "PEAK", "DEPTHWISE",
+           "BANDWIDTH"]
 
 #: Per-call overhead in seconds (dispatch, argument checks, the framework's own).
 OVERHEAD = {"numpy": 30e-6, "jax": 40e-6, "torch": 25e-6}
@@ -48,15 +50,36 @@ M_HALF = 16.0
 BANDWIDTH = 8e9
 
 
+#: Real multiply-adds per multiply-add of a dtype: a complex one is four real ones.
+COMPLEX_MACS = 4
+
+
+def real_macs(spec: Spec) -> int:
+    """Real multiply-adds per multiply-add of the spec's dtype: :data:`COMPLEX_MACS` for complex, else 1.
+
+    >>> from convbridge.spec import make_conv_spec
+    >>> real_macs(make_conv_spec((1, 1, 4), (1, 1, 3), dtypes=("complex64", "complex64")))
+    4
+    """
+    return COMPLEX_MACS if str(spec.dtype).startswith("complex") else 1
+
+
 def flops(spec: Spec) -> float:
-    """2 x the multiply-accumulates of the direct algorithm (conv and conv_transpose); 0 for other ops."""
+    """2 x the real multiply-accumulates of the direct algorithm (conv and conv_transpose: a complex one counts
+    as four); 0 for other ops."""
     macs = getattr(spec, "macs", None)
-    return 2.0 * float(macs) if macs is not None else 0.0
+    return 2.0 * float(macs) * real_macs(spec) if macs is not None else 0.0
 
 
 def _itemsize(spec: Spec) -> int:
+    """Bytes of one element of the spec's dtype (float32 when unknown)."""
     return 8 if spec.dtype in ("float64", "complex64") else 16 if spec.dtype == "complex128" else \
         2 if spec.dtype in ("float16", "bfloat16") else 4
+
+
+def _double(spec: Spec) -> bool:
+    """Whether the arithmetic is double precision (float64, complex128), at half the float32 rates."""
+    return spec.dtype in ("float64", "complex128")
 
 
 def _narrow_side(spec: ConvSpec | ConvTransposeSpec) -> float:
@@ -66,10 +89,10 @@ def _narrow_side(spec: ConvSpec | ConvTransposeSpec) -> float:
 
 
 def gemm_rate(spec: ConvSpec | ConvTransposeSpec, peak: float) -> float:
-    """A dense convolution's rate: ``peak x m / (m + M_HALF)`` (float64: half of it)."""
+    """A dense convolution's rate: ``peak x m / (m + M_HALF)`` (float64, complex128: half of it), in real flop/s."""
     m = _narrow_side(spec)
     rate = peak * m / (m + M_HALF)
-    return rate / 2 if _itemsize(spec) >= 8 else rate
+    return rate / 2 if _double(spec) else rate
 
 
 def _channels_last(spec: Spec) -> bool:
@@ -83,7 +106,7 @@ def native(spec: Spec, plan: Plan) -> float:
     if not isinstance(spec, (ConvSpec, ConvTransposeSpec)):
         return OVERHEAD[plan.backend]
     work, last = flops(spec), _channels_last(spec)
-    half = 2.0 if _itemsize(spec) >= 8 else 1.0
+    half = 2.0 if _double(spec) else 1.0
     if spec.in_channels // spec.groups == 1 and spec.groups > 1:
         if plan.backend == "torch" and spec.nsp == 1:  # oneDNN's 1-d depthwise: ~37 GFLOP/s at k = 1024
             return OVERHEAD["torch"] + work * half / TORCH_DEPTHWISE_1D

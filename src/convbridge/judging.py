@@ -25,7 +25,7 @@ import numpy as np
 from convbridge import backends as _backends
 from convbridge import dispatch, memory
 from convbridge._types import ArrayLike
-from convbridge.arrays import dtype_name, framework_of, shape_of, to_numpy
+from convbridge.arrays import dtype_name, framework_of, shape_of, to_host, to_numpy
 from convbridge.errors import ArgumentError, ArgumentTypeError, DTypeError, ShapeError, brief, checked_signature, \
     describe_value
 from convbridge.memory import verdict_bytes
@@ -117,7 +117,8 @@ def gauges(spec: Spec, arrays: Sequence[ArrayLike | None], families: Sequence[st
     """
     host = [None if a is None else to_numpy(a) for a in arrays]
     if is_complex(spec.dtype):
-        return _complex_gauges(spec, host)
+        g = _complex_gauges(spec, host)
+        return _fast_bounds(g, spec, host, families) if "fft" in families or "winograd" in families else g
     reference = get_op(spec.op).reference
     with np.errstate(over="ignore", invalid="ignore"):  # inf inputs give inf/NaN here, judged, not warned about
         if isinstance(spec, ConvSpec):  # the reference and the gauge share each block of windows
@@ -214,9 +215,13 @@ def _fast_bounds(g: Gauges, spec: Spec, host: Sequence[np.ndarray | None], famil
     if not isinstance(spec, ConvSpec):
         raise ArgumentError(f"the FFT and Winograd bounds cover conv, not {spec.op}; judge it with "
                             "algorithm='direct'")
-    xc = to_canonical(np.asarray(host[0], np.float64), spec)
+    wide = np.complex128 if is_complex(spec.dtype) else np.float64
+    if "winograd" in families and is_complex(spec.dtype):
+        raise ArgumentError("complex results are judged by the direct or the FFT bound, not Winograd's; judge them "
+                            "with algorithm='direct' or 'fft'")
+    xc = to_canonical(np.asarray(host[0], wide), spec)
     xc = np.pad(xc, [(0, 0), (0, 0), *spec.padding], mode=NUMPY_PAD_MODES[spec.padding_mode])  # type: ignore[call-overload]
-    wc = np.asarray(host[1], np.float64).transpose(spec.layout.rhs_perm)
+    wc = np.asarray(host[1], wide).transpose(spec.layout.rhs_perm)
     canon_slices = (spec.batch if spec.layout.batched else 1, spec.out_channels) + (1,) * spec.nsp
     fft = wino = None
     if "fft" in families:
@@ -317,8 +322,8 @@ def _run_all(spec: Spec, runners: Sequence[_Runner], arrays: Sequence[ArrayLike 
                 plan = replace(plan, algorithm=autotune.resolve(spec, plan, native).algorithm)
             impl = dispatch.find(spec, plan)
             y = dispatch.execute(impl, spec, plan, native)
-            be = _backends.get(r.backend)
-            runs[r.name] = (be.to_numpy(y), be.precision(spec, plan, native[0]), _family_of(plan.algorithm))
+            be = _backends.get(r.backend)  # on the host in its own dtype (a torch bfloat16 result stays bfloat16)
+            runs[r.name] = (to_host(y), be.precision(spec, plan, native[0]), _family_of(plan.algorithm))
         else:
             assert r.fn is not None
             args = tuple(arrays) + (None,) * (3 - len(arrays)) if get_op(spec.op).kernel_is_array else tuple(arrays)
@@ -359,7 +364,7 @@ def _checked_result(y: object, name: str, spec: Spec) -> np.ndarray:
     if got != str(spec.dtype):
         raise DTypeError(f"{name} returned {got} for {spec.dtype} inputs; a result in another dtype is not the same "
                          "computation (cast inside the callable, or compare in that dtype)")
-    return to_numpy(y, f"the result of {name}")
+    return to_host(y, f"the result of {name}")
 
 
 # ----------------------------------------------------------------------------------------------- exact data
@@ -469,9 +474,9 @@ def _judge_pair(names: tuple[str, str], a: np.ndarray, b: np.ndarray, g: Gauges,
     """:func:`judge_pair`, with complex results judged as their real and imaginary parts (a trailing axis of 2 in
     ``worst_index``: 0 real, 1 imaginary), each held to the complex bound."""
     if np.iscomplexobj(a) or np.iscomplexobj(b):
-        if set(families) != {"direct"}:
-            raise ArgumentError(f"complex results are judged by the direct bound only, not {families}; judge them "
-                                "with algorithm='direct'")
+        if "winograd" in families:
+            raise ArgumentError("complex results are judged by the direct or the FFT bound, not Winograd's; judge "
+                                "them with algorithm='direct' or 'fft'")
         a, b, g = _split(a), _split(b), _split_gauges(g)
     return judge_pair(names, a, b, g, None, precisions, b_is_reference=b_is_reference, families=families)[0]
 
@@ -483,10 +488,13 @@ def _split(a: np.ndarray) -> np.ndarray:
 
 
 def _split_gauges(g: Gauges) -> Gauges:
-    """:class:`Gauges` for :func:`_split` results: each part shares its element's gauge and term count."""
+    """:class:`Gauges` for :func:`_split` results: each part shares its element's gauge and term count, and its
+    slice's FFT bound (a bound on the complex error's 2-norm bounds each part's)."""
     flushed = g.flushed[..., None] if isinstance(g.flushed, np.ndarray) and g.flushed.ndim else g.flushed
+    fft = g.fft
     return Gauges(gauge=np.asarray(g.gauge)[..., None], terms=np.asarray(g.terms)[..., None],
                   reference=None if g.reference is None else _split(g.reference), flushed=flushed,
+                  fft=None if fft is None else (lambda u: np.asarray(fft(u))[..., None]),
                   spatial_axes=g.spatial_axes)
 
 
@@ -519,7 +527,7 @@ def _settle(report: ParityReport, runs: Mapping[str, tuple[np.ndarray, Precision
     """
     pairs = []
     for p in report.pairs:
-        if p.verdict != "inconclusive" and not p.weak:
+        if p.verdict != "inconclusive" and not p.weak or p.overflowed:  # a re-run cannot decide a question of range
             pairs.append(p)
             continue
         q64 = _pair_or_none(again, p)
@@ -737,7 +745,7 @@ def verify(y: ArrayLike, x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike
     arrays = (x, kernel, bias) if get_op(op).kernel_is_array else (x,)
     memory.check(verdict_bytes(spec, 1), f"judging a {spec.op} result against the float64 reference",
                  "verify a smaller batch, or a smaller geometry")
-    out = to_numpy(y, "the candidate")
+    out = to_host(y, "the candidate")
     if tuple(out.shape) != spec.out_shape:
         raise ShapeError(f"candidate has shape {tuple(out.shape)} but this {op} gives {spec.out_shape}; "
                          "check the arguments (stride, padding, layout) used to produce it")

@@ -134,7 +134,7 @@ def check(nbytes: float, what: str, hint: str) -> None:
 #: Estimates up to this size pass without reading the available memory (unless a limit is set).
 _UNCHECKED = 16 * 2**20
 
-_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "complex64": 8, "complex128": 16}
 #: Index arrays, small temporaries and Python objects around the arrays an estimate counts.
 SLACK = 2**20
 
@@ -215,8 +215,16 @@ def matmul_bytes(spec: Spec) -> int:
 
 
 def verdict_bytes(spec: Spec, results: int) -> int:
-    """compare / verify: the float64 reference and its gauge (computed together), ``results`` outputs to judge (and
-    their float64 re-runs), and the judge's float64 maps: the scale, bound and threshold of a pair of precisions,
-    one ratio map, and the gauges of a re-run on exact data."""
+    """compare / verify: the float64 reference and its gauge (computed together; complex128 for a complex op),
+    ``results`` outputs to judge (and their float64 / complex128 re-runs), and the judge's float64 maps: the scale,
+    bound and threshold of a pair of precisions, one ratio map, and the gauges of a re-run on exact data.
+
+    >>> from convbridge.spec import make_conv_spec
+    >>> real = make_conv_spec((8, 16, 32, 32), (16, 16, 3, 3), dtypes=("float32", "float32"))
+    >>> cplx = make_conv_spec((8, 16, 32, 32), (16, 16, 3, 3), dtypes=("complex64", "complex64"))
+    >>> verdict_bytes(cplx, 2) > verdict_bytes(real, 2)
+    True
+    """
     f = footprint(spec)
-    return reference_bytes(spec, 8) + f.outputs * (8 * 8 + results * (f.itemsize + 8)) + f.kernel * 8
+    wide = 2 * 8 if str(spec.dtype).startswith("complex") else 8
+    return reference_bytes(spec, wide) + f.outputs * (8 * 8 + results * (f.itemsize + wide)) + f.kernel * wide

@@ -147,6 +147,8 @@ class PairResult:
     family: str = "direct"
     #: The reduced-precision input format the bound allowed (``"TF32"``, ``"bf16"``, ``"bf16x3"``), else ``""``.
     under: str = ""
+    #: Elements that are inf or NaN where the other result is not, explained by overflow (then "inconclusive").
+    overflowed: int = 0
 
     @property
     def label(self) -> str:
@@ -229,6 +231,7 @@ def judge_pair(
     fam = "winograd" if "winograd" in families else "direct"
     lim = _limits(g, (pa, pb), families, lam_, u, a.shape)
     excused = _overflowed(a, b, g, (pa, pb), lim, b_is_reference)
+    n_over = _count_overflowed(excused, a, b.astype(a.dtype) if b_is_reference and excused is not False else b)
     st = _fast_stats(names, a, b, u, lim, b_is_reference) or _stats(names, a, b, u, lim, b_is_reference, excused)
     r, worst, exceeding, middle = st.r, st.worst, st.exceeding, st.middle
     zero_pass, coarse, blind = lim.power
@@ -239,6 +242,8 @@ def judge_pair(
                                                                     if b_is_reference else ""), ""
     elif exceeding:
         verdict, evidence, reason = "mismatch", "rigorous bound" + (" (Winograd)" if fam == "winograd" else ""), ""
+    elif n_over:
+        verdict, evidence, reason = "inconclusive", "", _overflow_reason(n_over)
     elif middle:
         verdict, evidence = "inconclusive", ""
         reason = (f"{middle} element(s) lie between the probabilistic threshold and the rigorous bound (largest r "
@@ -258,11 +263,6 @@ def judge_pair(
             evidence = "rigorous bound"
         else:
             evidence = f"probabilistic bound (failure probability {failure:g})"
-        n_over = int(np.count_nonzero(excused & ~((a == b) | (np.isnan(a) & np.isnan(b))))) if excused is not False \
-            else 0
-        if n_over:
-            evidence += (f"; {n_over} element(s) overflowed to inf or NaN where a correctly rounded or partial sum may "
-                         "exceed the format's range (honest overflow, judged by range, not by the bound)")
         if blind > NO_POWER_FRACTION:  # compare re-runs such results in float64
             weak = (f"weak: the threshold cannot see a relative change of {POWER_RELATIVE:g} on {blind:.0%} of the "
                     "elements")
@@ -282,8 +282,23 @@ def judge_pair(
         reason=reason,
         family=fam,
         under=_under(precisions),
+        overflowed=n_over,
     )
     return result, r
+
+
+def _count_overflowed(excused: np.ndarray | bool, a: np.ndarray, b: np.ndarray) -> int:
+    """Excused overflows that differ from the other result (or the correctly rounded reference)."""
+    if excused is False:
+        return 0
+    return int(np.count_nonzero(excused & ~((a == b) | (np.isnan(a) & np.isnan(b)))))
+
+
+def _overflow_reason(n: int) -> str:
+    return (f"{n} element(s) are inf or NaN where the other result (or the correctly rounded reference) is not: a "
+            "partial sum, or a value within the rounding bound, passes the format's range, so rounding can explain "
+            "them, but they carry no evidence either way (a re-run cannot decide a question of range); rescale the "
+            "inputs, or accumulate in a wider dtype (preferred_element_type), to judge them")
 
 
 def _under(precisions: tuple[Precision, Precision]) -> str:
@@ -761,10 +776,13 @@ def _normwise(common: dict[str, Any], a: np.ndarray, b: np.ndarray, g: Gauges, p
             blind = float(np.count_nonzero((POWER_RELATIVE * refn <= bound)[tested])) / int(np.count_nonzero(tested))
     source = "FFT normwise bound (Higham 2002, §24.1)"
     reason, weak = "", False
+    n_over = _count_overflowed(excused, a, rounded_b if rounded_b is not None else b)
     if identical and not exceeding:
         verdict, evidence = "identical", "bitwise equal"
     elif exceeding:
         verdict, evidence = "mismatch", source
+    elif n_over:
+        verdict, evidence, reason = "inconclusive", "", _overflow_reason(n_over)
     elif zero_pass > NO_POWER_FRACTION:
         verdict, evidence = "inconclusive", ""
         reason = (f"the FFT bound would accept an all-zeros output on {zero_pass:.0%} of the output slices: the test "
@@ -778,7 +796,8 @@ def _normwise(common: dict[str, Any], a: np.ndarray, b: np.ndarray, g: Gauges, p
                         allowed_ratio=float(allowed[worst]) if r.size else 0.0,
                         worst_index=tuple(int(i) for i in worst), n_exceeding=exceeding, verdict=verdict,
                         threshold_ratio=float(allowed[worst]) if r.size else 0.0, zero_pass_fraction=zero_pass,
-                        weak=weak, evidence=evidence, reason=reason, family="fft", under=_under(precisions))
+                        weak=weak, evidence=evidence, reason=reason, family="fft", under=_under(precisions),
+                        overflowed=n_over)
     return result, np.broadcast_to(r, a.shape)
 
 

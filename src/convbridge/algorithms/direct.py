@@ -8,8 +8,9 @@ multiplier, the input's channels are first repeated ``m`` times, so that each ou
     y[n, q, c m + j] = sum_t xp[n, q s + t d, c] w[c m + j, 0, t]    (+ b[c m + j])
 
 This is the definition itself, computed in the input's dtype (float16 and bfloat16 in float32, each output
-rounded once), so the verdict judges it by the direct per-element bound: each output is a sum of
-``prod(kernel)`` products, pairwise (JAX) or left to right (NumPy, torch).
+rounded once; complex64 and complex128 as they are, the kernel never conjugated), so the verdict judges it by the
+direct per-element bound: each output is a sum of ``prod(kernel)`` products, pairwise (JAX) or left to right
+(NumPy, torch).
 
 Why it is fast on JAX: XLA:CPU runs its depthwise ``conv_general_dilated`` at ~1 GFLOP/s, while a sum of
 slices is one elementwise loop fusion over the output that LLVM vectorises along the innermost axis. The sum runs
@@ -46,11 +47,13 @@ from typing import Any, cast
 import numpy as np
 
 from convbridge import backends, dispatch
+from convbridge.costs import real_macs
 from convbridge._types import Array
 from convbridge.backends._common import HALF_DTYPES, pad_by_mode
 from convbridge.errors import ArgumentError, ConvBridgeError, DTypeError
 from convbridge.memory import SLACK, footprint
 from convbridge.plan import Plan
+from convbridge.precision import COMPLEX_DTYPES, FLOAT_DTYPES
 from convbridge.spec import ConvAxis, ConvSpec, Spec, inverse
 
 __all__ = ["shifted", "supports", "cost", "shifted_bytes", "FUSED_TAPS", "FUSED_TAPS_CHANNELS_LAST", "RATE",
@@ -399,17 +402,17 @@ def _moded(geo: _Geometry, ops: _Ops, be: backends.Backend, xo: Array) -> tuple[
 # ------------------------------------------------------------------------------------ support, cost, memory
 
 def supports(spec: Spec, plan: Plan) -> ConvBridgeError | None:
-    """Depthwise float convolutions (one input channel per group), any channel multiplier, rank, layout, stride,
-    dilation, padding and padding mode. Never raises."""
+    """Depthwise float and complex convolutions (one input channel per group), any channel multiplier, rank,
+    layout, stride, dilation, padding and padding mode. Never raises."""
     if not isinstance(spec, ConvSpec):
         return ArgumentError(f"algorithm='shifted' computes conv, not {spec.op}; use algorithm='native'")
     if spec.in_channels != spec.groups:
         return ArgumentError(
             f"algorithm='shifted' computes depthwise convolutions (groups == input channels), but groups is "
             f"{spec.groups} for {spec.in_channels} input channels; use algorithm='native', 'matmul' or 'auto'")
-    if spec.dtype not in (None, "float32", "float64", *HALF_DTYPES):
-        return DTypeError(f"algorithm='shifted' computes float convolutions (float16, bfloat16, float32, float64), "
-                          f"not {spec.dtype}; use algorithm='native'")
+    if spec.dtype not in (None, "float32", "float64", *HALF_DTYPES, *COMPLEX_DTYPES):
+        return DTypeError(f"algorithm='shifted' computes float convolutions ({', '.join(FLOAT_DTYPES)}) and "
+                          f"complex ones ({', '.join(COMPLEX_DTYPES)}), not {spec.dtype}; use algorithm='native'")
     return None
 
 
@@ -423,13 +426,15 @@ def _elements(spec: ConvSpec) -> tuple[int, int, int]:
 
 
 def _itemsize(spec: ConvSpec) -> int:
-    return 8 if spec.dtype == "float64" else 4  # 16-bit floats compute in float32
+    """Bytes of one element of the computation (16-bit floats compute in float32)."""
+    return {"float64": 8, "complex64": 8, "complex128": 16}.get(str(spec.dtype), 4)
 
 
 def cost(spec: Spec, plan: Plan) -> float:
     """Estimated seconds.
 
-    JAX: ``macs / RATE`` (one vectorised fusion per kernel or loop iteration; float64 at half the rate) plus the
+    JAX: ``macs / RATE`` (one vectorised fusion per kernel or loop iteration; float64 at half the rate; a complex
+    multiply-add is four real ones, complex128 at float64's rate) plus the
     copies over ``BANDWIDTH``: the input in the sum's order and padded, each loop iteration's block and
     accumulator, the result's transposition after a loop. NumPy and torch run each tap eagerly: a product and a
     sum, each reading and writing the output (``4 x output bytes`` per tap) over ``BANDWIDTH``.
@@ -454,8 +459,8 @@ def cost(spec: Spec, plan: Plan) -> float:
     copies += 2 * outputs * size if transposed else 0
     inner = geo.order[-1]
     strided = 2.0 * s.stride[inner - 2] if inner >= 2 and s.stride[inner - 2] > 1 else 1.0  # gathered loads
-    rate = RATE[plan.backend] / (2.0 if s.dtype == "float64" else 1.0) / strided
-    return OVERHEAD[plan.backend] + s.macs / rate + copies / bw
+    rate = RATE[plan.backend] / (2.0 if s.dtype in ("float64", "complex128") else 1.0) / strided
+    return OVERHEAD[plan.backend] + s.macs * real_macs(s) / rate + copies / bw
 
 
 def shifted_bytes(spec: Spec) -> int:

@@ -15,7 +15,9 @@ weighs it). Each axis is transformed separately, the last one by a real FFT, so 
 Every step is the backend's own (``numpy.fft`` or ``scipy.fft`` when SciPy is installed, ``jnp.fft``,
 ``torch.fft``): JAX compiles the whole program once per (spec, plan) and differentiates it, torch keeps
 autograd. float32 computes in complex64, float64 in complex128; float16 and bfloat16 are computed in float32
-(complex64) and each output rounded once to its dtype (bias included); NumPy has no bfloat16 at all. An inf
+(complex64) and each output rounded once to its dtype (bias included); NumPy has no bfloat16 at all. complex64
+and complex128 inputs take complex FFTs along the last axis too (every frequency: twice the points of a real
+FFT's spectrum), the kernel flipped and never conjugated, as torch's and lax's convolutions. An inf
 or NaN propagates, but through the transforms: it makes every output of its (image, output channel) slice NaN,
 where the direct definition confines it to the windows that read it.
 
@@ -59,6 +61,7 @@ from convbridge.backends._common import HALF_DTYPES, pad_by_mode
 from convbridge.errors import ArgumentError, ConvBridgeError, DTypeError
 from convbridge.memory import footprint
 from convbridge.plan import Plan
+from convbridge.precision import COMPLEX_DTYPES, FLOAT_DTYPES, is_complex
 from convbridge.spec import ConvAxis, ConvSpec, Spec, inverse, make_conv_spec
 
 __all__ = ["fft_lengths", "pow2_at_least", "smooth_at_least", "RADIX3_STAGES", "conv_fft", "supports", "cost", "flops", "fft_bytes", "THROUGHPUT",
@@ -158,6 +161,12 @@ def _numpy_quiet() -> Iterator[None]:
         yield
 
 
+def _numpy_cast(a: np.ndarray, dtype: Any) -> np.ndarray:
+    """``a`` in ``dtype``; a value past the dtype's range becomes inf, as in torch and JAX, without a warning."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return a.astype(dtype)
+
+
 def _numpy_mix(x: np.ndarray, w: np.ndarray, plan: Plan) -> np.ndarray:
     """``(n, g, c, *F) x (g, o, c, *F) -> (n, g, o, *F)`` as one batched matrix product over (g, F)."""
     (n, g, c), o, freq = x.shape[:3], w.shape[1], x.shape[3:]
@@ -178,7 +187,7 @@ def _numpy_ops() -> _Ops:
     rfft, fft_, ifft, irfft = fns
     return _Ops(lambda a, n, ax: rfft(a, n, ax), lambda a, n, ax: fft_(a, n, ax), lambda a, n, ax: ifft(a, n, ax),
                 lambda a, n, ax: irfft(a, n, ax), lambda a, pairs: np.pad(a, pairs), lambda a, axes: np.flip(a, axes),
-                lambda parts, ax: np.concatenate(parts, ax), _numpy_mix, lambda a, dt: a.astype(dt), np.float32,
+                lambda parts, ax: np.concatenate(parts, ax), _numpy_mix, _numpy_cast, np.float32,
                 _numpy_quiet)
 
 
@@ -233,20 +242,22 @@ def _dilate(ops: _Ops, w: Array, spec: ConvSpec) -> Array:
     return w
 
 
-def _spectrum(lengths: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape of a real FFT's spectrum over ``lengths``: the last axis keeps its non-negative frequencies.
+def _spectrum(lengths: tuple[int, ...], full: bool = False) -> tuple[int, ...]:
+    """The shape of a real FFT's spectrum over ``lengths``: the last axis keeps its non-negative frequencies
+    (``full``: a complex FFT's, every frequency).
 
-    >>> _spectrum((1024, 1024))
-    (1024, 513)
+    >>> _spectrum((1024, 1024)), _spectrum((1024, 1024), full=True)
+    ((1024, 513), (1024, 1024))
     """
-    return (*lengths[:-1], 1 + lengths[-1] // 2)
+    return lengths if full else (*lengths[:-1], 1 + lengths[-1] // 2)
 
 
-def _forward(ops: _Ops, a: Array, lengths: tuple[int, ...]) -> Array:
-    """The spectrum over the trailing ``len(lengths)`` axes: a real FFT along the last (only the rows that hold
-    data), then complex FFTs along the others; each zero-extends its axis to its length."""
+def _forward(ops: _Ops, a: Array, lengths: tuple[int, ...], full: bool) -> Array:
+    """The spectrum over the trailing ``len(lengths)`` axes: a real FFT along the last (a complex one for complex
+    data, ``full``; only the rows that hold data), then complex FFTs along the others; each zero-extends its axis
+    to its length."""
     first = a.ndim - len(lengths)
-    a = ops.rfft(a, lengths[-1], a.ndim - 1)
+    a = (ops.fft if full else ops.rfft)(a, lengths[-1], a.ndim - 1)
     for i in reversed(range(len(lengths) - 1)):
         a = ops.fft(a, lengths[i], first + i)
     return a
@@ -269,13 +280,14 @@ def _pick(ops: _Ops, y: Array, rows: list[slice], axis: int) -> Array:
     return parts[0] if len(parts) == 1 else ops.concat(parts, axis)
 
 
-def _inverse(ops: _Ops, y: Array, spec: ConvSpec, lengths: tuple[int, ...]) -> Array:
+def _inverse(ops: _Ops, y: Array, spec: ConvSpec, lengths: tuple[int, ...], full: bool) -> Array:
     """The outputs from the product's spectrum: inverse FFTs along the leading spatial axes, keeping only the
-    rows sampled after each, then the real inverse along the last."""
+    rows sampled after each, then the real inverse along the last (a complex one for complex data, ``full``)."""
     for i, (a, n) in enumerate(zip(spec.axes[:-1], lengths)):
         y = _pick(ops, ops.ifft(y, n, 2 + i), _rows(a, spec, n), 2 + i)
     last = 1 + spec.nsp
-    return _pick(ops, ops.irfft(y, lengths[-1], last), _rows(spec.axes[-1], spec, lengths[-1]), last)
+    return _pick(ops, (ops.ifft if full else ops.irfft)(y, lengths[-1], last), _rows(spec.axes[-1], spec, lengths[-1]),
+                 last)
 
 
 def _mix(ops: _Ops, x: Array, w: Array, spec: ConvSpec, plan: Plan) -> Array:
@@ -307,9 +319,10 @@ def conv_fft(spec: Spec, plan: Plan, x: Array, w: Array, b: Array | None) -> Arr
         else:
             xc, _ = pad_by_mode(s, xc, be.take, range(2, 2 + nsp))  # modes only; zero padding stays implicit
             lengths = fft_lengths(s)
-            spectrum = _forward(ops, xc, lengths)
-            flipped = ops.flip(_dilate(ops, wc, s), tuple(range(2, 2 + nsp)))  # correlation
-            y = _inverse(ops, _mix(ops, spectrum, _forward(ops, flipped, lengths), s, plan), s, lengths)
+            full = is_complex(s.dtype)
+            spectrum = _forward(ops, xc, lengths, full)
+            flipped = ops.flip(_dilate(ops, wc, s), tuple(range(2, 2 + nsp)))  # correlation (never conjugated)
+            y = _inverse(ops, _mix(ops, spectrum, _forward(ops, flipped, lengths, full), s, plan), s, lengths, full)
         if b is not None:
             y = y + b.reshape(1, -1, *([1] * nsp))
     if wide:
@@ -320,13 +333,13 @@ def conv_fft(spec: Spec, plan: Plan, x: Array, w: Array, b: Array | None) -> Arr
 # ------------------------------------------------------------------------------------ support, cost, memory
 
 def supports(spec: Spec, plan: Plan) -> ConvBridgeError | None:
-    """Float convolutions with non-negative padding (every spec ``cb.conv`` builds), any rank, layout, stride,
-    dilation, groups and padding mode. Never raises."""
+    """Float and complex convolutions with non-negative padding (every spec ``cb.conv`` builds), any rank, layout,
+    stride, dilation, groups and padding mode. Never raises."""
     if not isinstance(spec, ConvSpec):
         return ArgumentError(f"algorithm='fft' computes conv, not {spec.op}; use algorithm='native'")
-    if spec.dtype not in (None, "float32", "float64", *HALF_DTYPES):
-        return DTypeError(f"algorithm='fft' computes float convolutions (float16, bfloat16, float32, float64), not "
-                          f"{spec.dtype}; use algorithm='native'")
+    if spec.dtype not in (None, "float32", "float64", *HALF_DTYPES, *COMPLEX_DTYPES):
+        return DTypeError(f"algorithm='fft' computes float convolutions ({', '.join(FLOAT_DTYPES)}) and complex "
+                          f"ones ({', '.join(COMPLEX_DTYPES)}), not {spec.dtype}; use algorithm='native'")
     if any(lo < 0 or hi < 0 for lo, hi in spec.padding):
         return ArgumentError(f"algorithm='fft' takes non-negative padding, got {spec.padding}; crop the input first "
                              "or use algorithm='native'")
@@ -334,54 +347,55 @@ def supports(spec: Spec, plan: Plan) -> ConvBridgeError | None:
 
 
 def _compute_itemsize(spec: ConvSpec) -> int:
-    """Bytes of one real number of the computation (float32 for the 16-bit floats)."""
-    return 8 if spec.dtype == "float64" else 4
+    """Bytes of one real number of the computation (float32 for the 16-bit floats; a complex dtype's component)."""
+    return 8 if spec.dtype in ("float64", "complex128") else 4
 
 
 def _passes(rows: tuple[int, ...], lengths: tuple[int, ...],
-            keep: tuple[int, ...] | None = None) -> tuple[float, float]:
+            keep: tuple[int, ...] | None = None, full: bool = False) -> tuple[float, float]:
     """Flops of one array's per-axis transforms, ``(along the last axis, along the others)``: forward (``keep``
     None) over data ``rows`` per axis, the real pass along the last axis first; inverse (``keep``: rows kept per
-    axis) in the other order, the real pass last."""
-    width, last = _spectrum(lengths)[-1], lengths[-1]
+    axis) in the other order, the real pass last. ``full``: complex data, whose last pass is a complex one over
+    every frequency (twice the flops, and twice the columns for the other passes)."""
+    width, last = _spectrum(lengths, full)[-1], lengths[-1]
     strided = 0.0
     for i, n in enumerate(lengths[:-1]):
         before = math.prod(keep[:i]) if keep is not None else math.prod(rows[:i])
         strided += before * width * math.prod(lengths[i + 1:-1]) * 5.0 * n * math.log2(n)
-    real = 2.5 * last * math.log2(last) * math.prod(keep[:-1] if keep is not None else rows[:-1])
+    real = (5.0 if full else 2.5) * last * math.log2(last) * math.prod(keep[:-1] if keep is not None else rows[:-1])
     return real, strided
 
 
 def flops(spec: ConvSpec) -> tuple[float, float, float]:
     """``(flops of the passes along the last axis, of the passes along the others, of the channel product)`` of
     the FFT convolution of ``spec``, counting only the rows each pass transforms: 2.5 L log2 L per real pass
-    and 5 L log2 L per complex pass of L points, 8 per complex multiply-add (:func:`cost` divides them by
-    :data:`THROUGHPUT`).
+    and 5 L log2 L per complex pass of L points (complex data: every pass), 8 per complex multiply-add
+    (:func:`cost` divides them by :data:`THROUGHPUT`).
 
     >>> [f"{v:.3g}" for v in flops(make_conv_spec((1, 1, 512, 512), (1, 1, 51, 51), padding="same"))]
     ['1.42e+07', '2.29e+07', '1.33e+06']
     """
-    lengths = fft_lengths(spec)
+    lengths, full = fft_lengths(spec), is_complex(spec.dtype)
     data = tuple(a.size if spec.padding_mode == "zeros" else a.padded for a in spec.axes)
     cg = spec.in_channels // spec.groups
-    arrays = ((spec.batch * spec.in_channels, _passes(data, lengths)),
-              (spec.out_channels * cg, _passes(tuple(a.span for a in spec.axes), lengths)),
-              (spec.batch * spec.out_channels, _passes((), lengths, spec.out_spatial)))
-    freq = math.prod(_spectrum(lengths))
+    arrays = ((spec.batch * spec.in_channels, _passes(data, lengths, full=full)),
+              (spec.out_channels * cg, _passes(tuple(a.span for a in spec.axes), lengths, full=full)),
+              (spec.batch * spec.out_channels, _passes((), lengths, spec.out_spatial, full)))
+    freq = math.prod(_spectrum(lengths, full))
     return (sum(count * p[0] for count, p in arrays), sum(count * p[1] for count, p in arrays),
             8.0 * spec.batch * spec.out_channels * cg * freq)
 
 
 def cost(spec: Spec, plan: Plan) -> float:
     """Estimated seconds on this machine's CPU: ``OVERHEAD`` plus each part of :func:`flops` over its rate in
-    :data:`THROUGHPUT`; float64 at half the rates. The stride does not reduce it.
+    :data:`THROUGHPUT`; float64 and complex128 at half the rates. The stride does not reduce it.
 
     >>> s = make_conv_spec((1, 1, 512, 512), (1, 1, 51, 51), padding="same")
     >>> 1e-3 < cost(s, Plan("numpy", "fft")) < 0.1
     True
     """
     s = cast(ConvSpec, spec)
-    slow = _FLOAT64_SLOWDOWN if s.dtype == "float64" else 1.0
+    slow = _FLOAT64_SLOWDOWN if s.dtype in ("float64", "complex128") else 1.0
     return OVERHEAD[plan.backend] + slow * sum(f / r for f, r in zip(flops(s), THROUGHPUT[plan.backend]))
 
 
@@ -395,7 +409,7 @@ def fft_bytes(spec: Spec) -> int:
     s = cast(ConvSpec, spec)
     f = footprint(s)
     lengths = fft_lengths(s)
-    freq = math.prod(_spectrum(lengths))
+    freq = math.prod(_spectrum(lengths, is_complex(s.dtype)))
     cg = s.in_channels // s.groups
     spectra = s.batch * s.in_channels + s.out_channels * cg + s.batch * s.out_channels
     copies = 2 if cg > 1 else 1

@@ -69,12 +69,17 @@ def place(arrays: Sequence[ArrayLike | None], device: object) -> tuple[Array | N
     return tuple(out)
 
 
+#: The dtypes JAX computes only in x64 mode, and what it would silently compute them in otherwise.
+_X64 = {"float64": "float32", "complex128": "complex64"}
+
+
 def unsupported(spec: Spec, plan: Plan) -> ConvBridgeError | None:
-    """float64 when JAX's x64 mode is off (it would silently compute in float32)."""
-    if spec.dtype == "float64" and not jax.config.read("jax_enable_x64"):
+    """float64 and complex128 when JAX's x64 mode is off (it would silently compute in float32 / complex64)."""
+    narrow = _X64.get(str(spec.dtype))
+    if narrow is not None and not jax.config.read("jax_enable_x64"):
         return DTypeError(
-            "float64 input on the jax backend, but JAX's x64 mode is off and would silently use float32; "
-            "enable it with jax.config.update('jax_enable_x64', True) or JAX_ENABLE_X64=1, or cast to float32"
+            f"{spec.dtype} input on the jax backend, but JAX's x64 mode is off and would silently use {narrow}; "
+            f"enable it with jax.config.update('jax_enable_x64', True) or JAX_ENABLE_X64=1, or cast to {narrow}"
         )
     return None
 

@@ -33,8 +33,8 @@ def place(arrays: Sequence[ArrayLike | None], device: object) -> tuple[np.ndarra
 
 
 def unsupported(spec: Spec, plan: Plan) -> ConvBridgeError | None:
-    """NumPy computes every float dtype it has natively; bfloat16 (ml_dtypes) only through the native algorithm,
-    which computes it in float32 and rounds the result."""
+    """NumPy computes every float and complex dtype it has natively; bfloat16 (ml_dtypes) only through the native
+    algorithm, which computes it in float32 and rounds the result."""
     if spec.dtype == "bfloat16" and plan.algorithm != "native":
         return DTypeError(f"NumPy has no bfloat16 arithmetic, so the {plan.algorithm!r} algorithm cannot run it on "
                           "the numpy backend; use algorithm='native' (float32 arithmetic, rounded to bfloat16), "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -78,7 +78,8 @@ _TORCH_OPS = {"conv": "convolution (conv1d..conv3d only)",
 
 
 def unsupported(spec: Spec, plan: Plan) -> ConvBridgeError | None:
-    """torch computes every float dtype it has, on any device."""
+    """torch computes every float and complex dtype it has, on any device (complex convolutions as real ones:
+    ATen's Gauss trick, three real convolutions per complex one)."""
     return None
 
 
@@ -114,12 +115,30 @@ def compile(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     return fn
 
 
+def _on_gpu(x: torch.Tensor) -> bool:
+    return bool(x.is_cuda)
+
+
 def _precision_context(plan: Plan, x: torch.Tensor) -> Any:
-    if not x.is_cuda:
+    """The policy's TF32 switches for the call, restored after it: cuDNN's ``allow_tf32`` (convolutions) and
+    ``torch.backends.cuda.matmul.allow_tf32`` (the matmul algorithm's products; what
+    ``torch.set_float32_matmul_precision("high")`` sets). CPUs compute in the dtype: nothing to set."""
+    if not _on_gpu(x):
         return contextlib.nullcontext()
-    cudnn = torch.backends.cudnn
-    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                       allow_tf32=_precision.torch_allow_tf32(plan.precision))
+    return _tf32_scope(_precision.torch_allow_tf32(plan.precision))
+
+
+@contextlib.contextmanager
+def _tf32_scope(allow: bool) -> Iterator[None]:
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                     allow_tf32=allow):
+        matmul.allow_tf32 = allow
+        try:
+            yield
+        finally:
+            matmul.allow_tf32 = before
 
 
 def _pad(y: torch.Tensor, pairs: Pairs) -> torch.Tensor:
@@ -288,10 +307,15 @@ def _channels_last_copy(spec: ConvSpec | ConvTransposeSpec) -> bool:
     return copy
 
 
+#: Bytes per element by dtype name, for the cost model's copies.
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "complex64": 8, "complex128": 16}
+
+
 def channels_last_cost(spec: Spec, plan: Plan) -> float:
     """Estimated seconds of the channels-last algorithms: the input's copy into channels-last memory (when the
     user's layout is not) over ``costs.BANDWIDTH``, then oneDNN's channels-last rate: ``costs.DEPTHWISE[torch,
-    channels-last]`` for a depthwise convolution, the dense GEMM-bound rate otherwise.
+    channels-last]`` for a depthwise convolution, the dense GEMM-bound rate otherwise; a complex multiply-add is
+    four real ones (``costs.flops``).
 
     >>> from convbridge.spec import make_conv_spec
     >>> s = make_conv_spec((4, 128, 56, 56), (128, 1, 31, 31), padding=15, groups=128, dtypes=("float32", "float32"))
@@ -299,12 +323,12 @@ def channels_last_cost(spec: Spec, plan: Plan) -> float:
     True
     """
     s = cast(ConvSpec | ConvTransposeSpec, spec)
-    size = 8 if s.dtype == "float64" else 2 if s.dtype in ("float16", "bfloat16") else 4
+    size = _ITEMSIZE.get(str(s.dtype), 4)
     copy = 0.0
     if _channels_last_copy(s):
         copy = 2.0 * s.batch * s.in_channels * math.prod(s.in_spatial) * size / costs.BANDWIDTH
     if s.in_channels == s.groups and s.groups > 1:
-        rate = costs.DEPTHWISE[("torch", True)] / (2.0 if size >= 8 else 1.0)
+        rate = costs.DEPTHWISE[("torch", True)] / (2.0 if s.dtype in ("float64", "complex128") else 1.0)
     else:
         rate = costs.gemm_rate(s, costs.PEAK[("torch", "native")])
     return costs.OVERHEAD["torch"] + copy + costs.flops(s) / rate

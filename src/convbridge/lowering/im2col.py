@@ -77,14 +77,15 @@ class MatmulView:
         else:  # rows: (image, input pixel); columns: (output channel of the group, tap)
             rows, cols = math.prod(s.in_spatial), s.out_channels // g * math.prod(s.kernel_spatial)
         grouped = be.transpose(prod.reshape(g, n, rows, cols), (1, 0, 3, 2))
-        if isinstance(s, ConvSpec):
-            y = grouped.reshape(n, s.out_channels, *s.out_spatial)
-        else:
-            fspec = col2im_spec(s)
-            fold = dispatch.find(fspec, replace(self.plan, algorithm="native"))
-            y = dispatch.execute(fold, fspec, self.plan, (grouped.reshape(n, g * cols, rows),))
-        if self.bias is not None:
-            y = y + self.bias.reshape(-1, *([1] * s.nsp))
+        with np.errstate(over="ignore", invalid="ignore"):  # NumPy: a sum past the dtype's range is inf, unwarned
+            if isinstance(s, ConvSpec):
+                y = grouped.reshape(n, s.out_channels, *s.out_spatial)
+            else:
+                fspec = col2im_spec(s)
+                fold = dispatch.find(fspec, replace(self.plan, algorithm="native"))
+                y = dispatch.execute(fold, fspec, self.plan, (grouped.reshape(n, g * cols, rows),))
+            if self.bias is not None:
+                y = y + self.bias.reshape(-1, *([1] * s.nsp))
         y = be.transpose(y, inverse(s.layout.out_perm))
         return y if s.layout.batched else y[0]
 

@@ -3,7 +3,8 @@
 ``conv_matrix(x_shape, w)`` returns C with ``conv(x).ravel() == C @ x.ravel()``
 (bias excluded: the map is affine, y = C x + b), each array raveled in its own
 layout. ``C.T`` is the adjoint: with zero padding, ``C.T @ y.ravel()`` is
-``conv_transpose(y, w)`` with the same stride, padding, dilation and groups.
+``conv_transpose(y, w)`` with the same stride, padding, dilation and groups. (For a complex
+kernel ``C.T`` is the plain transpose, not the conjugate one: convolutions conjugate nothing.)
 """
 
 from __future__ import annotations

@@ -16,10 +16,48 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from convbridge.spec import ConvAxis, TransposeAxis
 
-__all__ = ["letters", "window_view", "scatter_taps", "crop", "index", "blocks", "BLOCK_ELEMENTS"]
+__all__ = ["letters", "window_view", "scatter_taps", "crop", "index", "blocks", "BLOCK_ELEMENTS", "compute_dtype",
+           "magnitude"]
 
 #: The most window elements one block of the reference's contraction copies (64 MiB in float64).
 BLOCK_ELEMENTS = 2**23
+
+
+def compute_dtype(dtype: Any, *arrays: Any) -> np.dtype:
+    """The dtype the reference computes in: ``dtype`` (None: float64), or, when any array is complex and ``dtype``
+    is real, the complex dtype whose components have ``dtype``'s precision (float64 -> complex128, float32 ->
+    complex64): the reference never drops an imaginary part.
+
+    >>> compute_dtype(None, np.ones(2)).name, compute_dtype(None, np.ones(2, np.complex64)).name
+    ('float64', 'complex128')
+    >>> compute_dtype(np.float32, [1j]).name, compute_dtype(np.complex64, np.ones(2)).name
+    ('complex64', 'complex64')
+    """
+    dt = np.dtype(np.float64 if dtype is None else dtype)
+    if dt.kind != "c" and any(_complex(a) for a in arrays if a is not None):
+        dt = np.result_type(dt, np.complex64)
+    return dt
+
+
+def _complex(a: Any) -> bool:
+    """Whether an array of any framework (its dtype's name: numpy, jax, torch) or nested lists holds complex."""
+    dt = getattr(a, "dtype", None)
+    return "complex" in str(dt) if dt is not None else bool(np.iscomplexobj(a))
+
+
+def magnitude(a: np.ndarray | None) -> np.ndarray | None:
+    """``|a|`` for a real array; ``|Re a| + |Im a|`` (real, of the components' dtype) for a complex one: the
+    magnitude the gauges of complex convolutions read (each complex product ``x w`` is four real products, and
+    ``|Re(x w)|, |Im(x w)| <= (|Re x| + |Im x|)(|Re w| + |Im w|)``). None stays None.
+
+    >>> magnitude(np.array([3 - 4j, -1j])).tolist(), magnitude(np.array([-2.0])).tolist()
+    ([7.0, 1.0], [2.0])
+    """
+    if a is None:
+        return None
+    if np.iscomplexobj(a):
+        return np.abs(a.real) + np.abs(a.imag)
+    return np.abs(a)
 
 
 def letters(nsp: int) -> tuple[str, str]:

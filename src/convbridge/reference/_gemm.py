@@ -6,8 +6,8 @@ The definition is the same as the window-view einsum's,
     cols[g, (c, t), (n, p)] = pad(x)[n, g, c, p s + t d],
 
 but each block of ``cols`` is copied once into a contiguous matrix and contracted by ``np.matmul``, which NumPy
-hands to BLAS (dgemm / sgemm) for float64 and float32: another summation order, each product and sum still
-rounded once, so the definition's error bound (gamma_K) holds unchanged.
+hands to BLAS (dgemm / sgemm / zgemm / cgemm) for float64, float32, complex128 and complex64: another summation
+order, each product and sum still rounded once, so the definition's error bound (gamma_K) holds unchanged.
 
 - With every stride 1, a column is one flat position of the padded plane (``p . pitch``): for each channel and
   tap, a block's columns are one contiguous run of the input, copied at memory speed; the columns that fall in
@@ -39,8 +39,8 @@ from convbridge.spec import ConvSpec
 
 __all__ = ["GEMM_DTYPES", "CACHE_ELEMENTS", "contract"]
 
-#: Dtypes whose matrix products NumPy computes with BLAS.
-GEMM_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+#: Dtypes whose matrix products NumPy computes with BLAS (complex: zgemm / cgemm, no conjugation).
+GEMM_DTYPES = (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.complex128), np.dtype(np.complex64))
 #: Target size of one block of the column matrix (16 MiB of float64): few enough BLAS calls that threads pay off.
 CACHE_ELEMENTS = 2**21
 #: ... and with fewer than 16 outputs per group, where copying the columns costs more than their product: 2 MiB,
@@ -53,10 +53,11 @@ def contract(xpad: np.ndarray, wc: np.ndarray, spec: ConvSpec,
     """``(N, C, *S_pad)`` x ``(O, C / g, *k)`` -> ``(N, O, *out)``, and ``|x| conv |w|`` when ``gauge``.
 
     Args:
-        xpad: the padded input in canonical order, float32 or float64.
+        xpad: the padded input in canonical order, one of :data:`GEMM_DTYPES`.
         wc: the kernel in canonical order.
         spec: the spec (groups, strides, dilations, output sizes).
-        gauge: also return the contraction of the absolute values (the verdict's gauge, without the bias).
+        gauge: also return the contraction of the absolute values (the verdict's gauge, without the bias); real
+            dtypes only (a complex gauge reads ``|Re| + |Im|``: ``conv_and_gauge_canonical`` contracts it apart).
 
     Returns:
         ``(y, gauge or None)``, both C-contiguous ``(N, O, *out)`` in the result type of the two arrays.

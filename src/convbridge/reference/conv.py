@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from convbridge.reference._core import letters as _letters
-from convbridge.reference._core import blocks, index, scatter_taps, window_view
+from convbridge.reference._core import blocks, compute_dtype, index, magnitude, scatter_taps, window_view
 from convbridge.reference._gemm import GEMM_DTYPES, contract
 from convbridge.spec import NUMPY_PAD_MODES, ConvSpec, SpatialSpec, inverse
 
@@ -30,17 +30,25 @@ def from_canonical(y: np.ndarray, spec: SpatialSpec) -> np.ndarray:
     return y if spec.layout.batched else y[0]
 
 
-def conv(x: Any, w: Any, b: Any, spec: ConvSpec, *, dtype: Any = np.float64) -> np.ndarray:
+def conv(x: Any, w: Any, b: Any, spec: ConvSpec, *, dtype: Any = None) -> np.ndarray:
     """Convolve user-layout arrays as ``spec`` says, computing in ``dtype``.
 
     Args:
         x, w, b: input, kernel and optional bias (any array-likes convertible by numpy).
         spec: the validated spec.
-        dtype: computation and result dtype (float64 for the reference).
+        dtype: computation and result dtype: None for the reference's float64, complex128 when an array is
+            complex (a real ``dtype`` with complex arrays computes in the complex dtype of its precision:
+            :func:`~convbridge.reference._core.compute_dtype`). No conjugation: ``sum x w``, as torch and lax.
 
     Returns:
         The output in the user's output layout.
+
+    >>> from convbridge.spec import make_conv_spec
+    >>> x, w = np.array([[[1j, 2.0, 1 - 1j]]]), np.array([[[1j, 1.0]]])  # 1j * 1j + 2, not 1j * conj(1j) + 2
+    >>> conv(x, w, None, make_conv_spec((1, 1, 3), (1, 1, 2))).tolist()
+    [[[(1+0j), (1+1j)]]]
     """
+    dtype = compute_dtype(dtype, x, w, b)
     xc = to_canonical(np.asarray(x, dtype=dtype), spec)
     wc = np.asarray(w, dtype=dtype).transpose(spec.layout.rhs_perm)
     bc = None if b is None else np.asarray(b, dtype=dtype)
@@ -68,10 +76,10 @@ def _grouped(xc: np.ndarray, wc: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray
 def conv_canonical(xc: np.ndarray, wc: np.ndarray, bc: np.ndarray | None, spec: ConvSpec) -> np.ndarray:
     """y[n, o, p] = sum_{c, k} pad(x)[n, g(o)*Cg + c, p*s + k*d] w[o, c, k] + b[o].
 
-    float64 and float32 contract with BLAS, one matrix product per block of the column matrix
-    (:func:`convbridge.reference._gemm.contract`); float16 with einsum over the window view. Either runs in blocks
-    of images and output rows (:func:`blocks`), so that its copy of the windows never exceeds ``BLOCK_ELEMENTS``
-    elements whatever the batch and kernel.
+    float64, float32, complex128 and complex64 contract with BLAS, one matrix product per block of the column
+    matrix (:func:`convbridge.reference._gemm.contract`); float16 with einsum over the window view. Either runs in
+    blocks of images and output rows (:func:`blocks`), so that its copy of the windows never exceeds
+    ``BLOCK_ELEMENTS`` elements whatever the batch and kernel.
     """
     xpad = _pad(xc, spec)
     if xpad.shape[0] == 0:  # an empty batch: an empty result (BLAS blocks need one image)
@@ -87,8 +95,14 @@ def conv_and_gauge_canonical(xc: np.ndarray, wc: np.ndarray, bc: np.ndarray | No
                              spec: ConvSpec) -> tuple[np.ndarray, np.ndarray]:
     """``conv_canonical`` of the arrays and of their absolute values (the verdict's gauge), in one pass.
 
-    The gauge equals ``conv_canonical(|x|, |w|, |b|)``: padding commutes with ``abs`` in every mode.
+    The gauge equals ``conv_canonical(|x|, |w|, |b|)``: padding commutes with ``abs`` in every mode. For complex
+    arrays ``|.|`` is :func:`~convbridge.reference._core.magnitude` (``|Re| + |Im|``, real), in a second pass.
     """
+    if any(a is not None and np.iscomplexobj(a) for a in (xc, wc, bc)):  # two passes: |Re| + |Im| is no BLAS op
+        real = np.finfo(np.result_type(*(a for a in (xc, wc, bc) if a is not None))).dtype  # complex128 -> float64
+        mx, mw, mb = (None if a is None else np.asarray(magnitude(a), real) for a in (xc, wc, bc))
+        assert mx is not None and mw is not None
+        return conv_canonical(xc, wc, bc, spec), conv_canonical(mx, mw, mb, spec)
     xpad = _pad(xc, spec)
     if xpad.shape[0] == 0:
         empty = np.zeros((0, spec.out_channels, *spec.out_spatial), np.result_type(xpad, wc))
@@ -100,16 +114,28 @@ def conv_and_gauge_canonical(xc: np.ndarray, wc: np.ndarray, bc: np.ndarray | No
 
 
 def conv_and_gauge(x: Any, w: Any, b: Any, spec: ConvSpec, *,
-                   dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
+                   dtype: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """The reference and its gauge ``conv(|x|, |w|) + |b|``, in the user's output layout, computed in ``dtype``
-    (float64 for the verdict).
+    (None: float64 for the verdict).
+
+    Complex inputs (any of the three): the reference is complex, computed in complex128 (``dtype`` None or
+    float64; complex64 for float32), with no conjugation of the kernel; the gauge is real (float64, or float32),
+    ``conv(|Re x| + |Im x|, |Re w| + |Im w|) + |Re b| + |Im b|``. It bounds the real and the imaginary part of
+    every product (``|Re(x w)|, |Im(x w)| <= (|Re x| + |Im x|)(|Re w| + |Im w|)``), so a sum of ``K`` complex
+    products computed by 4 real multiplies (or torch's 3-multiply Gauss trick, whose ``(Re x + Im x)(Re w +
+    Im w)`` it bounds too) errs by ``gamma_K``-multiples of it per component.
 
     >>> from convbridge.spec import make_conv_spec
     >>> y, g = conv_and_gauge(np.array([[[1.0, -2.0, 3.0]]]), np.array([[[1.0, 1.0]]]), None,
     ...                       make_conv_spec((1, 1, 3), (1, 1, 2)))
     >>> y.tolist(), g.tolist()
     ([[[-1.0, 1.0]]], [[[3.0, 5.0]]])
+    >>> y, g = conv_and_gauge(np.array([[[1j, -2.0, 3.0]]]), np.array([[[1 - 1j, 1.0]]]), np.array([2j]),
+    ...                       make_conv_spec((1, 1, 3), (1, 1, 2), b_shape=(1,)))
+    >>> y.dtype.name, y.tolist(), g.dtype.name, g.tolist()
+    ('complex128', [[[(-1+3j), (1+4j)]]], 'float64', [[[6.0, 9.0]]])
     """
+    dtype = compute_dtype(dtype, x, w, b)
     xc = to_canonical(np.asarray(x, dtype=dtype), spec)
     wc = np.asarray(w, dtype=dtype).transpose(spec.layout.rhs_perm)
     bc = None if b is None else np.asarray(b, dtype=dtype)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from convbridge.reference import _core, _gemm
-from convbridge.reference._core import blocks, crop, index, letters, scatter_taps
+from convbridge.reference._core import blocks, compute_dtype, crop, index, letters, scatter_taps
 from convbridge.reference._gemm import GEMM_DTYPES
 from convbridge.reference.conv import from_canonical, to_canonical
 from convbridge.spec import ConvTransposeSpec
@@ -30,13 +30,14 @@ def torch_kernel(w: Any, spec: ConvTransposeSpec) -> np.ndarray:
     return np.flip(wt, axis=tuple(range(2, wt.ndim))) if spec.kernel_flipped else wt
 
 
-def conv_transpose(x: Any, w: Any, b: Any, spec: ConvTransposeSpec, *, dtype: Any = np.float64) -> np.ndarray:
+def conv_transpose(x: Any, w: Any, b: Any, spec: ConvTransposeSpec, *, dtype: Any = None) -> np.ndarray:
     """Transposed convolution of user-layout arrays as ``spec`` says, computing in ``dtype``.
 
     Args:
         x, w, b: input, kernel (in the spec's kernel layout and convention) and optional bias.
         spec: the validated spec.
-        dtype: computation and result dtype (float64 for the reference).
+        dtype: computation and result dtype: None for the reference's float64, complex128 when an array is
+            complex (:func:`~convbridge.reference._core.compute_dtype`). No conjugation.
 
     Returns:
         The output in the user's output layout.
@@ -49,6 +50,7 @@ def conv_transpose(x: Any, w: Any, b: Any, spec: ConvTransposeSpec, *, dtype: An
     >>> conv_transpose(np.array([[[1.0, 10.0]]]), np.array([[[1.0, 2.0, 3.0]]]), None, spec).tolist()
     [[[1.0, 2.0, 13.0, 20.0, 30.0]]]
     """
+    dtype = compute_dtype(dtype, x, w, b)
     xc = to_canonical(np.asarray(x, dtype=dtype), spec)
     wt = torch_kernel(np.asarray(w, dtype=dtype), spec)
     bc = None if b is None else np.asarray(b, dtype=dtype)
@@ -59,7 +61,8 @@ def conv_transpose_canonical(xc: np.ndarray, wt: np.ndarray, bc: np.ndarray | No
                              spec: ConvTransposeSpec) -> np.ndarray:
     """y_full[n, g(c)*Og + o, i*s + j*d] += x[n, c, i] W[c, o, j]; then crop and add the bias.
 
-    float64 and float32 form every tap's contribution at once, one matrix product per block of images (BLAS);
+    float64, float32 and the complex dtypes form every tap's contribution at once, one matrix product per block
+    of images (BLAS);
     float16 contracts tap by tap with einsum (rounded between the per-tap adds).
     """
     g, nsp = spec.groups, spec.nsp

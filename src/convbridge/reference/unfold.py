@@ -7,15 +7,16 @@ from typing import Any
 
 import numpy as np
 
-from convbridge.reference._core import crop, index, scatter_taps, window_view
+from convbridge.reference._core import compute_dtype, crop, index, scatter_taps, window_view
 from convbridge.reference.conv import to_canonical
 from convbridge.spec import FoldSpec, UnfoldSpec
 
 __all__ = ["unfold", "unfold_canonical", "fold", "fold_canonical"]
 
 
-def unfold(x: Any, spec: UnfoldSpec, *, dtype: Any = np.float64) -> np.ndarray:
-    """Unfold a user-layout input into ``(N, C * prod(k), L)`` (torch's ordering), in ``dtype``.
+def unfold(x: Any, spec: UnfoldSpec, *, dtype: Any = None) -> np.ndarray:
+    """Unfold a user-layout input into ``(N, C * prod(k), L)`` (torch's ordering), in ``dtype`` (None: float64,
+    complex128 for a complex input).
 
     Shape:
         (N, C, *n) -> (N, C * prod(k), L), L = prod(floor((n + lo + hi - d * (k - 1) - 1) / s) + 1).
@@ -24,7 +25,7 @@ def unfold(x: Any, spec: UnfoldSpec, *, dtype: Any = np.float64) -> np.ndarray:
     >>> unfold(np.arange(4.0).reshape(1, 1, 4), make_unfold_spec((1, 1, 4), (2,), stride=2)).tolist()
     [[[0.0, 2.0], [1.0, 3.0]]]
     """
-    xc = to_canonical(np.asarray(x, dtype=dtype), spec)
+    xc = to_canonical(np.asarray(x, dtype=compute_dtype(dtype, x)), spec)
     cols = unfold_canonical(xc, spec)
     return cols if spec.layout.batched else cols[0]
 
@@ -38,8 +39,9 @@ def unfold_canonical(xc: np.ndarray, spec: UnfoldSpec) -> np.ndarray:
     return v.reshape(xc.shape[0], spec.channels * math.prod(spec.kernel_spatial), math.prod(spec.out_spatial))
 
 
-def fold(cols: Any, spec: FoldSpec, *, dtype: Any = np.float64) -> np.ndarray:
-    """Sum the blocks of ``cols`` back into ``(N, C, *output_size)``, in ``dtype`` (the adjoint of unfold).
+def fold(cols: Any, spec: FoldSpec, *, dtype: Any = None) -> np.ndarray:
+    """Sum the blocks of ``cols`` back into ``(N, C, *output_size)``, in ``dtype`` (None: float64, complex128 for
+    complex ``cols``): the adjoint of unfold.
 
     Shape:
         (N, C * prod(k), L) -> (N, C, *output_size).
@@ -48,7 +50,7 @@ def fold(cols: Any, spec: FoldSpec, *, dtype: Any = np.float64) -> np.ndarray:
     >>> fold(np.ones((1, 2, 3)), make_fold_spec((1, 2, 3), (4,), (2,))).tolist()
     [[[1.0, 2.0, 2.0, 1.0]]]
     """
-    cc = np.asarray(cols, dtype=dtype)
+    cc = np.asarray(cols, dtype=compute_dtype(dtype, cols))
     y = fold_canonical(cc if spec.layout.batched else cc[None], spec)
     return y if spec.layout.batched else y[0]
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from convbridge._args import as_int, as_param, per_dim
 from convbridge._types import DTypes, Pairs, Shape
 from convbridge.errors import ArgumentError, DTypeError, PaddingError, ShapeError
-from convbridge.precision import FLOAT_DTYPES
+from convbridge.precision import COMPLEX_DTYPES, DTYPES, FLOAT_DTYPES
 from convbridge.spec.geometry import ConvAxis
 from convbridge.spec.layout import Layout
 
@@ -68,18 +68,29 @@ def check_bias(b_shape: Shape | None, c_out: int) -> None:
 
 
 def common_dtype(dtypes: DTypes) -> str | None:
-    """The one float dtype of input, kernel and bias; mixed or non-float dtypes raise (nothing is cast)."""
+    """The one float or complex dtype of input, kernel and bias; mixed or other dtypes raise (nothing is cast).
+
+    >>> common_dtype(("complex64", "complex64", None))
+    'complex64'
+    """
     names = [d for d in dtypes if d is not None]
     if not names:
         return None
     roles = ("input", "kernel", "bias")
     if len(set(names)) > 1:
         listed = ", ".join(f"{r} {d}" for r, d in zip(roles, dtypes) if d is not None)
-        target = next((d for d in names if d in FLOAT_DTYPES), "float32")
-        raise DTypeError(f"mixed dtypes ({listed}); convbridge never casts silently: cast all to one float dtype, "
+        # a complex one among them: cast the real ones up (exact); casting it down would drop its imaginary part
+        target = next((d for d in names if d in COMPLEX_DTYPES), None) or \
+            next((d for d in names if d in FLOAT_DTYPES), "float32")
+        kind = "complex" if target in COMPLEX_DTYPES else "float"
+        raise DTypeError(f"mixed dtypes ({listed}); convbridge never casts silently: cast all to one {kind} dtype, "
                          f"e.g. .astype('{target}') for NumPy/JAX arrays or .to(torch.{target}) for torch tensors")
-    if names[0] not in FLOAT_DTYPES:
-        raise DTypeError(f"dtype {names[0]} is not supported; use one of {', '.join(FLOAT_DTYPES)}")
+    if names[0] not in DTYPES:
+        hint = (": cast integers to float64 (every partial sum exact below 2**53) or float32 (below 2**24)"
+                if names[0].startswith(("int", "uint", "bool")) else
+                ": cast to complex64 (.to(torch.complex64)), whose components are float32"
+                if names[0] == "complex32" else "")
+        raise DTypeError(f"dtype {names[0]} is not supported; convbridge computes {', '.join(DTYPES)}{hint}")
     return names[0]
 
 

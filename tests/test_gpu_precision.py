@@ -3,7 +3,7 @@
 - On a GPU (torch.cuda, or JAX gpu devices), the script's checks run in-process: float32 under "highest" and
   "default", bfloat16 and float16, each judged against the float64 reference with the precision convbridge records,
   and each float32 default result judged again as strict float32. Skipped where there is no GPU (CI).
-- On any machine, the script itself runs on the CPU (``--cpu --quick --json``) in a subprocess, and the host
+- On any machine, the script itself runs on the CPU (``--cpu --quick --json``) through its ``main``, and the host
   simulations of TF32 / bfloat16 input rounding come out "equivalent" under their own precision and never under
   strict float32.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -112,13 +111,12 @@ def test_gpu_precision_policy_is_restored_after_the_call(framework):
 
 # --------------------------------------------------------------------------------------- anywhere: the CPU
 
-def test_script_runs_on_the_cpu_and_writes_judged_rows(tmp_path):
+def test_script_runs_on_the_cpu_and_writes_judged_rows(tmp_path, capsys):
     out = tmp_path / "gpu_precision.json"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--quick", "--json", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "max r / allowed" in done.stdout and "default vs highest" in done.stdout
-    assert "[  1/" in done.stderr  # progress lines
+    assert GP.main(["--cpu", "--quick", "--json", str(out)]) == 0  # in-process: the same main a shell runs
+    done = capsys.readouterr()
+    assert "max r / allowed" in done.out and "default vs highest" in done.out
+    assert "[  1/" in done.err  # progress lines
     doc = json.loads(out.read_text())
     rows = doc["rows"]
     assert rows and {r["verdict"] for r in rows} <= set(VERDICTS), {r["verdict"] for r in rows}
@@ -135,8 +133,9 @@ def test_script_runs_on_the_cpu_and_writes_judged_rows(tmp_path):
         strict = r["policy"].endswith("verify(None)")
         if strict:  # rounded inputs judged as float32: never silently equivalent
             assert r["verdict"] in ("mismatch", "inconclusive"), r
-        else:  # judged as what they are: equivalent, with u_in in the bound
+        else:  # judged as what they are: equivalent, with u_in in the bound, and labelled so
             assert r["verdict"] in AGREE and r["max_r"] <= r["allowed_r"], r
+            assert r["label"] in ("equivalent under TF32", "equivalent under bf16"), r
 
 
 @pytest.mark.skipif(bool(GPUS), reason="a GPU is here: the script would run the full suite")

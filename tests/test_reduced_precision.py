@@ -274,3 +274,17 @@ def test_overflow_inside_the_accumulation_stays_inconclusive_after_reruns() -> N
         assert not np.isfinite(report.outputs[name].astype(np.float64)).all()
         pair = report.pair(name, "reference")
         assert pair.verdict == "inconclusive" and pair.overflowed, str(report)
+
+
+@pytest.mark.parametrize("algorithm", ["native", "matmul"])
+@pytest.mark.parametrize("policy, lax_name", [("highest", "HIGHEST"), ("default", "DEFAULT")])
+def test_jax_programs_carry_the_policy(algorithm, policy, lax_name) -> None:
+    """The policy reaches XLA as the operands' precision config, for the matrix product of the matmul algorithm
+    too (which would otherwise follow jax_default_matmul_precision, whatever the plan says)."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    x, w = jnp.ones((1, 2, 6, 6)), jnp.ones((3, 2, 3, 3))
+    text = jax.jit(lambda a, k: cb.conv(a, k, algorithm=algorithm, precision=policy)).lower(x, w).as_text()
+    assert (f"[{lax_name}, {lax_name}]" in text  # dot_general
+            or f"[#stablehlo<precision {lax_name}>, #stablehlo<precision {lax_name}>]" in text)  # convolution

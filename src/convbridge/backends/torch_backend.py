@@ -119,6 +119,12 @@ def _on_gpu(x: torch.Tensor) -> bool:
     return bool(x.is_cuda)
 
 
+def precision_scope(plan: Plan, x: torch.Tensor) -> Any:
+    """The plan's precision policy for a computation on ``x`` (see :func:`_precision_context`), for the
+    algorithms outside this module (the matmul lowering)."""
+    return _precision_context(plan, x)
+
+
 def _precision_context(plan: Plan, x: torch.Tensor) -> Any:
     """The policy's TF32 switches for the call, restored after it: cuDNN's ``allow_tf32`` (convolutions) and
     ``torch.backends.cuda.matmul.allow_tf32`` (the matmul algorithm's products; what

@@ -16,6 +16,7 @@ backend, so that ``cb.conv(x, w, algorithm="matmul")`` runs it.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -27,6 +28,7 @@ from convbridge.errors import ArgumentError, ArgumentTypeError, ConvBridgeError,
 from convbridge.memory import matmul_bytes
 from convbridge.ops import build, split_plan_keywords
 from convbridge.plan import Plan, make_plan
+from convbridge.precision import lax_precision
 from convbridge.spec import ConvSpec, ConvTransposeSpec, Spec, col2im_spec, im2col_spec, inverse
 
 __all__ = ["MatmulView", "as_matmul", "lower"]
@@ -62,9 +64,18 @@ class MatmulView:
                 f"spec={self.spec.describe()!r}, plan={self.plan.describe()!r})")
 
     def product(self) -> Array:
-        """``lhs @ rhs`` for every group: ``(groups, rows, cols)``."""
-        if self.plan.backend != "numpy":
-            return self.lhs @ self.rhs
+        """``lhs @ rhs`` for every group: ``(groups, rows, cols)``, under the plan's precision policy (JAX:
+        ``lax.Precision``; torch: the TF32 switches, on a GPU)."""
+        if self.plan.backend == "jax":
+            import jax.numpy as jnp
+            from jax import lax
+
+            return jnp.matmul(self.lhs, self.rhs, precision=lax.Precision[lax_precision(self.plan.precision)])
+        if self.plan.backend == "torch":
+            from convbridge.backends import torch_backend
+
+            with torch_backend.precision_scope(self.plan, self.lhs):
+                return self.lhs @ self.rhs
         with np.errstate(over="ignore", invalid="ignore"):  # float32 overflow is inf, as in every framework
             return self.lhs @ self.rhs
 
@@ -77,7 +88,8 @@ class MatmulView:
         else:  # rows: (image, input pixel); columns: (output channel of the group, tap)
             rows, cols = math.prod(s.in_spatial), s.out_channels // g * math.prod(s.kernel_spatial)
         grouped = be.transpose(prod.reshape(g, n, rows, cols), (1, 0, 3, 2))
-        with np.errstate(over="ignore", invalid="ignore"):  # NumPy: a sum past the dtype's range is inf, unwarned
+        quiet = np.errstate(over="ignore", invalid="ignore") if self.plan.backend == "numpy" else nullcontext()
+        with quiet:  # NumPy: a sum past the dtype's range is inf, unwarned (torch.compile cannot trace errstate)
             if isinstance(s, ConvSpec):
                 y = grouped.reshape(n, s.out_channels, *s.out_spatial)
             else:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import convbridge as cb
-from convbridge.errors import ArgumentError, DTypeError
+from convbridge.errors import ArgumentError, ArgumentTypeError, DTypeError
 from convbridge.precision import Precision, model
 
 AGREE = ("identical", "equivalent")
@@ -288,3 +288,105 @@ def test_jax_programs_carry_the_policy(algorithm, policy, lax_name) -> None:
     text = jax.jit(lambda a, k: cb.conv(a, k, algorithm=algorithm, precision=policy)).lower(x, w).as_text()
     assert (f"[{lax_name}, {lax_name}]" in text  # dot_general
             or f"[#stablehlo<precision {lax_name}>, #stablehlo<precision {lax_name}>]" in text)  # convolution
+
+
+# ----------------------------------------------------------------------------------------------- found by a hostile user
+
+
+def test_an_infinite_imaginary_part_stays_in_the_complex_reference() -> None:
+    x, w = np.array([[[np.inf + 0j]]], np.complex64), np.array([[[1 + 1j]]], np.complex64)
+    # complex(inf, inf), not inf + 1j * inf: Python's 1j * inf is nan + inf j, the very trap being tested
+    assert _quiet_verify(np.array([[[complex(np.inf, np.inf)]]], np.complex64), x, w).verdict == "identical"
+    assert _quiet_verify(np.array([[[complex(np.nan, np.inf)]]], np.complex64), x, w).verdict == "mismatch"
+
+
+def test_a_nan_in_the_imaginary_bias_leaves_the_real_parts_judged() -> None:
+    rng = np.random.default_rng(5)
+    x, w = (_complex(rng, 1, 2, 6, 6).astype(np.complex64), _complex(rng, 3, 2, 3, 3).astype(np.complex64))
+    b = np.array([0.5 + 1j * np.nan, 1 + 1j, -1j], np.complex64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = cb.compare(x, w, b, backends=("numpy", "jax"))
+    assert report.verdict in AGREE, str(report)
+
+
+@pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16])
+def test_exact_data_never_hides_a_dropped_bias(dtype) -> None:
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1, 8, 5, 5)).astype(dtype), rng.standard_normal((1, 8, 3, 3)).astype(dtype)
+    b = np.array([2.0 if dtype is ml_dtypes.bfloat16 else 0.25]).astype(dtype)
+    drop = ("bias_dropped", lambda x, w, b: cb.conv(x, w, None, padding=1))
+    assert cb.compare(x, w, b, padding=1, backends=(drop,)).verdict == "mismatch"
+    assert cb.compare(x, w, b, padding=1, backends=(drop,), exact=True).verdict == "mismatch"
+
+
+def test_highest_overrides_torchs_global_bf16_setting_on_a_cpu(data) -> None:
+    torch = pytest.importorskip("torch")
+    x, w, b = (torch.from_numpy(a) for a in data)
+    before = torch.get_float32_matmul_precision(), torch.backends.mkldnn.conv.fp32_precision
+    try:
+        torch.set_float32_matmul_precision("medium")  # the matmul algorithm's products in bf16
+        torch.backends.mkldnn.conv.fp32_precision = "bf16"  # oneDNN's convolutions too (AMX CPUs honour it)
+        for algorithm in ("native", "matmul"):
+            strict = cb.compare(x, w, b, padding=1, backends=("torch",), algorithm=algorithm, rerun=False)
+            assert strict.verdict in AGREE and "IEEE" in strict.precisions["torch"], str(strict)
+            loose = cb.compare(x, w, b, padding=1, backends=("torch",), algorithm=algorithm, precision="default",
+                               rerun=False)
+            assert "bf16 inputs (torch's fp32_precision setting)" in loose.precisions["torch"]
+            assert loose.verdict in AGREE, str(loose)
+        assert torch.backends.mkldnn.conv.fp32_precision == "bf16"  # restored after each call
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.mkldnn.conv.fp32_precision = before[1]
+
+
+def test_a_gauge_past_float64s_range_decides_nothing() -> None:
+    x, w = np.array([[[1e308, 1e308, 1.0]]]), np.array([[[1.0, -1.0, 1.0]]])
+    assert _quiet_verify(np.array([[[1.0]]]), x, w).verdict == "identical"
+    for impossible in (0.0, -5.0, 1e300, np.inf):
+        assert _quiet_verify(np.array([[[impossible]]]), x, w).verdict == "inconclusive"
+
+
+def test_bfloat16_identical_means_correctly_rounded_not_double_rounded() -> None:
+    x = np.array([[[1.0, 2.0**-8, 2.0**-30]]]).astype(ml_dtypes.bfloat16)
+    w = np.ones((1, 1, 3)).astype(ml_dtypes.bfloat16)
+    x64 = x.astype(np.float64)
+    assert x64[0, 0, 2] == 2.0**-30  # representable: the exact sum 1 + 2**-8 + 2**-30 rounds up to 1 + 2**-7
+    right = np.array([[[1 + 2.0**-7]]]).astype(ml_dtypes.bfloat16)
+    assert _quiet_verify(right, x, w).verdict == "identical"
+    assert _quiet_verify(np.array([[[1.0]]]).astype(ml_dtypes.bfloat16), x, w).verdict != "identical"
+
+
+def test_no_warning_leaks_from_shifted_float16_or_winograd_with_inf() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = np.full((1, 2, 6, 6), 30000.0, np.float16)
+        w = np.ones((2, 1, 3, 3), np.float16)
+        y = cb.conv(x, w, groups=2, algorithm="shifted", backend="numpy")
+        assert np.isinf(y).all()
+        xi = np.ones((1, 1, 6, 6), np.float32)
+        xi[0, 0, 2, 2] = np.inf
+        k = np.ones((1, 1, 3, 3), np.float32)
+        cb.verify(cb.conv(xi, k, backend="numpy"), xi, k, algorithm="winograd")
+
+
+def test_fft_with_a_nan_input_is_inconclusive_not_a_mismatch() -> None:
+    x = np.ones((1, 1, 12, 12), np.float32)
+    x[0, 0, 0, 0] = np.nan
+    w = np.ones((1, 1, 3, 3), np.float32)
+    report = cb.compare(x, w, backends=("numpy",), algorithm="fft")
+    pair = report.pair("numpy", "reference")
+    assert pair.verdict == "inconclusive" and "spreads over the whole slice" in pair.reason, str(report)
+
+
+def test_odd_candidates_and_arguments_get_convbridge_errors() -> None:
+    torch = pytest.importorskip("torch")
+    x, w = np.ones((1, 1, 4, 4), np.float32), np.ones((1, 1, 3, 3), np.float32)
+    with pytest.raises(DTypeError, match="candidate dtype float8_e4m3fn is not a float dtype"):
+        cb.verify(torch.ones(1, 1, 2, 2).to(torch.float8_e4m3fn), x, w)
+    with pytest.raises(ArgumentTypeError, match="unfold has no argument 'preferred_element_type'"):
+        cb.compare(x, (3, 3), op="unfold", preferred_element_type="float64")
+    with pytest.raises(ArgumentTypeError, match="preferred_element_type must be a dtype .* got \\[\\]"):
+        cb.conv(x, w, preferred_element_type=[])
+    report = cb.verify(cb.conv(x, w), x, w, precision=Precision(2.0**-24, 2.0**-11))
+    assert report.precisions["candidate"] == "float32: accumulation u = 5.96e-08, inputs rounded to u = 0.000488"

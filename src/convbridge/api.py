@@ -44,12 +44,18 @@ def dtype_argument(value: object, name: str = "preferred_element_type") -> str:
     """
     import numpy as np
 
+    from convbridge.precision import DTYPES
+
+    if isinstance(value, str) and value in DTYPES:  # "bfloat16" needs ml_dtypes loaded for np.dtype
+        return value
     if type(value).__module__.startswith("torch") and str(value).startswith("torch."):
         return str(value).removeprefix("torch.")
     try:
-        return str(np.dtype(value).name)  # type: ignore[call-overload]
+        found = "void" if isinstance(value, (list, tuple, dict, set)) else str(np.dtype(value).name)  # type: ignore[call-overload]
     except TypeError:
-        pass
+        found = "void"
+    if not found.startswith("void"):  # np.dtype([]) is a structured void type, not a number
+        return found
     raise ArgumentTypeError(f"{name} must be a dtype such as 'float32', np.float32, jnp.float32 or torch.float32, got "
                             f"{brief(value)}")
 

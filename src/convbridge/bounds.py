@@ -352,6 +352,12 @@ def winograd_gauge(x: Any, w: Any, *, m: int, groups: int = 1) -> np.ndarray:
     >>> winograd_gauge(np.ones((1, 1, 4)), np.ones((1, 1, 3)), m=2).shape
     (1, 1, 2)
     """
+    with np.errstate(over="ignore", invalid="ignore"):  # inf inputs give an inf gauge, judged by equality
+        return _winograd_gauge(x, w, m=m, groups=groups)
+
+
+def _winograd_gauge(x: Any, w: Any, *, m: int, groups: int = 1) -> np.ndarray:
+    """:func:`winograd_gauge` itself."""
     xa, wa = np.abs(np.asarray(x, dtype=np.float64)), np.abs(np.asarray(w, dtype=np.float64))
     _check_winograd(xa, wa, groups)
     at, g, bt = (np.abs(v) for v in winograd_matrices(m))

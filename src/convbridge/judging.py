@@ -172,6 +172,10 @@ def _complex_gauges(spec: Spec, host: Sequence[np.ndarray | None]) -> Gauges:
             im = np.asarray(reference(xr, wi, bi, real)) + np.asarray(reference(xi, wr, None, real))
             mags = [None if h is None else _magnitude(h) for h in host]
             gauge = np.asarray(reference(mags[0], mags[1], mags[2], real))
+            abs_b = None if br is None else np.abs(br)
+            real_part = np.asarray(reference(np.abs(xr), np.abs(wr), abs_b, real)) + np.asarray(
+                reference(np.abs(xi), np.abs(wi), None, real))
+            split = np.stack(np.broadcast_arrays(real_part, gauge), axis=-1)
             subs = [None if h is None else _subnormal(h.real) + _subnormal(h.imag) for h in host]
             flushed: np.ndarray | float = 0.0
             if any(sb is not None and sb.any() for sb in subs[:2]):
@@ -181,12 +185,15 @@ def _complex_gauges(spec: Spec, host: Sequence[np.ndarray | None]) -> Gauges:
             (xr, xi) = parts[0]  # type: ignore[misc]
             re, im = np.asarray(reference(xr, real)), np.asarray(reference(xi, real))
             gauge = np.asarray(reference(_magnitude(host[0]), real))  # type: ignore[arg-type]
+            split = np.stack([np.asarray(reference(np.abs(xr), real)), np.asarray(reference(np.abs(xi), real))], -1)
             flushed = 0.0
     terms = term_map(real, [None if h is None else h.real for h in host])
     if get_op(spec.op).kernel_is_array:
         terms = COMPLEX_TERMS[0] * terms + COMPLEX_TERMS[1]
-    return Gauges(gauge=gauge, terms=terms, reference=re + 1j * im, flushed=flushed,
-                  spatial_axes=_spatial_axes(spec))
+    both = np.empty(re.shape, np.complex128)  # re + 1j * im would turn an infinite imaginary part into NaN + ...
+    both.real, both.imag = re, im
+    return Gauges(gauge=gauge, terms=terms, reference=both, flushed=flushed, spatial_axes=_spatial_axes(spec),
+                  parts=split)
 
 
 def _conv_and_gauge(spec: ConvSpec, host: Sequence[np.ndarray | None], exact: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -401,7 +408,7 @@ def exact_inputs(spec: Spec, arrays: Sequence[ArrayLike | None], *, seed: int = 
                 return (cols,)
         else:
             w = draw(host[1], a) * (rng.random(host[1]) < density)
-            b = None if host[2] is None else draw(host[2], a)
+            b = None if host[2] is None else _nonzero(draw(host[2], a), rng, complex_)
             if _gauge_below(real, x, w, b, budget):
                 return x, w, b
         if a > 1:
@@ -410,6 +417,15 @@ def exact_inputs(spec: Spec, arrays: Sequence[ArrayLike | None], *, seed: int = 
             density /= 2
     raise ArgumentError(f"no integer data keeps every partial sum of this {spec.op} below 2**{p}; exact mode "
                         "cannot run it")
+
+
+def _nonzero(b: np.ndarray, rng: np.random.Generator, complex_: bool) -> np.ndarray:
+    """``b`` with every zero (every zero part, for complex data) replaced by +-1: a bias of zeros would let exact
+    data miss a dropped bias."""
+    def fill(part: np.ndarray) -> np.ndarray:
+        return np.where(part == 0, rng.choice([-1.0, 1.0], size=part.shape), part)
+
+    return fill(b.real) + 1j * fill(b.imag) if complex_ else fill(b)
 
 
 def _gauge_below(spec: Spec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, budget: float) -> bool:
@@ -488,11 +504,12 @@ def _split(a: np.ndarray) -> np.ndarray:
 
 
 def _split_gauges(g: Gauges) -> Gauges:
-    """:class:`Gauges` for :func:`_split` results: each part shares its element's gauge and term count, and its
-    slice's FFT bound (a bound on the complex error's 2-norm bounds each part's)."""
+    """:class:`Gauges` for :func:`_split` results: each part has its own gauge (:attr:`Gauges.parts`) and shares its
+    element's term count and its slice's FFT bound (a bound on the complex error's 2-norm bounds each part's)."""
     flushed = g.flushed[..., None] if isinstance(g.flushed, np.ndarray) and g.flushed.ndim else g.flushed
     fft = g.fft
-    return Gauges(gauge=np.asarray(g.gauge)[..., None], terms=np.asarray(g.terms)[..., None],
+    gauge = np.asarray(g.gauge)[..., None] if g.parts is None else g.parts
+    return Gauges(gauge=gauge, terms=np.asarray(g.terms)[..., None],
                   reference=None if g.reference is None else _split(g.reference), flushed=flushed,
                   fft=None if fft is None else (lambda u: np.asarray(fft(u))[..., None]),
                   spatial_axes=g.spatial_axes)
@@ -640,8 +657,11 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
         raise ArgumentError(f"rerun is 'auto', True or False, got {brief(rerun)}")
     if not isinstance(exact, bool):
         raise ArgumentTypeError(f"exact is True or False, got {describe_value(exact)}")
+    if "preferred_element_type" in op_kwargs and not get_op(op).kernel_is_array:
+        raise ArgumentTypeError(f"{op} has no argument 'preferred_element_type': it only moves or adds values, in "
+                                "their own dtype; widen the input yourself to judge it in another")
     preferred = op_kwargs.pop("preferred_element_type", None)
-    if preferred is not None and get_op(op).kernel_is_array:  # judged as the computation in the wider dtype
+    if preferred is not None:  # judged as the computation in the wider dtype
         from convbridge.api import widen
 
         x, kernel, bias = widen((x, kernel, bias), preferred)
@@ -745,6 +765,10 @@ def verify(y: ArrayLike, x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike
     arrays = (x, kernel, bias) if get_op(op).kernel_is_array else (x,)
     memory.check(verdict_bytes(spec, 1), f"judging a {spec.op} result against the float64 reference",
                  "verify a smaller batch, or a smaller geometry")
+    cand_dtype = dtype_name(y)
+    if cand_dtype not in DTYPES:  # before any copy: NumPy has no torch float8 or complex32
+        raise DTypeError(f"candidate dtype {cand_dtype} is not a float dtype convbridge can judge; cast it to the "
+                         "dtype that computed it")
     out = to_host(y, "the candidate")
     if tuple(out.shape) != spec.out_shape:
         raise ShapeError(f"candidate has shape {tuple(out.shape)} but this {op} gives {spec.out_shape}; "

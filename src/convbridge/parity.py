@@ -97,6 +97,8 @@ class Gauges:
         fft: ``u -> per-slice bound`` on ||fl(y) - y||_2, broadcastable to the output (spatial axes size 1).
         winograd: ``u -> elementwise bound`` on |fl(y) - y| for F(m, 3), m = 2..6.
         spatial_axes: the output's spatial axes (the FFT's norms run over them).
+        parts: for a complex op, each part's gauge on a trailing axis of 2 (real: op(|Re x|, |Re w|) +
+            op(|Im x|, |Im w|) + |Re b|; imaginary: ``gauge``, which Gauss's trick needs), else None.
     """
 
     gauge: np.ndarray
@@ -106,6 +108,7 @@ class Gauges:
     fft: Callable[[float], np.ndarray] | None = None
     winograd: Callable[[float], np.ndarray] | None = None
     spatial_axes: tuple[int, ...] = ()
+    parts: np.ndarray | None = None
     #: What the judge derives from these gauges for one pair of precisions (:class:`_Limits`), kept for the next pair.
     memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -225,13 +228,13 @@ def judge_pair(
     kmax = float(np.max(g.terms)) if np.size(g.terms) else 0.0
     lam_ = lam(kmax, a.size, failure, u)
     if "fft" in families:
-        rounded_b = b.astype(a.dtype) if b_is_reference else b
+        rounded_b = rounded(b, a.dtype) if b_is_reference else b
         common, identical = _differences(names, a, b, rounded_b, u)
         return _normwise(common, a, b, g, (pa, pb), families, lam_, identical, rounded_b if b_is_reference else None)
     fam = "winograd" if "winograd" in families else "direct"
     lim = _limits(g, (pa, pb), families, lam_, u, a.shape)
     excused = _overflowed(a, b, g, (pa, pb), lim, b_is_reference)
-    n_over = _count_overflowed(excused, a, b.astype(a.dtype) if b_is_reference and excused is not False else b)
+    n_over = _count_overflowed(excused, a, rounded(b, a.dtype) if b_is_reference and excused is not False else b)
     st = _fast_stats(names, a, b, u, lim, b_is_reference) or _stats(names, a, b, u, lim, b_is_reference, excused)
     r, worst, exceeding, middle = st.r, st.worst, st.exceeding, st.middle
     zero_pass, coarse, blind = lim.power
@@ -253,7 +256,8 @@ def judge_pair(
         verdict, evidence = "inconclusive", ""
         reason = (f"the threshold would accept an all-zeros output on {zero_pass:.0%} of the elements"
                   if zero_pass > NO_POWER_FRACTION else
-                  f"the threshold allows differences of {coarse:.2g} of the gauge G")
+                  f"the threshold allows differences of {coarse:.2g} of the gauge G" if math.isfinite(coarse) else
+                  "the bound is infinite (K u >= 1: this dtype cannot bound a sum of so many terms)")
         reason += ": the test has no power here; a re-run in float64 or on exact integer data decides"
     else:
         verdict, reason = "equivalent", ""
@@ -543,7 +547,7 @@ def _differences(names: tuple[str, str], a: np.ndarray, b: np.ndarray, rounded_b
 def _stats(names: tuple[str, str], a: np.ndarray, b: np.ndarray, u: float, lim: _Limits,
            b_is_reference: bool, excused: np.ndarray | bool = False) -> _Stats:
     """:class:`_Stats` for any values (inf, NaN, a zero scale), from the definitions."""
-    rounded_b = b.astype(a.dtype) if b_is_reference else b
+    rounded_b = rounded(b, a.dtype) if b_is_reference else b
     common, identical = _differences(names, a, b, rounded_b, u)
     r = _ratios(a, b, lim.scale)
     if b_is_reference:  # the correctly rounded reference is always right, even where it overflows to inf
@@ -566,11 +570,18 @@ def _overflowed(a: np.ndarray, b: np.ndarray, g: Gauges, precisions: tuple[Preci
     - the accumulation: a result is +inf (-inf) where a partial sum may exceed the range of the format it
       accumulates in upward (downward): the positive (negative) terms sum to P = (G + y) / 2 (N = (G - y) / 2),
       and P (1 + beta) reaches the format's overflow threshold; NaN (inf - inf) where both may. The rounding
-      bound holds only for a computation that does not overflow.
+      bound holds only for a computation that does not overflow;
+    - no bound at all: the gauge itself overflows float64 while the reference is finite (finite inputs whose
+      products pass float64's range), whatever the results are there.
     """
-    if np.isfinite(a).all() and np.isfinite(b).all():
+    finite_gauge = lim.finite
+    if np.isfinite(a).all() and np.isfinite(b).all() and finite_gauge:
         return False
     out = _may_overflow(a, b, lim) | (False if b_is_reference else _may_overflow(b, a, lim))
+    if not finite_gauge:  # inf inputs give an infinite gauge and a non-finite reference: judged by equality
+        ref = b if g.reference is None and b_is_reference else g.reference
+        known = np.ones(a.shape, bool) if ref is None else np.isfinite(np.broadcast_to(ref, a.shape))
+        out = out | (~np.isfinite(np.broadcast_to(g.gauge, a.shape)) & known)
     for res, p in zip((a, b)[:1 if b_is_reference else 2], precisions):
         if _floating(res.dtype) and not np.isfinite(res).all():
             top = _ACCUMULATION_TOP.get(float(p.u), _overflow_threshold(res.dtype))
@@ -583,6 +594,26 @@ def _overflowed(a: np.ndarray, b: np.ndarray, g: Gauges, precisions: tuple[Preci
             down = np.isfinite(gauge) & ((gauge - ref) / 2 * grow >= top)
             out = out | (res == np.inf) & up | (res == -np.inf) & down | np.isnan(res) & up & down
     return out
+
+
+def rounded(b: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``b`` (float64) correctly rounded to ``dtype``. NumPy's casts round correctly; ml_dtypes' bfloat16 goes
+    through float32 and would round twice (1 + 2**-8 + 2**-30 became 1.0, not 1 + 2**-7), so for it the float32
+    step rounds to odd first, which makes the second rounding the correct one.
+
+    >>> import ml_dtypes
+    >>> float(rounded(np.array(1 + 2.0**-8 + 2.0**-30), np.dtype(ml_dtypes.bfloat16)))
+    1.0078125
+    """
+    if dtype.name != "bfloat16" or b.dtype != np.float64:
+        return b.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = b.astype(np.float32)
+        inexact = np.isfinite(b) & (t.astype(np.float64) != b) & np.isfinite(t)
+        if inexact.any():  # round to odd: toward zero, then the last bit set
+            toward = np.where(np.abs(t.astype(np.float64)) > np.abs(b), np.nextafter(t, np.float32(0)), t)
+            t = np.where(inexact, (toward.view(np.uint32) | np.uint32(1)).view(np.float32), t)
+        return t.astype(dtype)
 
 
 def _may_overflow(a: np.ndarray, b: np.ndarray, lim: _Limits) -> np.ndarray | bool:
@@ -764,7 +795,8 @@ def _normwise(common: dict[str, Any], a: np.ndarray, b: np.ndarray, g: Gauges, p
     # spreads a non-finite input over its whole slice, where the definition keeps it in the windows that read it
     unequal = (a != b) & ~(np.isnan(a) & np.isnan(b)) & ~np.asarray(excused, bool)
     lost = ~np.isfinite(bound) & np.any(unequal, axis=axes, keepdims=True)
-    exceeding = int(np.count_nonzero((dn > bound) | lost))
+    n_lost = int(np.count_nonzero(lost))  # slices an inf or NaN input reaches: no bound there, only equality
+    exceeding = int(np.count_nonzero((dn > bound) & ~lost))
     worst = np.unravel_index(int(np.argmax(r)), r.shape) if r.size else ()
     zero_pass = blind = 0.0
     if g.reference is not None:
@@ -783,6 +815,11 @@ def _normwise(common: dict[str, Any], a: np.ndarray, b: np.ndarray, g: Gauges, p
         verdict, evidence = "mismatch", source
     elif n_over:
         verdict, evidence, reason = "inconclusive", "", _overflow_reason(n_over)
+    elif n_lost:
+        verdict, evidence = "inconclusive", ""
+        reason = (f"{n_lost} output slice(s) read an inf or NaN input, which an FFT spreads over the whole slice "
+                  "(the definition keeps it in the windows that read it), and the results differ there: the FFT "
+                  "bound cannot judge them; compare with algorithm='native', or without the non-finite inputs")
     elif zero_pass > NO_POWER_FRACTION:
         verdict, evidence = "inconclusive", ""
         reason = (f"the FFT bound would accept an all-zeros output on {zero_pass:.0%} of the output slices: the test "

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 import numpy as np
@@ -244,6 +244,16 @@ def _platform(name: str) -> str:
     return _PLATFORMS[key]
 
 
+def _describe(p: Precision, dtype: str) -> str:
+    """A label for an unlabelled :class:`Precision`: its unit roundoffs."""
+    parts = [f"{dtype}: accumulation u = {p.u:.3g}"]
+    if p.u_in:
+        parts.append(f"inputs rounded to u = {p.u_in:.3g}")
+    if p.u_out:
+        parts.append(f"result rounded to u = {p.u_out:.3g}")
+    return ", ".join(parts)
+
+
 def candidate(precision: object, dtype: str) -> Precision:
     """What produced a candidate result: ``None``/``"highest"`` (its dtype's full precision), an input format
     name (``"tf32"``, ``"bf16"``, ``"bf16_3x"``: inputs rounded first) or a :class:`Precision`.
@@ -254,8 +264,8 @@ def candidate(precision: object, dtype: str) -> Precision:
     >>> candidate("tf32", "float32").label
     'float32, inputs rounded (tf32)'
     """
-    if isinstance(precision, Precision):
-        return precision
+    if isinstance(precision, Precision):  # named in the report by what it is when it has no label
+        return precision if precision.label else replace(precision, label=_describe(precision, dtype))
     if precision is None or isinstance(precision, str) and precision.lower() == "highest":
         return Precision(unit_roundoff(dtype), 0.0, f"{dtype} (IEEE)")
     if not isinstance(precision, str) or precision.lower() not in INPUT_FORMATS:

@@ -104,8 +104,14 @@ def _numpy_pad(a: np.ndarray, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
 
 
 def _numpy_ops() -> _Ops:
-    return _Ops(_numpy_pad, lambda a, m, ax: np.repeat(a, m, ax), None, lambda a, dt: a.astype(dt), np.float32,
+    return _Ops(_numpy_pad, lambda a, m, ax: np.repeat(a, m, ax), None, _numpy_cast, np.float32,
                 _numpy_quiet, _eager_total)
+
+
+def _numpy_cast(a: np.ndarray, dtype: Any) -> np.ndarray:
+    """``a`` in ``dtype``; a value past the dtype's range becomes inf, as in torch and JAX, without a warning."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return a.astype(dtype)
 
 
 def _jax_pad(a: Any, pairs: Sequence[tuple[int, int]]) -> Any:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convbridge import costs
+from convbridge import _tracing, costs
 from convbridge import precision as _precision
 from convbridge._types import ArrayLike, Pairs
 from convbridge.arrays import framework_of, native_order, to_numpy
@@ -99,7 +99,40 @@ def precision(spec: Spec, plan: Plan, x: torch.Tensor) -> Precision:
     widened = replace(plan, algorithm="native") if plan.algorithm in ("channels_last", "shifted") else plan
     if not x.is_cuda and accumulates_in_float32(spec, widened):
         return float32_accumulation(spec, f"precision={plan.precision}, {device}")
+    fmt = _cpu_format(spec, plan) if not x.is_cuda else None
+    if fmt is not None:  # torch's own fp32_precision setting lets oneDNN round float32 inputs (bf16 on AMX CPUs)
+        return Precision(_precision.unit_roundoff(str(spec.dtype)), _precision.INPUT_FORMATS[fmt],
+                         f"{fmt} inputs (torch's fp32_precision setting), float32 accumulation, "
+                         f"precision={plan.precision}, {device}")
     return _precision.model(str(spec.dtype), plan.precision, "gpu" if x.is_cuda else "cpu", where=device)
+
+
+#: torch's CPU fp32 settings (torch.backends.mkldnn.{conv,matmul}.fp32_precision, inherited from
+#: torch.backends.mkldnn and torch.backends; torch.set_float32_matmul_precision("medium") sets the matmul one to
+#: "bf16") as convbridge's input formats.
+_CPU_FORMATS = {"bf16": "bf16", "tf32": "tf32"}
+
+
+def _cpu_setting(kind: str) -> str:
+    """The fp32 precision oneDNN uses on the CPU for ``kind`` (``"conv"`` or ``"matmul"``): "ieee", "bf16", "tf32"."""
+    mkldnn = torch.backends.mkldnn
+    for holder in (getattr(mkldnn, kind, None), mkldnn, torch.backends):
+        value = getattr(holder, "fp32_precision", "none")
+        if value != "none":
+            return str(value)
+    return "ieee"
+
+
+def _cpu_kind(plan: Plan) -> str:
+    return "matmul" if plan.algorithm in ("matmul", "fft") else "conv"
+
+
+def _cpu_format(spec: Spec, plan: Plan) -> str | None:
+    """The input format a float32 (complex64) CPU computation under ``plan`` rounds to: None under "highest"
+    (which forces IEEE for the call) or with torch's default settings."""
+    if plan.precision == "highest" or _precision.real_dtype(str(spec.dtype)) != "float32" or _tracing.tracing():
+        return None
+    return _CPU_FORMATS.get(_cpu_setting(_cpu_kind(plan)))
 
 
 def transpose(a: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
@@ -130,8 +163,25 @@ def _precision_context(plan: Plan, x: torch.Tensor) -> Any:
     ``torch.backends.cuda.matmul.allow_tf32`` (the matmul algorithm's products; what
     ``torch.set_float32_matmul_precision("high")`` sets). CPUs compute in the dtype: nothing to set."""
     if not _on_gpu(x):
+        if plan.precision == "highest" and not _tracing.tracing() and any(
+                _cpu_setting(kind) != "ieee" for kind in ("conv", "matmul")):
+            return _cpu_ieee_scope()  # a global bf16/tf32 fp32_precision must not change a "highest" call
         return contextlib.nullcontext()
     return _tf32_scope(_precision.torch_allow_tf32(plan.precision))
+
+
+@contextlib.contextmanager
+def _cpu_ieee_scope() -> Iterator[None]:
+    """oneDNN's fp32 convolutions and matrix products in IEEE float32 for the duration, the settings restored."""
+    leaves = [getattr(torch.backends.mkldnn, kind) for kind in ("conv", "matmul")]
+    before = [leaf.fp32_precision for leaf in leaves]
+    try:
+        for leaf in leaves:
+            leaf.fp32_precision = "ieee"
+        yield
+    finally:
+        for leaf, value in zip(leaves, before):
+            leaf.fp32_precision = value
 
 
 @contextlib.contextmanager

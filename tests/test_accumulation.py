@@ -99,3 +99,12 @@ def test_jax_float64_accumulation_needs_x64():
     x, w, _ = _on("jax", _data(np.float32))
     with pytest.raises(DTypeError, match="preferred_element_type='float64' on JAX needs its x64 mode"):
         cb.conv(x, w, groups=2, preferred_element_type=jnp.float64)
+
+
+def test_verify_judges_a_widened_result_in_its_own_dtype():
+    x, w, b = _data(ml_dtypes.bfloat16)
+    y = cb.conv(x, w, b, groups=2, preferred_element_type="float32")
+    assert cb.verify(y, x, w, b, groups=2, preferred_element_type="float32").verdict in ("identical", "equivalent")
+    bad = y.copy()
+    bad[0, 0, 0, 0] *= 1.05
+    assert cb.verify(bad, x, w, b, groups=2, preferred_element_type="float32").verdict == "mismatch"

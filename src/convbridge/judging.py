@@ -657,14 +657,7 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
         raise ArgumentError(f"rerun is 'auto', True or False, got {brief(rerun)}")
     if not isinstance(exact, bool):
         raise ArgumentTypeError(f"exact is True or False, got {describe_value(exact)}")
-    if "preferred_element_type" in op_kwargs and not get_op(op).kernel_is_array:
-        raise ArgumentTypeError(f"{op} has no argument 'preferred_element_type': it only moves or adds values, in "
-                                "their own dtype; widen the input yourself to judge it in another")
-    preferred = op_kwargs.pop("preferred_element_type", None)
-    if preferred is not None:  # judged as the computation in the wider dtype
-        from convbridge.api import widen
-
-        x, kernel, bias = widen((x, kernel, bias), preferred)
+    x, kernel, bias = _widened(op, x, kernel, bias, op_kwargs)
     kwargs, plan_kwargs = split_plan_keywords(op_kwargs)
     family = "direct"
     if isinstance(plan_kwargs.get("algorithm"), str) and plan_kwargs["algorithm"].lower() in FAMILIES:
@@ -709,6 +702,22 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
     return _settle(report, runs, g, float64, on_integers)
 
 
+def _widened(op: str, x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None,
+             op_kwargs: dict[str, Any]) -> tuple[ArrayLike, ArrayLike, ArrayLike | None]:
+    """The inputs widened to ``op_kwargs``' ``preferred_element_type`` (popped), which conv and conv_transpose take:
+    a result accumulated in the wider dtype is judged as the computation in it."""
+    if "preferred_element_type" in op_kwargs and not get_op(op).kernel_is_array:
+        raise ArgumentTypeError(f"{op} has no argument 'preferred_element_type': it only moves or adds values, in "
+                                "their own dtype; widen the input yourself to judge it in another")
+    preferred = op_kwargs.pop("preferred_element_type", None)
+    if preferred is None:
+        return x, kernel, bias
+    from convbridge.api import widen
+
+    x, kernel, bias = widen((x, kernel, bias), preferred)
+    return x, kernel, bias
+
+
 def _rerun64(op: str, runners: Sequence[_Runner], arrays: Sequence[ArrayLike | None], kernel: Any,
              kwargs: Mapping[str, Any], plan_kwargs: Mapping[str, Any], family: str, g: Gauges) -> ParityReport:
     """The same comparison in float64, on the same values."""
@@ -746,7 +755,8 @@ def verify(y: ArrayLike, x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike
         name: label of the candidate in the report.
         algorithm: the family whose bound judges ``y``: ``"direct"`` (any summation order), ``"fft"``
             (normwise, per output slice) or ``"winograd"`` (F(m, 3), m <= 6).
-        **op_kwargs: the op's keyword arguments.
+        **op_kwargs: the op's keyword arguments, and ``preferred_element_type`` for a result accumulated in a
+            wider dtype (conv, conv_transpose): it is judged as the computation in that dtype.
 
     Raises:
         ShapeError: ``y`` does not have the op's output shape.
@@ -761,6 +771,7 @@ def verify(y: ArrayLike, x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike
         raise ArgumentTypeError(f"name labels the candidate in the report and must be a string, got "
                                 f"{describe_value(name)}")
     family = _family(algorithm)
+    x, kernel, bias = _widened(op, x, kernel, bias, op_kwargs)
     spec = build(op, x, kernel, bias, op_kwargs)
     arrays = (x, kernel, bias) if get_op(op).kernel_is_array else (x,)
     memory.check(verdict_bytes(spec, 1), f"judging a {spec.op} result against the float64 reference",

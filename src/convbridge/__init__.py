@@ -21,15 +21,15 @@ _WHERE = {
     "ConvBridgeError": "errors", "explain": "explain", "MatmulView": "lowering", "as_matmul": "lowering",
     "conv_matrix": "lowering", "output_shape": "ops", "ParityReport": "parity", "Plan": "plan",
     "Precision": "precision", "ConvSpec": "spec", "ConvTransposeSpec": "spec", "FoldSpec": "spec",
-    "UnfoldSpec": "spec",
+    "UnfoldSpec": "spec", "shard_batch": "sharding",
 }
 _RENAMED = {"available_backends": "available"}
-_MODULES = ("memory", "transpose", "port", "nn", "autotune")
+_MODULES = ("memory", "transpose", "port", "nn", "autotune", "sharding")
 
 if TYPE_CHECKING:
     from typing import Any
 
-    from convbridge import autotune, memory, nn, port, transpose
+    from convbridge import autotune, memory, nn, port, sharding, transpose
     from convbridge.api import conv, conv_transpose, fold, unfold
     from convbridge.judging import compare, verify
     from convbridge.backends import available as available_backends
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from convbridge.parity import ParityReport
     from convbridge.plan import Plan
     from convbridge.precision import Precision
+    from convbridge.sharding import shard_batch
     from convbridge.spec import ConvSpec, ConvTransposeSpec, FoldSpec, UnfoldSpec
 
 
@@ -84,6 +85,8 @@ __all__ = [
     "nn",
     "memory",
     "autotune",
+    "sharding",
+    "shard_batch",
     "ParityReport",
     "Precision",
     "ConvBridgeError",

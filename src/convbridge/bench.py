@@ -268,8 +268,9 @@ def _methods(case: Case, backend_names: Sequence[str], algorithms: frozenset[str
     return out
 
 
-def _arrays(case: Case, backend_names: Sequence[str]) -> dict[str, tuple[Any, Any]]:
-    """The case's random float32 input and kernel (seeded), as each backend's arrays."""
+def _arrays(case: Case, backend_names: Sequence[str], devices: int | None = None) -> dict[str, tuple[Any, Any]]:
+    """The case's random float32 input and kernel (seeded), as each backend's arrays; with ``devices``, jax's
+    input split along N over the largest number of them that divides the batch, its kernel on each of those."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(case.x, dtype=np.float32)
     w = rng.standard_normal(case.w, dtype=np.float32)
@@ -278,7 +279,13 @@ def _arrays(case: Case, backend_names: Sequence[str]) -> dict[str, tuple[Any, An
         import torch
 
         out["torch"] = (torch.from_numpy(x), torch.from_numpy(w))
-    if "jax" in backend_names:
+    if "jax" in backend_names and devices:
+        from convbridge import sharding
+
+        devs = sharding.local_devices(devices)
+        devs = devs[:max(sharding.divisors(case.x[0], len(devs)))]
+        out["jax"] = (sharding.shard_batch(x, devs), sharding.replicate(w, devs))
+    elif "jax" in backend_names:
         import jax
 
         out["jax"] = (jax.device_put(x), jax.device_put(w))
@@ -503,14 +510,15 @@ Progress = Callable[[int, int, CaseResult, "Measurement | None"], None]
 def run_case(case: Case, backend_names: Sequence[str], *, algorithms: frozenset[str] | None = None,
              repeats: int = 20, budget: float = 2.0, tune: bool = False,
              progress: Progress | None = None, index: int = 0, total: int = 1,
-             into: CaseResult | None = None, verify: bool = False) -> CaseResult:
+             into: CaseResult | None = None, verify: bool = False, devices: int | None = None) -> CaseResult:
     """Measure every method of ``case``; ``into`` receives the measurements as they come (kept on Ctrl-C).
-    ``verify``: then judge every result with the verdict (:func:`judge`)."""
+    ``verify``: then judge every result with the verdict (:func:`judge`). ``devices``: split the jax methods'
+    batch over that many local JAX devices (:func:`_arrays`)."""
     spec = case.spec()
     res = into or CaseResult(case, 2.0 * spec.macs, spec.out_shape)
     if progress:
         progress(index, total, res, None)
-    arrays = _arrays(case, backend_names)
+    arrays = _arrays(case, backend_names, devices)
     ref: np.ndarray | None = None
     outputs: list[tuple[Measurement, np.ndarray]] = []
     for method in _methods(case, backend_names, algorithms):
@@ -620,10 +628,11 @@ def _machine(backend_names: Sequence[str]) -> dict[str, Any]:
 
 def run_suite(cases: Sequence[Case], backend_names: Sequence[str], *, algorithms: frozenset[str] | None = None,
               repeats: int = 20, budget: float = 2.0, tune: bool = False, quick: bool = False,
-              progress: Progress | None = None, verify: bool = False) -> SuiteResult:
+              progress: Progress | None = None, verify: bool = False, devices: int | None = None) -> SuiteResult:
     """Measure the machine's GEMM peak, then every case. Ctrl-C (KeyboardInterrupt) ends the run early with
     ``partial=True`` and everything measured so far. ``quick`` (a smoke test on the tiny :data:`QUICK` cases)
-    times at most :data:`MIN_CALLS` calls per combination and measures the peak on smaller matrices.
+    times at most :data:`MIN_CALLS` calls per combination and measures the peak on smaller matrices. ``devices``:
+    the jax methods compute each batch split along N over that many local JAX devices.
 
     Raises:
         ArgumentError: ``repeats`` < 1 or ``budget`` <= 0.
@@ -634,7 +643,8 @@ def run_suite(cases: Sequence[Case], backend_names: Sequence[str], *, algorithms
     t0 = time.perf_counter()
     settings = {"repeats": repeats, "min_calls": MIN_CALLS, "target_seconds": TARGET_SECONDS, "budget_s": budget,
                 "tune": tune, "verify": verify, "quick": quick, "backends": list(backend_names),
-                "algorithms": None if algorithms is None else sorted(algorithms), "dtype": "float32"}
+                "algorithms": None if algorithms is None else sorted(algorithms), "dtype": "float32",
+                "devices": devices}
     result = SuiteResult(_machine(backend_names), {}, settings)
     try:
         result.peak = gemm_peak(backend_names, n=512 if quick else 2048)
@@ -643,7 +653,7 @@ def run_suite(cases: Sequence[Case], backend_names: Sequence[str], *, algorithms
             res = CaseResult(case, 2.0 * spec.macs, spec.out_shape)
             result.cases.append(res)
             run_case(case, backend_names, algorithms=algorithms, repeats=repeats, budget=budget, tune=tune,
-                     progress=progress, index=i, total=len(cases), into=res, verify=verify)
+                     progress=progress, index=i, total=len(cases), into=res, verify=verify, devices=devices)
         result.peak = _best_peak(result.peak, gemm_peak(backend_names, n=512 if quick else 2048))
     except KeyboardInterrupt:
         result.partial = True

@@ -216,6 +216,19 @@ def run() -> None:
               help="The precision policy (lax.Precision; cuDNN/matmul TF32 switches): on a GPU or TPU, below "
                    "highest rounds float32 inputs to TF32 or bf16 passes, and the verdict then says 'equivalent "
                    "under TF32'. CPUs compute in the dtype.")
+@click.option("--devices", default=None, metavar="N|all",
+              help="Split every batch of the jax backend along N over this many JAX devices (all: every one; on a "
+                   "CPU, one per core). On a CPU, N devices need XLA_FLAGS=--xla_force_host_platform_device_count=N "
+                   "before JAX starts: convbridge sets it itself (JAX starts after it). --batch-size must be a "
+                   "multiple of N.")
+@click.option("--coordinator", default=None, envvar="CONVBRIDGE_COORDINATOR", metavar="HOST:PORT",
+              help="Multi-process run (with --all): process 0's address; start the same command on every process, "
+                   "each with its own --process-id (jax.distributed.initialize). Each process judges its share of "
+                   "the split on its own devices; process 0 writes the report. Also $CONVBRIDGE_COORDINATOR.")
+@click.option("--num-processes", type=click.IntRange(min=1), default=None, envvar="CONVBRIDGE_NUM_PROCESSES",
+              help="The number of processes of a multi-process run. Also $CONVBRIDGE_NUM_PROCESSES.")
+@click.option("--process-id", type=click.IntRange(min=0), default=None, envvar="CONVBRIDGE_PROCESS_ID",
+              help="This process's id, 0..N-1 (0 writes the report). Also $CONVBRIDGE_PROCESS_ID.")
 def compare(**opts: Any) -> int:
     """Run the tutorial experiment: the same conv in several frameworks, judged by the rounding bound.
 
@@ -226,6 +239,10 @@ def compare(**opts: Any) -> int:
     --out must be a new or empty folder, or a previous report (replacing it touches only its own files).
     With --format json, stdout holds one strict JSON object (non-finite numbers as "inf", "-inf", "nan"),
     an {"error": ...} object on failure.
+
+    With --devices N the jax backend computes every batch split along N over N devices (jax.sharding); with
+    --coordinator, --num-processes and --process-id (and --all), several processes share the split, each on its own
+    devices, and process 0 writes the report of the whole split (docs/sharding.md).
     """
     from convbridge import memory
 
@@ -236,7 +253,7 @@ def compare(**opts: Any) -> int:
 _RERUN: dict[str, bool | str] = {"auto": "auto", "always": True, "never": False}
 
 
-def _config(opts: dict[str, Any]) -> ExperimentConfig:
+def _config(opts: dict[str, Any], devices: int | None = None) -> ExperimentConfig:
     from convbridge.experiment import ExperimentConfig
 
     backends = tuple(b.strip() for b in opts["backends"].split(",") if b.strip())
@@ -247,25 +264,71 @@ def _config(opts: dict[str, Any]) -> ExperimentConfig:
         stride=_ints(opts["stride"], "--stride"), padding=_padding(opts["padding"]),
         dilation=_ints(opts["dilation"], "--dilation"), groups=opts["groups"], layout=opts["layout"],
         backends=backends, image_index=opts["image_index"], channel=opts["channel"], exact=opts["exact"],
-        rerun=_RERUN[opts["rerun"]], dtype=opts["dtype"], precision=opts["precision"],
+        rerun=_RERUN[opts["rerun"]], dtype=opts["dtype"], precision=opts["precision"], devices=devices,
     )
+
+
+def _device_count(text: str) -> int | str:
+    """'all' or a positive int (--devices)."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise click.BadParameter(f"{text!r}: give a number of devices such as 2, or all", param_hint="--devices")
+    return count
+
+
+_PROCESS_OPTIONS = {"coordinator": "--coordinator", "num_processes": "--num-processes", "process_id": "--process-id"}
+
+
+def _start_devices(opts: dict[str, Any]) -> tuple[int | None, tuple[int, int]]:
+    """Start JAX's devices (and join the other processes) before anything imports JAX: the device count for
+    --devices (None without it) and this process's (index, count)."""
+    given = [flag for key, flag in _PROCESS_OPTIONS.items() if opts.get(key) is not None]
+    if opts.get("devices") is None and not given:
+        return None, (0, 1)
+    if given and len(given) < len(_PROCESS_OPTIONS):
+        missing = [flag for flag in _PROCESS_OPTIONS.values() if flag not in given]
+        raise click.UsageError(f"a multi-process run needs {', '.join(_PROCESS_OPTIONS.values())}; missing "
+                               f"{', '.join(missing)}")
+    if given and not opts["run_all"]:
+        raise click.UsageError("the processes share the whole split between them: add --all")
+    from convbridge import sharding
+
+    count = _device_count(opts.get("devices") or "all")
+    devices = sharding.start(count, coordinator=opts.get("coordinator"), num_processes=opts.get("num_processes"),
+                             process_id=opts.get("process_id"))
+    if not given:
+        return len(devices), (0, 1)
+    import jax
+
+    return len(devices), (jax.process_index(), jax.process_count())
 
 
 def _compare(opts: dict[str, Any]) -> int:
     from convbridge import experiment
     from convbridge.reportdir import REPORT_FILES, check_out_dir, write_report
 
-    cfg = _config(opts)
+    asked = None if opts.get("devices") is None else _device_count(opts["devices"])
+    experiment.check_config(_config(opts, asked if isinstance(asked, int) else None))  # before JAX starts
+    devices, part = _start_devices(opts)
+    cfg = _config(opts, devices)
     experiment.check_config(cfg)
-    check_out_dir(opts["out"], will_write=REPORT_FILES)  # before any work
+    if part[0] == 0:  # only process 0 writes
+        check_out_dir(opts["out"], will_write=REPORT_FILES)  # before any work
     out = Path(opts["out"]).expanduser()
     err = _console(stderr=True)
     notice = (lambda msg: err.print(f"note: {msg}", markup=False))
     t0 = time.perf_counter()
     dataset = experiment.load_images(cfg, notice, progress=True)
+    if part[0] != 0:
+        return _share(cfg, dataset, part, opts["fmt"], err, notice)
     result = experiment.run_experiment(cfg, dataset=dataset, notice=notice)
     if opts["run_all"]:
-        result.aggregate = _run_all(cfg, dataset, result.kernel, err)
+        result.aggregate = _run_all(cfg, dataset, result.kernel, err, part)
     summary = _summary(result, time.perf_counter() - t0)
     summary["exit_code"] = EXIT_CODES[summary["verdict"]]
     files = write_report(result, out, plots=not opts["no_plots"], extra=summary)
@@ -283,15 +346,55 @@ def _compare(opts: dict[str, Any]) -> int:
     return int(summary["exit_code"])
 
 
-def _run_all(cfg: ExperimentConfig, dataset: Dataset, kernel: np.ndarray, err: Console) -> Aggregate:
+def _run_all(cfg: ExperimentConfig, dataset: Dataset, kernel: np.ndarray, err: Console,
+             part: tuple[int, int] = (0, 1)) -> Aggregate:
+    """Every batch of this process's share of the split, with a progress bar; in a multi-process run, the
+    aggregate of every process's share (gathered in each)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from convbridge import experiment
 
-    columns = (TextColumn("whole split"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    label = "whole split" + (f" on {cfg.devices} devices" if cfg.devices else "") + \
+        (f", process {part[0]} of {part[1]}" if part[1] > 1 else "")
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False) as bar:
-        task = bar.add_task("images", total=len(dataset))
-        return experiment.run_all(cfg, dataset, kernel, on_batch=lambda n: bar.advance(task, n))
+        task = bar.add_task("images", total=experiment.part_size(dataset, cfg.batch_size, part))
+        agg = experiment.run_all(cfg, dataset, kernel, on_batch=lambda n: bar.advance(task, n), part=part)
+    if part[1] == 1:
+        return agg
+    import json
+
+    from convbridge import sharding
+
+    shares = [json.loads(b) for b in sharding.gather_processes(json.dumps(agg.to_dict()).encode())]
+    total = experiment.Aggregate.from_dict(shares[0])
+    for share in shares[1:]:
+        total.merge(experiment.Aggregate.from_dict(share))
+    return total
+
+
+def _share(cfg: ExperimentConfig, dataset: Dataset, part: tuple[int, int], fmt: str, err: Console,
+           notice: Any) -> int:
+    """A process other than 0 of a multi-process run: judge its share of the split, hand the statistics to every
+    process, and say the verdict of the whole split (process 0 writes the report)."""
+    from convbridge import experiment
+
+    kernel, _ = experiment.make_filters(cfg.seed, experiment.filter_shape(cfg), notice)
+    agg = _run_all(cfg, dataset, kernel, err, part)
+    code = EXIT_CODES[agg.verdict]
+    if fmt == "json":
+        from convbridge.reportdir import strict_json
+
+        text = strict_json({"process_id": part[0], "num_processes": part[1], "verdict": agg.verdict,
+                            "exit_code": code, "all": agg.to_dict()}, indent=2)
+        with interrupts.critical():
+            interrupts.report_on_stdout(None)
+            click.echo(text)
+    else:
+        err.print(f"process {part[0]} of {part[1]}: whole split {agg.verdict} ({agg.images} images in "
+                  f"{agg.batches} batches); process 0 writes the report", markup=False, highlight=False)
+    interrupts.finished()
+    return code
 
 
 def _summary(result: ExperimentResult, seconds: float) -> dict[str, Any]:
@@ -564,9 +667,13 @@ def _names(text: str | None) -> list[str] | None:
                    "its time).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: the JSON report on stdout instead of the tables.")
+@click.option("--devices", default=None, metavar="N|all",
+              help="Split each shape's batch along N over this many JAX devices for the jax methods (all: every "
+                   "one; on a CPU one per core, set through XLA_FLAGS before JAX starts); a batch the count does "
+                   "not divide runs on the largest count that divides it.")
 def bench_command(shapes: str | None, list_shapes: bool, backends: str | None, algorithms: str | None, repeats: int,
                   budget: float, json_path: str | None, plot_path: str | None, markdown_path: str | None, tune: bool,
-                  verify: bool, quick: bool, fmt: str) -> int:
+                  verify: bool, quick: bool, fmt: str, devices: str | None) -> int:
     """Time every algorithm on every backend, the framework calls written by hand, and algorithm="auto", on a
     suite of real convolution shapes: median ms with spread, GFLOP/s, % of the float32 GEMM peak measured in the
     same run, ratios to the best, and what auto chose.
@@ -585,6 +692,13 @@ def bench_command(shapes: str | None, list_shapes: bool, backends: str | None, a
         return 0
     cases = bench.select(_names(shapes), quick=quick)
     names = bench.parse_backends(_names(backends))
+    count = None
+    if devices is not None:  # before anything starts JAX (listing the algorithms does)
+        if "jax" not in names:
+            raise click.UsageError("--devices splits the jax methods' batches over devices; add jax to --backends")
+        from convbridge import sharding
+
+        count = len(sharding.start(_device_count(devices)))
     chosen = bench.parse_algorithms(_names(algorithms), names)
     from convbridge.autotune import measure_setting
 
@@ -603,9 +717,10 @@ def bench_command(shapes: str | None, list_shapes: bool, backends: str | None, a
             raise click.UsageError("--plot needs matplotlib: pip install 'convbridge[viz]'")
     err = _console(stderr=True)
     with bench.stoppable():
+        if count is not None:
+            err.print(f"jax methods: each batch split along N over {count} devices", markup=False)
         result = bench.run_suite(cases, names, algorithms=chosen, repeats=repeats, budget=budget, tune=tune,
-                                 verify=verify,
-                                 quick=quick, progress=_bench_progress(err))
+                                 verify=verify, quick=quick, progress=_bench_progress(err), devices=count)
     if result.partial:
         err.print("interrupted: writing what was measured so far (marked partial); Ctrl-C again quits at once",
                   markup=False)

@@ -22,14 +22,15 @@ import numpy as np
 import convbridge as cb
 from convbridge import memory
 from convbridge.arrays import to_host
-from convbridge.data import Dataset, load_dataset, normalize
+from convbridge.data import DataError, Dataset, load_dataset, normalize
 from convbridge.errors import ArgumentError, brief
 from convbridge.memory import verdict_bytes
 from convbridge.ops import get_op
 from convbridge.precision import FLOAT_DTYPES, policy
 from convbridge.spec import permutation, resolve_layout
 
-__all__ = ["ExperimentConfig", "ExperimentResult", "Aggregate", "make_filters", "run_experiment", "run_all"]
+__all__ = ["ExperimentConfig", "ExperimentResult", "Aggregate", "make_filters", "filter_shape", "run_experiment",
+           "run_all", "iter_batches", "part_size"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ExperimentConfig:
     rerun: bool | str = "auto"
     dtype: str = "float32"
     precision: str = "highest"
+    devices: int | None = None  # shard the jax backend's batches along N over this many local devices
 
     def conv_kwargs(self) -> dict[str, Any]:
         layout = None if self.layout == "NCHW" else self.layout
@@ -140,6 +142,41 @@ def check_config(cfg: ExperimentConfig) -> None:
         raise ArgumentError(f"dtype must be one of {', '.join(FLOAT_DTYPES)} for the experiment (its images and "
                             f"filters are real), got {brief(cfg.dtype)}")
     policy(cfg.precision)
+    _check_devices(cfg)
+
+
+def _check_devices(cfg: ExperimentConfig) -> None:
+    """``devices``: None, or a count of devices that divides the batch size, with jax among the backends."""
+    if cfg.devices is None:
+        return
+    if isinstance(cfg.devices, bool) or not isinstance(cfg.devices, int) or cfg.devices < 1:
+        raise ArgumentError(f"devices must be a positive int, got {brief(cfg.devices)}")
+    if "jax" not in cfg.backends:
+        raise ArgumentError(f"devices shards the jax backend's batches, and the backends are "
+                            f"{', '.join(cfg.backends)}; add jax to --backends")
+    if cfg.batch_size % cfg.devices:
+        k = cfg.devices
+        near = sorted({max(cfg.batch_size // k, 1) * k, -(-cfg.batch_size // k) * k})
+        raise ArgumentError(f"batch-size {cfg.batch_size} does not split evenly over {k} devices; use a multiple of "
+                            f"{k} such as {' or '.join(map(str, near))}")
+
+
+def _jax_input(cfg: ExperimentConfig, x: np.ndarray) -> Any:
+    """What the jax backend computes on: ``x`` itself, or with ``cfg.devices`` split along N over the largest
+    number of those devices that divides the batch (all of them but for a last, shorter batch)."""
+    if cfg.devices is None or "jax" not in cfg.backends:
+        return x
+    from convbridge import sharding
+
+    devices = sharding.local_devices(cfg.devices)
+    n = x.shape[cfg.layout.index("N")]
+    return sharding.shard_batch(x, devices[:max(sharding.divisors(n, len(devices)))], layout=cfg.layout)
+
+
+def _inputs(cfg: ExperimentConfig, x: np.ndarray) -> dict[str, Any]:
+    """Each backend's input: the host array, and for jax with ``cfg.devices`` the batch split over them."""
+    xj = _jax_input(cfg, x)
+    return {name: xj if name == "jax" else x for name in cfg.backends}
 
 
 def _prepare(cfg: ExperimentConfig, batch: Dataset, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -148,8 +185,19 @@ def _prepare(cfg: ExperimentConfig, batch: Dataset, kernel: np.ndarray) -> tuple
     x = normalize(batch.images) if batch.values is None else batch.values
     lay = resolve_layout(None if cfg.layout == "NCHW" else cfg.layout, x.ndim, kernel.ndim)
     dtype = _np_dtype(cfg.dtype)
-    return (np.ascontiguousarray(x.transpose(permutation("NCHW", lay.lhs))).astype(dtype),
-            np.ascontiguousarray(kernel.transpose(permutation("OIHW", lay.rhs))).astype(dtype))
+    return (_cast(np.ascontiguousarray(x.transpose(permutation("NCHW", lay.lhs))), dtype, "images"),
+            _cast(np.ascontiguousarray(kernel.transpose(permutation("OIHW", lay.rhs))), dtype, "filters"))
+
+
+def _cast(a: np.ndarray, dtype: Any, what: str) -> np.ndarray:
+    """``a`` in ``dtype``; values past its range are refused (they would become inf), not warned about."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = a.astype(dtype)
+    if not np.isfinite(out.astype(np.float32)).all() and np.isfinite(a).all():
+        big = float(np.max(np.abs(a)))
+        raise DataError(f"the {what} reach {big:.4g}, beyond {np.dtype(dtype).name}'s range: they would become inf; "
+                        "rescale the data (--data-scale), or use a wider --dtype such as float32")
+    return out
 
 
 def _np_dtype(name: str) -> Any:
@@ -169,10 +217,11 @@ def _x64(cfg: ExperimentConfig) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-def _timed_outputs(cfg: ExperimentConfig, x: np.ndarray,
+def _timed_outputs(cfg: ExperimentConfig, inputs: Mapping[str, Any],
                    w: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     outputs, timings = {}, {}
     for name in cfg.backends:
+        x = inputs[name]
         y = cb.conv(x, w, backend=name, **cfg.run_kwargs())  # warm-up (JAX compiles this shape)
         times = []
         for _ in range(cfg.repeats):
@@ -200,7 +249,7 @@ def run_experiment(cfg: ExperimentConfig, *, dataset: Dataset | None = None,
     check_config(cfg)
     full = dataset if dataset is not None else load_images(cfg, notice)
     batch = full.head(cfg.batch_size)
-    kernel_shape = (cfg.filters, 3 // cfg.groups if 3 % cfg.groups == 0 else 3, cfg.kernel_size, cfg.kernel_size)
+    kernel_shape = filter_shape(cfg)
     lay = resolve_layout(None if cfg.layout == "NCHW" else cfg.layout, 4, 4)
     nchw = (len(batch), 3, *batch.images.shape[1:3])
     x_shape = tuple(nchw[i] for i in permutation("NCHW", lay.lhs))
@@ -213,10 +262,17 @@ def run_experiment(cfg: ExperimentConfig, *, dataset: Dataset | None = None,
     kernel, source = make_filters(cfg.seed, kernel_shape, notice)
     x, w = _prepare(cfg, batch, kernel)
     with _x64(cfg):
-        outputs, timings = _timed_outputs(cfg, x, w)
-        report = cb.compare(x, w, backends=cfg.backends, rerun=cfg.rerun, **cfg.run_kwargs())
-        exact = cb.compare(x, w, backends=cfg.backends, exact=True, **cfg.run_kwargs()) if cfg.exact else None
+        inputs = _inputs(cfg, x)
+        outputs, timings = _timed_outputs(cfg, inputs, w)
+        judged = inputs.get("jax", x)  # the jax backend computes on the sharded batch; the others copy it to the host
+        report = cb.compare(judged, w, backends=cfg.backends, rerun=cfg.rerun, **cfg.run_kwargs())
+        exact = cb.compare(judged, w, backends=cfg.backends, exact=True, **cfg.run_kwargs()) if cfg.exact else None
     return ExperimentResult(cfg, batch, x, kernel, source, outputs, report, timings, exact=exact)
+
+
+def filter_shape(cfg: ExperimentConfig) -> tuple[int, ...]:
+    """The OIHW shape of the experiment's random filters."""
+    return cfg.filters, 3 // cfg.groups if 3 % cfg.groups == 0 else 3, cfg.kernel_size, cfg.kernel_size
 
 
 def _check_indices(cfg: ExperimentConfig, n: int) -> None:
@@ -262,23 +318,61 @@ class Aggregate:
             "seconds_per_backend": dict(self.seconds),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Aggregate:
+        """The aggregate :meth:`to_dict` described (another process's, in a multi-process run)."""
+        pairs = data["pairs"]
+        return cls(images=data["images"], batches=data["batches"], elements=data["elements"],
+                   verdict=data["verdict"], seconds=dict(data["seconds_per_backend"]),
+                   worst={k: (v["max_ratio"], v["allowed_ratio"], v["verdict"]) for k, v in pairs.items()},
+                   different={k: v["non_identical_elements"] for k, v in pairs.items()})
 
-def iter_batches(dataset: Dataset, batch_size: int) -> Iterator[Dataset]:
-    for start in range(0, len(dataset), batch_size):
-        yield dataset.slice(start, start + batch_size)
+    def merge(self, other: Aggregate) -> None:
+        """Add another part of the split (another process's): counts and times add, the worst ratio and verdict
+        win."""
+        from convbridge.parity import worst_verdict
+
+        self.images += other.images
+        self.batches += other.batches
+        self.elements += other.elements
+        for key, (ratio, allowed, verdict) in other.worst.items():
+            old = self.worst.get(key, (0.0, allowed, "identical"))
+            self.worst[key] = (max(old[0], ratio), allowed, worst_verdict((old[2], verdict)))
+            self.different[key] = self.different.get(key, 0) + other.different.get(key, 0)
+        for name, t in other.seconds.items():
+            self.seconds[name] = self.seconds.get(name, 0.0) + t
+        self.verdict = worst_verdict((self.verdict, other.verdict))
+
+
+def iter_batches(dataset: Dataset, batch_size: int, part: tuple[int, int] = (0, 1)) -> Iterator[Dataset]:
+    """The batches of ``dataset`` (views: the float copies are made one batch at a time); ``part = (i, n)``:
+    the i-th of n contiguous runs of whole batches (one process's share in a multi-process run)."""
+    index, count = part
+    total = -(-len(dataset) // batch_size)
+    for b in range(index * total // count, (index + 1) * total // count):
+        yield dataset.slice(b * batch_size, (b + 1) * batch_size)
+
+
+def part_size(dataset: Dataset, batch_size: int, part: tuple[int, int] = (0, 1)) -> int:
+    """The images :func:`iter_batches` yields for ``part`` (for progress bars)."""
+    return sum(len(b) for b in iter_batches(dataset, batch_size, part))
 
 
 def run_all(cfg: ExperimentConfig, dataset: Dataset, kernel: np.ndarray,
-            on_batch: Callable[[int], object] = lambda n: None) -> Aggregate:
-    """Run every batch of ``dataset``; ``on_batch(n_images)`` is called after each (for progress bars)."""
+            on_batch: Callable[[int], object] = lambda n: None, part: tuple[int, int] = (0, 1)) -> Aggregate:
+    """Run every batch of ``dataset`` (``part = (i, n)``: only the i-th of n shares, see :func:`iter_batches`);
+    ``on_batch(n_images)`` is called after each (for progress bars). One batch is in memory at a time, as float
+    arrays; each is checked against the memory limit before it runs (:mod:`convbridge.memory`). With
+    ``cfg.devices``, the jax backend computes each batch split along N over the devices."""
     agg = Aggregate()
     one = dict(cfg.__dict__, repeats=1)
     quick = ExperimentConfig(**one)
-    for batch in iter_batches(dataset, cfg.batch_size):
+    for batch in iter_batches(dataset, cfg.batch_size, part):
         x, w = _prepare(cfg, batch, kernel)
         with _x64(cfg):
-            _, timings = _timed_outputs(quick, x, w)
-            report = cb.compare(x, w, backends=cfg.backends, rerun=cfg.rerun, **cfg.run_kwargs())
+            inputs = _inputs(cfg, x)
+            _, timings = _timed_outputs(quick, inputs, w)
+            report = cb.compare(inputs.get("jax", x), w, backends=cfg.backends, rerun=cfg.rerun, **cfg.run_kwargs())
         agg.add(report, timings, len(batch))
         on_batch(len(batch))
     return agg

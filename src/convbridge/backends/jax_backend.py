@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import jax
@@ -27,6 +28,7 @@ from convbridge.dispatch import Impl, register
 from convbridge.errors import ArgumentError, ConvBridgeError, DTypeError
 from convbridge.plan import Plan
 from convbridge.precision import Precision
+from convbridge.sharding import BatchSplit, check_placement
 from convbridge.spec import ConvAxis, ConvSpec, ConvTransposeSpec, FoldSpec, Spec, UnfoldSpec
 
 NAME = "jax"
@@ -56,17 +58,30 @@ def _device(device: object) -> Any:
 
 
 def place(arrays: Sequence[ArrayLike | None], device: object) -> tuple[Array | None, ...]:
-    """Any arrays as jax arrays of the same dtypes (torch tensors go through host memory), on ``device``."""
+    """Any arrays as jax arrays of the same dtypes (torch tensors go through host memory), on ``device``; a
+    sharding over several devices places the first array (the input) and replicates the others over its devices."""
     target = _device(device)
     out = []
-    for a in arrays:
+    for i, a in enumerate(arrays):
+        where = target if i == 0 else _replicated(target)
         if a is not None and not isinstance(a, jax.Array):  # device_put: jnp.asarray compiles a copy per shape
             host = np.asarray(to_host(a) if framework_of(a) == "torch" else native_order(a))
-            a = jax.device_put(host, target)
-        elif a is not None and target is not None:
-            a = jax.device_put(a, target)
+            a = jax.device_put(host, where)
+        elif a is not None and where is not None:
+            a = jax.device_put(a, where)
         out.append(a)
     return tuple(out)
+
+
+def _replicated(target: Any) -> Any:
+    """Where a kernel or bias goes beside an input placed on ``target``: the same device, or for a sharding over
+    several devices, whole on each of them (a batch sharding's spec means nothing for the kernel's axes)."""
+    if not isinstance(target, jax.sharding.Sharding) or len(target.device_set) == 1:
+        return target
+    if isinstance(target, jax.sharding.NamedSharding):
+        return jax.sharding.NamedSharding(target.mesh, jax.sharding.PartitionSpec())
+    devices = np.array(sorted(target.device_set, key=str), dtype=object)
+    return jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("devices",)), jax.sharding.PartitionSpec())
 
 
 #: The dtypes JAX computes only in x64 mode, and what it would silently compute them in otherwise.
@@ -117,8 +132,68 @@ def _lax_precision(plan: Plan) -> lax.Precision:
 
 def compile(fn: Callable[..., Array]) -> Callable[..., Array]:
     """One XLA program per (spec, plan, shapes): both are static arguments (eager dispatch would compile every
-    small op separately). Still composes with an outer jit, grad and vmap."""
-    return jax.jit(fn, static_argnums=(0, 1))
+    small op separately). Still composes with an outer jit, grad and vmap.
+
+    Concrete arrays sharded over several devices are checked first (:func:`convbridge.sharding.check_placement`:
+    the input split along N only, the kernel along O only); an input split along N runs as one program per shard
+    (``jax.shard_map``), so that every algorithm returns a result split along N with no collective."""
+    jitted = jax.jit(fn, static_argnums=(0, 1))
+
+    def run(spec: Spec, plan: Plan, *arrays: Array | None) -> Array:
+        if not _on_several_devices(arrays):
+            return jitted(spec, plan, *arrays)
+        split = check_placement(spec, arrays)
+        if split is None:  # model parallel (a kernel split along O) or a layout shard_map cannot express
+            return jitted(spec, plan, *arrays)
+        return _per_shard(fn, spec, plan, split, tuple(a is None for a in arrays))(*arrays)
+
+    run.__name__, run.__doc__, run.__wrapped__ = fn.__name__, fn.__doc__, fn  # type: ignore[attr-defined]
+    return run
+
+
+def _on_several_devices(arrays: Sequence[Array | None]) -> bool:
+    """Whether a concrete array (not a tracer: inside jit the shardings are XLA's to propagate) lies on several
+    devices."""
+    for a in arrays:
+        if a is None or isinstance(a, jax.core.Tracer):
+            continue
+        where = a.sharding
+        if not isinstance(where, jax.sharding.SingleDeviceSharding) and len(where.device_set) > 1:
+            return True
+    return False
+
+
+_PER_SHARD: dict[tuple[Any, ...], Callable[..., Array]] = {}
+
+
+def _per_shard(fn: Callable[..., Array], spec: Spec, plan: Plan, split: BatchSplit,
+               absent: tuple[bool, ...]) -> Callable[..., Array]:
+    """``fn`` mapped over the shards of an input split along N (kernel and bias whole on every device), compiled
+    once per (fn, spec, plan, mesh, split)."""
+    key = (fn, spec, plan, split, absent)
+    program = _PER_SHARD.get(key)
+    if program is None:
+        local = replace(spec, batch=spec.batch // split.shards)
+        present = [i for i, gone in enumerate(absent) if not gone]
+
+        def body(*given: Array) -> Array:
+            arrays: list[Array | None] = [None] * len(absent)
+            for i, a in zip(present, given):
+                arrays[i] = a
+            return fn(local, plan, *arrays)
+
+        in_specs = tuple(split.in_spec if i == 0 else jax.sharding.PartitionSpec() for i in present)
+        mapped = jax.jit(jax.shard_map(body, mesh=split.mesh, in_specs=in_specs, out_specs=split.out_spec,
+                                       check_vma=False))
+        whole = jax.sharding.NamedSharding(split.mesh, jax.sharding.PartitionSpec())
+
+        def program(*arrays: Array | None) -> Array:  # kernel and bias whole on the input's devices, wherever they were
+            return mapped(*(a if i == 0 else jax.device_put(a, whole) for i, a in enumerate(arrays) if a is not None))
+
+        if len(_PER_SHARD) >= 64:
+            _PER_SHARD.pop(next(iter(_PER_SHARD)))
+        _PER_SHARD[key] = program
+    return program
 
 
 def _wide(x: Array) -> Any:

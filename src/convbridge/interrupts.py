@@ -50,8 +50,10 @@ INTERRUPTED_JSON = '{\n  "error": {\n    "type": "Interrupted",\n    "message": 
 
 
 def finished() -> None:
-    """The command's output is complete: from now on Ctrl-C is ignored, so its exit status stands."""
-    if threading.current_thread() is threading.main_thread():
+    """The command's output is complete: from now on Ctrl-C is ignored, so its exit status stands. Only in the
+    program that :func:`install` set up: a command run in-process (click's test runner, a notebook) leaves the
+    caller's handler alone, or every process it starts later would inherit an ignored Ctrl-C."""
+    if _state.installed and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -41,6 +42,7 @@ LIBRARY_CHECKS = textwrap.dedent(r'''
     import numpy as np, jax, jax.numpy as jnp
     import convbridge as cb
     from convbridge import sharding as sh
+    from convbridge.errors import DTypeError
     from convbridge.sharding import ShardingError
 
     devs = jax.devices()
@@ -180,12 +182,41 @@ LIBRARY_CHECKS = textwrap.dedent(r'''
                           (lambda: sh.spatial_conv(big, np.ones((6, 4, 11, 3), np.float32), padding=((5, 5), (1, 1))),
                            r"each holds 4 rows of axis H, but its outputs read 5 rows"),
                           (lambda: sh.spatial_conv(big, w, padding=1, padding_mode="reflect"), "zeros only"),
-                          (lambda: sh.shard_batch(x, 5), r"5 devices asked for, but JAX has 4")]:
+                          (lambda: sh.shard_batch(x, 5), r"5 devices asked for, but JAX has 4"),
+                          (lambda: cb.conv(x[:4], w, backend="jax", device=sh.batch_sharding(3)),
+                           r"axis 0 of the input \(4 long.*over the 3 devices.*divisible by 3.*1, 2 device"),
+                          (lambda: sh.shard_batch(np.float32(3)), r"shard_batch takes a batched input.*shape \(\)"),
+                          (lambda: sh.shard_kernel(w[:4], op="bogus"), "op must be 'conv' or 'conv_transpose'")]:
         try:
             call()
             raise AssertionError(pattern)
         except ShardingError as e:
             assert re.search(pattern, str(e)), (pattern, str(e))
+
+    # float64 with JAX's x64 mode off: the jax backend's DTypeError, never a silent float32
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    for call in (lambda: sh.shard_batch(x64), lambda: sh.shard_kernel(w64[:4]), lambda: sh.replicate(w64),
+                 lambda: sh.shard_spatial(x64), lambda: sh.spatial_conv(x64, w64, padding=1),
+                 lambda: sh.replicate(x64.astype(np.complex128)), lambda: cb.conv(x64, w64, backend="jax")):
+        try:
+            call()
+            raise AssertionError("float64 was placed as float32")
+        except DTypeError as e:
+            assert re.search(r"(float64|complex128) input on the jax backend, but JAX's x64 mode is off", str(e)), e
+
+    # a kernel split along O on other devices than the input: the input goes whole to the kernel's devices
+    w8 = rng.standard_normal((8, 4, 3, 3), dtype=np.float32)
+    ref8 = cb.conv(x, w8, backend="jax")
+    for xin in (sh.replicate(x), jax.device_put(x, devs[3])):
+        ym2 = cb.conv(xin, sh.shard_kernel(w8, 2))
+        split_along(ym2, 1, 2)
+        assert np.array_equal(ym2, ref8)
+
+    # an unbatched (C, H, W) input with a 4-d kernel is one image, as cb.conv reads it: H is split
+    xu = rng.standard_normal((4, 16, 10), dtype=np.float32)
+    yu = sh.spatial_conv(xu, w, b, padding=1)
+    split_along(yu, 1)
+    same(yu, cb.conv(xu, w, b, padding=1, backend="jax"), xu, w, b, padding=1)
     print("ALL CHECKS PASSED")
 ''')
 
@@ -217,7 +248,9 @@ def test_compare_all_on_two_devices(tmp_path):
     assert (agg["images"], agg["batches"], agg["elements"]) == (32, 4, 32 * 4 * 28 * 28)  # 10, 10, 10, 2
     assert agg["verdict"] in ("identical", "equivalent") and set(agg["seconds_per_backend"]) == {"torch", "jax"}
     assert "whole split on 2 devices" in stderr
-    assert (tmp_path / "rep" / "report.json").exists()
+    assert (data["devices"], data["num_processes"]) == (2, 1)
+    written = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert (written["devices"], written["num_processes"]) == (2, 1)
 
 
 def test_two_processes_share_the_split(tmp_path):
@@ -240,8 +273,31 @@ def test_two_processes_share_the_split(tmp_path):
     assert numpy_pair["verdict"] in ("identical", "equivalent") and numpy_pair["non_identical_elements"] >= 0
 
 
+def test_processes_that_differ_or_never_come_end_with_status_2(tmp_path):
+    """Each process exchanges its settings at start: different ones end every process with status 2, naming them
+    (not a silently wrong aggregate). A process whose partner never starts: a stated, bounded wait, then status 2
+    and one JSON error (not a silent hang and XLA's abort minutes later). Both runs at once."""
+    port = _free_port()
+    common = ("--all", "--devices", "1", "--backends", "jax,numpy", "--num-processes", "2")
+    procs = [_compare(*common, "--coordinator", f"localhost:{port}", "--process-id", str(i), "--batch-size",
+                      str(8 * (1 + 3 * i)), "--out", str(tmp_path / f"rep{i}"), HOME=str(tmp_path)) for i in (0, 1)]
+    alone = _compare(*common, "--coordinator", f"localhost:{_free_port()}", "--process-id", "0", "--timeout", "3",
+                     "--out", str(tmp_path / "alone"), HOME=str(tmp_path))
+    for p in procs:
+        code, data, stderr = _finish(p)
+        assert code == 2 and data["error"]["exit_code"] == 2, stderr[-3000:]
+        assert "different settings: --batch-size (process 0: 8, process 1: 32)" in data["error"]["message"]
+    code, data, stderr = _finish(alone)
+    assert code == 2 and data["error"]["type"] == "TimeoutError", stderr[-3000:]
+    assert re.search(r"waited 3 s for 2 processes at localhost:\d+ \(this is process 0\), and not all of them "
+                     r"joined.*--timeout", data["error"]["message"])
+    assert "waiting up to 3 s for 2 processes at localhost:" in stderr
+    assert not any((tmp_path / name).exists() for name in ("rep0", "alone"))
+
+
 # Each of two processes holds 4 images on its 2 devices: one global batch of 8 over 4 devices.
 GLOBAL_BATCH = textwrap.dedent(r'''
+    import re
     import sys
     import numpy as np
     from convbridge import sharding as sh
@@ -262,6 +318,24 @@ GLOBAL_BATCH = textwrap.dedent(r'''
         mine = sorted(y.addressable_shards, key=lambda s: s.index[0].start)
         assert np.array_equal(np.concatenate([np.asarray(s.data) for s in mine]), ref)
     assert sh.gather_processes(f"from {pid}".encode()) == [b"from 0", b"from 1"]
+
+    def refused(call, pattern):
+        try:
+            call()
+        except sh.ShardingError as e:
+            assert re.search(pattern, str(e)), (pattern, str(e))
+        else:
+            raise AssertionError(pattern)
+
+    # single-process features refuse a mesh spanning processes (they would compute the wrong global shape)
+    refused(lambda: sh.spatial_conv(x, w, padding=1), rf"spatial sharding.*devices of process\(es\) {1 - pid}")
+    refused(lambda: sh.shard_kernel(np.zeros((4, 3, 3, 3), np.float32)), r"kernel sharding.*local_devices")
+    ys = sh.spatial_conv(x, w, padding=1, devices=sh.local_devices())  # within this process: correct
+    assert np.array_equal(ys, ref)
+    # parts of different sizes: refused in every process, naming each size
+    refused(lambda: sh.shard_batch(x[:4 - 2 * pid]), r"process 0: 4 \(shape \(4, 3, 10, 10\)\), process 1: 2")
+    if pid == 1:  # a count names the first devices of jax.devices(): process 0's
+        refused(lambda: sh.shard_batch(x, devices=2), r"none of the 2 device\(s\) asked for belong to this process")
     print("GLOBAL BATCH OK")
 ''')
 
@@ -294,6 +368,8 @@ def _run(*args: str):
                                                "of 3 such as 6 or 9")),
     (("--devices", "2", "--backends", "torch,numpy"), "add jax to --backends"),
     (("--devices", "0"), "give a number of devices such as 2, or all"),
+    (("--devices", "100000", "--batch-size", "100000"), ("100000 devices is more than convbridge splits a batch "
+                                                         "over (at most 1024)")),
     (("--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "0"), "add --all"),
     (("--all", "--coordinator", "localhost:1", "--num-processes", "2"), "missing --process-id"),
     (("--all", "--coordinator", "nowhere", "--num-processes", "2", "--process-id", "0"), "is host:port"),
@@ -336,6 +412,9 @@ def test_halo_plan_names_what_each_device_reads():
     with pytest.raises(ShardingError, match=r"each holds 2 rows of axis W, but its outputs read 4 rows"):
         halo_plan(ConvAxis(8, 9, lo=4, hi=4), 4, "W")
     assert divisors(12, 5) == [1, 2, 3, 4]
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ShardingError, match="shards is a number of devices, a positive int"):
+            halo_plan(ConvAxis(8, 3), bad)
 
 
 def test_process_shares_cover_the_split_once_and_aggregates_merge():
@@ -365,5 +444,6 @@ def test_start_sets_xla_flags_only_before_jax_starts(monkeypatch):
     assert os.environ["XLA_FLAGS"].endswith(f"{FLAG}=3")
     sharding._force_host_devices(8)
     assert os.environ["XLA_FLAGS"] == f"--xla_backend_optimization_level=0 {FLAG}=8"
-    with pytest.raises(ShardingError, match="devices must be >= 1 or 'all', got 0"):
-        sharding.start(0)
+    for bad in (0, True, "2", 2.5, [0, 1]):
+        with pytest.raises(ShardingError, match="devices must be >= 1 or 'all', got"):
+            sharding.start(bad)  # type: ignore[arg-type]

@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -229,6 +230,11 @@ def run() -> None:
               help="The number of processes of a multi-process run. Also $CONVBRIDGE_NUM_PROCESSES.")
 @click.option("--process-id", type=click.IntRange(min=0), default=None, envvar="CONVBRIDGE_PROCESS_ID",
               help="This process's id, 0..N-1 (0 writes the report). Also $CONVBRIDGE_PROCESS_ID.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              envvar="CONVBRIDGE_TIMEOUT",
+              help="Multi-process run: the longest wait, in seconds, for the other processes at each meeting point "
+                   "(joining, the settings check, the final statistics); past it the process ends with status 2 "
+                   "and says so. Also $CONVBRIDGE_TIMEOUT.")
 def compare(**opts: Any) -> int:
     """Run the tutorial experiment: the same conv in several frameworks, judged by the rounding bound.
 
@@ -268,8 +274,12 @@ def _config(opts: dict[str, Any], devices: int | None = None) -> ExperimentConfi
     )
 
 
+#: The most devices --devices may ask for (XLA would try to create each of them, on a CPU at any count).
+MAX_DEVICES = 1024
+
+
 def _device_count(text: str) -> int | str:
-    """'all' or a positive int (--devices)."""
+    """'all' or a positive int up to :data:`MAX_DEVICES` (--devices)."""
     if text.strip().lower() == "all":
         return "all"
     try:
@@ -278,6 +288,10 @@ def _device_count(text: str) -> int | str:
         count = 0
     if count < 1:
         raise click.BadParameter(f"{text!r}: give a number of devices such as 2, or all", param_hint="--devices")
+    if count > MAX_DEVICES:
+        raise click.BadParameter(f"{count} devices is more than convbridge splits a batch over (at most "
+                                 f"{MAX_DEVICES}); give the number of devices the machine has, or all",
+                                 param_hint="--devices")
     return count
 
 
@@ -299,13 +313,81 @@ def _start_devices(opts: dict[str, Any]) -> tuple[int | None, tuple[int, int]]:
     from convbridge import sharding
 
     count = _device_count(opts.get("devices") or "all")
-    devices = sharding.start(count, coordinator=opts.get("coordinator"), num_processes=opts.get("num_processes"),
-                             process_id=opts.get("process_id"))
     if not given:
-        return len(devices), (0, 1)
+        return len(sharding.start(count)), (0, 1)
+    seconds, where, n = opts["timeout"], opts["coordinator"], opts["num_processes"]
+    _console(stderr=True).print(f"waiting up to {seconds:g} s for {n} processes at {where} (this is process "
+                                f"{opts['process_id']})", markup=False, highlight=False)
+    stuck = (f"waited {seconds:g} s for {n} processes at {where} (this is process {opts['process_id']}), and not "
+             f"all of them joined: start the same command on every process, with the same --coordinator and "
+             f"--num-processes and each its own --process-id 0..{n - 1}, check that {where} is reachable from here "
+             "and its port free, or wait longer with --timeout")
+    with _deadline(seconds, opts["fmt"], stuck):  # XLA's own end of a stuck start is a fatal abort, minutes later
+        devices = sharding.start(count, coordinator=where, num_processes=n, process_id=opts["process_id"],
+                                 timeout=seconds + 30)
     import jax
 
     return len(devices), (jax.process_index(), jax.process_count())
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float, fmt: str, message: str) -> Iterator[None]:
+    """End the process with status 2 and ``message`` (one JSON error object on stdout with --format json, else an
+    ``error:`` line on stderr) unless the block finishes within ``seconds``: a multi-process run waiting for a
+    process that never comes would otherwise hang until XLA aborts it."""
+    try:
+        out = os.dup(1)  # the real stdout, even while the collectives send file descriptor 1 to stderr
+    except OSError:
+        out = 2
+
+    def expire() -> None:
+        try:
+            if fmt == "json":
+                os.write(out, (_error_json("TimeoutError", message, EXIT_CODES["usage"]) + "\n").encode())
+            else:
+                os.write(2, f"error: {message}\n".encode())
+        finally:
+            os._exit(EXIT_CODES["usage"])
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        if out != 2:
+            os.close(out)
+
+
+#: The options every process of a multi-process run must share (all but --process-id and the outputs).
+_SHARED = ("data", "root", "split", "data_layout", "data_scale", "batch_size", "filters", "kernel_size", "seed",
+           "stride", "padding", "dilation", "groups", "layout", "backends", "dtype", "precision", "rerun", "devices",
+           "coordinator", "num_processes")
+
+
+def _same_settings(opts: dict[str, Any], devices: int | None, part: tuple[int, int], problem: str | None) -> None:
+    """Exchange the settings that must match between the processes, and refuse (in every process) a run whose
+    processes differ, or whose process 0 cannot write its report (``problem``)."""
+    import json
+
+    from convbridge import sharding
+
+    mine = {key: opts.get(key) for key in _SHARED}
+    mine["devices"], mine["problem"] = devices, problem
+    stuck = (f"waited {opts['timeout']:g} s for the other processes to check their settings (this is process "
+             f"{part[0]} of {part[1]}): one of them stopped; see its output, or wait longer with --timeout")
+    with _deadline(opts["timeout"], opts["fmt"], stuck):
+        everyone = [json.loads(b) for b in sharding.gather_processes(json.dumps(mine, sort_keys=True).encode())]
+    differ = [f"--{key.replace('_', '-')} (" + ", ".join(f"process {i}: {all_[key]}" for i, all_ in
+                                                           enumerate(everyone)) + ")"
+              for key in _SHARED if len({json.dumps(all_.get(key)) for all_ in everyone}) > 1]
+    if differ:
+        raise click.UsageError(f"the {len(everyone)} processes were started with different settings: "
+                               f"{'; '.join(differ)}; start every process with the same options (only --process-id "
+                               "differs), or their statistics would not add up to one run")
+    if everyone[0].get("problem") and part[0] != 0:
+        raise click.UsageError(f"process 0 cannot write the report: {everyone[0]['problem']}")
 
 
 def _compare(opts: dict[str, Any]) -> int:
@@ -317,6 +399,14 @@ def _compare(opts: dict[str, Any]) -> int:
     devices, part = _start_devices(opts)
     cfg = _config(opts, devices)
     experiment.check_config(cfg)
+    if part[1] > 1:  # every process learns whether the others run the same experiment, and can write its report
+        problem = None
+        if part[0] == 0:
+            try:
+                check_out_dir(opts["out"], will_write=REPORT_FILES)
+            except click.ClickException as exc:
+                problem = exc.format_message()
+        _same_settings(opts, devices, part, problem)
     if part[0] == 0:  # only process 0 writes
         check_out_dir(opts["out"], will_write=REPORT_FILES)  # before any work
     out = Path(opts["out"]).expanduser()
@@ -325,11 +415,12 @@ def _compare(opts: dict[str, Any]) -> int:
     t0 = time.perf_counter()
     dataset = experiment.load_images(cfg, notice, progress=True)
     if part[0] != 0:
-        return _share(cfg, dataset, part, opts["fmt"], err, notice)
+        return _share(cfg, dataset, part, opts["fmt"], err, notice, opts["timeout"])
     result = experiment.run_experiment(cfg, dataset=dataset, notice=notice)
     if opts["run_all"]:
-        result.aggregate = _run_all(cfg, dataset, result.kernel, err, part)
+        result.aggregate = _run_all(cfg, dataset, result.kernel, err, part, opts["timeout"], opts["fmt"])
     summary = _summary(result, time.perf_counter() - t0)
+    summary["devices"], summary["num_processes"] = cfg.devices, part[1]  # None: the jax backend's default device
     summary["exit_code"] = EXIT_CODES[summary["verdict"]]
     files = write_report(result, out, plots=not opts["no_plots"], extra=summary)
     summary["files"] = [str(f) for f in files]
@@ -347,7 +438,7 @@ def _compare(opts: dict[str, Any]) -> int:
 
 
 def _run_all(cfg: ExperimentConfig, dataset: Dataset, kernel: np.ndarray, err: Console,
-             part: tuple[int, int] = (0, 1)) -> Aggregate:
+             part: tuple[int, int] = (0, 1), timeout: float = 60.0, fmt: str = "text") -> Aggregate:
     """Every batch of this process's share of the split, with a progress bar; in a multi-process run, the
     aggregate of every process's share (gathered in each)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -366,7 +457,11 @@ def _run_all(cfg: ExperimentConfig, dataset: Dataset, kernel: np.ndarray, err: C
 
     from convbridge import sharding
 
-    shares = [json.loads(b) for b in sharding.gather_processes(json.dumps(agg.to_dict()).encode())]
+    stuck = (f"waited {timeout:g} s at the end of the split for the other processes' statistics (this is process "
+             f"{part[0]} of {part[1]}): one of them stopped, or is that much slower; see its output, or wait longer "
+             "with --timeout")
+    with _deadline(timeout, fmt, stuck):
+        shares = [json.loads(b) for b in sharding.gather_processes(json.dumps(agg.to_dict()).encode())]
     total = experiment.Aggregate.from_dict(shares[0])
     for share in shares[1:]:
         total.merge(experiment.Aggregate.from_dict(share))
@@ -374,18 +469,19 @@ def _run_all(cfg: ExperimentConfig, dataset: Dataset, kernel: np.ndarray, err: C
 
 
 def _share(cfg: ExperimentConfig, dataset: Dataset, part: tuple[int, int], fmt: str, err: Console,
-           notice: Any) -> int:
+           notice: Any, timeout: float = 60.0) -> int:
     """A process other than 0 of a multi-process run: judge its share of the split, hand the statistics to every
     process, and say the verdict of the whole split (process 0 writes the report)."""
     from convbridge import experiment
 
     kernel, _ = experiment.make_filters(cfg.seed, experiment.filter_shape(cfg), notice)
-    agg = _run_all(cfg, dataset, kernel, err, part)
+    agg = _run_all(cfg, dataset, kernel, err, part, timeout, fmt)
     code = EXIT_CODES[agg.verdict]
     if fmt == "json":
         from convbridge.reportdir import strict_json
 
-        text = strict_json({"process_id": part[0], "num_processes": part[1], "verdict": agg.verdict,
+        text = strict_json({"process_id": part[0], "num_processes": part[1], "devices": cfg.devices,
+                            "verdict": agg.verdict,
                             "exit_code": code, "all": agg.to_dict()}, indent=2)
         with interrupts.critical():
             interrupts.report_on_stdout(None)

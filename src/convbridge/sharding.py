@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AXIS", "ShardingError", "PaddedBatch", "Halo", "resolve_devices", "mesh", "batch_axis",
            "batch_sharding", "shard_batch", "shard_kernel", "replicate", "shard_spatial", "spatial_conv",
-           "halo_plan", "divisors", "local_devices", "start", "gather_processes", "check_placement", "BatchSplit"]
+           "halo_plan", "divisors", "local_devices", "start", "gather_processes", "check_placement", "check_divides",
+           "BatchSplit"]
 
 #: The name of the 1-D mesh axis the helpers build.
 AXIS = "devices"
@@ -206,12 +207,58 @@ class PaddedBatch:
 
 
 def _as_placeable(x: ArrayLike) -> Any:
-    """A jax array as it is; anything else as a host NumPy array (torch through host memory)."""
+    """A jax array as it is; anything else as a host NumPy array (torch through host memory).
+
+    Raises:
+        DTypeError: float64 or complex128 while JAX's x64 mode is off (``jax.device_put`` would silently narrow
+            it to float32 / complex64), as ``cb.conv(..., backend="jax")`` does.
+    """
     from convbridge.arrays import framework_of, native_order, to_host
+    from convbridge.backends.jax_backend import x64_error
 
     if framework_of(x) == "jax":
         return x
-    return np.asarray(to_host(x) if framework_of(x) == "torch" else native_order(x))
+    a = np.asarray(to_host(x) if framework_of(x) == "torch" else native_order(x))
+    narrowing = x64_error(a.dtype)
+    if narrowing is not None:
+        raise narrowing
+    return a
+
+
+def _single_process(m: jax.sharding.Mesh, what: str) -> None:
+    """Refuse a mesh with devices of other processes: ``what`` (spatial or kernel sharding) is single-process."""
+    import jax
+
+    others = sorted({d.process_index for d in m.devices.flat} - {jax.process_index()})
+    if others:
+        raise ShardingError(
+            f"{what} runs within one process, but this mesh has devices of process(es) "
+            f"{', '.join(map(str, others))} too (this is process {jax.process_index()}); across processes only the "
+            "batch is split (convbridge.shard_batch): pass this process's devices, "
+            "devices=convbridge.sharding.local_devices()")
+
+
+def _same_in_every_process(shape: tuple[int, ...], axis: int) -> None:
+    """Refuse (in every process) parts of a global batch whose shapes differ between processes: JAX would build
+    a global array from them silently, with some rows missing or repeated."""
+    from jax.experimental import multihost_utils
+
+    row = np.full(9, -1, np.int64)
+    row[0], row[1:1 + len(shape)] = len(shape), shape[:8]
+    with _stdout_to_stderr():
+        rows = np.asarray(multihost_utils.process_allgather(row)).reshape(-1, 9)
+    shapes = [tuple(int(v) for v in r[1:1 + r[0]]) for r in rows]
+    if len(set(shapes)) > 1:
+        sizes = ", ".join(f"process {i}: {s[axis] if len(s) > axis else '?'} (shape {s})"
+                          for i, s in enumerate(shapes))
+        raise ShardingError(f"the processes hold parts of different shapes of one global batch, along N (axis "
+                            f"{axis}): {sizes}; give every process a part of the same shape (pad the last one)")
+
+
+def _check_input_ndim(a: Any, what: str) -> None:
+    if len(a.shape) < 2:
+        raise ShardingError(f"{what} takes a batched input such as (N, C, H, W), got an array of shape "
+                            f"{tuple(a.shape)}")
 
 
 def _put(a: Any, sharding: jax.sharding.Sharding) -> Any:
@@ -260,11 +307,21 @@ def shard_batch(x: ArrayLike, devices: object = None, *, layout: LayoutLike = No
     (('devices', None, None, None), (4, 2, 6, 6))
     """
     a = _as_placeable(x)
+    _check_input_ndim(a, "shard_batch")
     ndim = len(a.shape)
     sharding = batch_sharding(devices, ndim, layout=layout)
     axis, k = batch_axis(layout, ndim), sharding.mesh.size
     local = k if sharding.is_fully_addressable else len(sharding.addressable_devices)
+    if not local:
+        import jax
+
+        raise ShardingError(f"none of the {k} device(s) asked for belong to this process (process "
+                            f"{jax.process_index()}; a count picks the first of jax.devices(), over every process): "
+                            "pass devices=None (every process's devices) or this process's, "
+                            "convbridge.sharding.local_devices()")
     n = int(a.shape[axis])
+    if not sharding.is_fully_addressable:
+        _same_in_every_process(tuple(int(v) for v in a.shape), axis)
     if not pad:
         if n % local:
             raise ShardingError(
@@ -307,10 +364,14 @@ def shard_kernel(kernel: ArrayLike, devices: object = None, *, layout: LayoutLik
     >>> tuple(shard_kernel(np.zeros((3, 3, 4, 8), np.float32), 1, layout="NHWC").sharding.spec)
     (None, None, None, 'devices')
     """
+    if op not in ("conv", "conv_transpose"):
+        raise ShardingError(f"op must be 'conv' or 'conv_transpose' (it sets where the kernel's O axis is), got "
+                            f"{brief(op)}")
     w = _as_placeable(kernel)
     ndim = len(w.shape)
     axis = resolve_layout(layout, ndim, ndim, op).rhs.index("O")
     m = mesh(devices)
+    _single_process(m, "kernel sharding (model parallelism)")
     if w.shape[axis] % m.size:
         raise ShardingError(f"the kernel's {w.shape[axis]} output channels (axis {axis}) do not split evenly over "
                             f"{m.size} devices; shard over {', '.join(map(str, divisors(w.shape[axis], m.size)))} "
@@ -337,6 +398,25 @@ class BatchSplit:
     in_spec: Any
     out_spec: Any
     shards: int
+
+
+def check_divides(sharding: Any, shape: Sequence[int]) -> None:
+    """Refuse to place an array of ``shape`` with a ``NamedSharding`` that does not split it evenly (JAX's own
+    IndivisibleError), with :func:`shard_batch`'s message for the batch axis."""
+    import jax
+
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        return
+    for ax, entry in enumerate(tuple(sharding.spec)[:len(shape)]):
+        names = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+        k = int(np.prod([sharding.mesh.shape[name] for name in names], dtype=np.int64))
+        n = int(shape[ax])
+        if k > 1 and n % k:
+            raise ShardingError(
+                f"axis {ax} of the input ({n} long, shape {tuple(shape)}) does not split evenly over the {k} "
+                f"devices of device={sharding.spec}: for a batch, use a batch size divisible by {k} (e.g. "
+                f"{_near_multiples(n, k)}), shard over {', '.join(map(str, divisors(n, k)))} device(s) (the counts "
+                f"that divide {n}), or pad it (convbridge.shard_batch(x, pad=True))")
 
 
 def _sharded_axes(a: Any) -> list[int]:
@@ -438,6 +518,8 @@ def halo_plan(axis: ConvAxis, shards: int, letter: str = "H") -> Halo:
     >>> halo_plan(ConvAxis(8, 3), 2)
     Halo(rows=4, out_rows=3, left=1, right=1, starts=(1, 0), window=5)
     """
+    if isinstance(shards, bool) or not isinstance(shards, (int, np.integer)) or shards < 1:
+        raise ShardingError(f"shards is a number of devices, a positive int, got {brief(shards)}")
     both = [d for d in divisors(axis.size, shards) if axis.out % d == 0]
     if axis.size % shards or axis.out % shards:
         raise ShardingError(f"spatial sharding splits axis {letter} ({axis.size} input rows, {axis.out} output rows) "
@@ -472,10 +554,14 @@ def shard_spatial(x: ArrayLike, devices: object = None, *, layout: LayoutLike = 
         ShardingError: the axis does not divide over the devices.
     """
     a = _as_placeable(x)
+    _check_input_ndim(a, "shard_spatial")
     lay = _input_layout(layout, len(a.shape))
-    letter = lay.spatial[0]
-    axis = lay.user(lay.lhs).index(letter)
-    m = mesh(devices)
+    return _place_spatial(a, mesh(devices), lay.user(lay.lhs).index(lay.spatial[0]), lay.spatial[0])
+
+
+def _place_spatial(a: Any, m: jax.sharding.Mesh, axis: int, letter: str) -> Any:
+    """``a`` split along ``axis`` (spatial ``letter``) over ``m``."""
+    _single_process(m, "spatial sharding")
     if a.shape[axis] % m.size:
         raise ShardingError(f"axis {letter} has {a.shape[axis]} rows, which {m.size} devices do not split evenly; "
                             f"use {', '.join(map(str, divisors(a.shape[axis], m.size)))} device(s)")
@@ -520,9 +606,12 @@ def spatial_conv(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None,
         raise ShardingError(f"spatial_conv pads with zeros only (the devices at the ends receive zero rows), got "
                             f"padding_mode={spec.padding_mode!r}; pad the input yourself first, or shard the batch")
     m = mesh(devices)
+    _single_process(m, "spatial sharding (spatial_conv)")
     halo = halo_plan(spec.axes[0], m.size, spec.layout.spatial[0])
     program = _spatial_program(spec, m, halo, precision, bias is not None)
-    arrays = (shard_spatial(x, m, layout=conv_kwargs.get("layout")), replicate(kernel, m))
+    lay = spec.layout  # as cb.conv reads the input: a 3-d input with a 4-d kernel is one unbatched image
+    letter = lay.spatial[0]
+    arrays = (_place_spatial(_as_placeable(x), m, lay.user(lay.lhs).index(letter), letter), replicate(kernel, m))
     return program(*arrays, *(() if bias is None else (replicate(bias, m),)))
 
 
@@ -572,7 +661,7 @@ def _force_host_devices(count: int) -> None:
 
 
 def start(devices: int | str | None = None, *, coordinator: str | None = None, num_processes: int | None = None,
-          process_id: int | None = None) -> tuple[jax.Device, ...]:
+          process_id: int | None = None, timeout: float | None = None) -> tuple[jax.Device, ...]:
     """Make ``devices`` local JAX devices available and return them: a count, ``"all"`` or None (every one).
 
     On CPU, N devices need ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX starts: when JAX has
@@ -580,17 +669,25 @@ def start(devices: int | str | None = None, *, coordinator: str | None = None, n
     With ``coordinator`` (``host:port`` of process 0), it first joins a run of ``num_processes`` processes as
     ``process_id`` (``jax.distributed.initialize``); every process must be started the same way.
 
+    ``timeout`` (seconds; None: JAX's default of 300) bounds the wait for the other processes
+    (``initialization_timeout``): past it XLA ends the process itself (a fatal error, not an exception), so a caller
+    that must report it sets a shorter watchdog of its own (the CLI's ``--timeout`` does).
+
     Raises:
-        ShardingError: JAX already started with fewer devices, or the processes could not connect.
+        ShardingError: a count that is not a positive int, JAX already started with fewer devices, or the processes
+            could not connect.
     """
-    if isinstance(devices, int) and devices < 1:
-        raise ShardingError(f"devices must be >= 1 or 'all', got {devices}")
+    if devices is not None and devices != "all" and (
+            isinstance(devices, bool) or not isinstance(devices, (int, np.integer)) or devices < 1):
+        raise ShardingError(f"devices must be >= 1 or 'all', got {brief(devices)}")
+    if isinstance(devices, np.integer):
+        devices = int(devices)
     if "jax" not in sys.modules:
         found = re.search(rf"{_COUNT_FLAG}=(\d+)", os.environ.get("XLA_FLAGS", ""))
         if isinstance(devices, int) or not found:
             _force_host_devices(devices if isinstance(devices, int) else os.cpu_count() or 1)
     if coordinator is not None or num_processes is not None or process_id is not None:
-        _initialize(coordinator, num_processes, process_id)
+        _initialize(coordinator, num_processes, process_id, timeout)
     have = local_devices()
     if not isinstance(devices, int):
         return have
@@ -604,7 +701,8 @@ def start(devices: int | str | None = None, *, coordinator: str | None = None, n
     return have[:devices]
 
 
-def _initialize(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+def _initialize(coordinator: str | None, num_processes: int | None, process_id: int | None,
+                timeout: float | None = None) -> None:
     """``jax.distributed.initialize`` with the three values checked first (once per process)."""
     import jax
 
@@ -621,7 +719,11 @@ def _initialize(coordinator: str | None, num_processes: int | None, process_id: 
     if jax.distributed.is_initialized():
         return
     try:
-        jax.distributed.initialize(coordinator, num_processes, process_id)
+        if timeout is None:
+            jax.distributed.initialize(coordinator, num_processes, process_id)
+        else:
+            jax.distributed.initialize(coordinator, num_processes, process_id,
+                                       initialization_timeout=max(1, int(np.ceil(timeout))))
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ShardingError(f"jax.distributed.initialize({coordinator!r}, {num_processes}, {process_id}) failed: "

@@ -28,7 +28,7 @@ from convbridge.dispatch import Impl, register
 from convbridge.errors import ArgumentError, ConvBridgeError, DTypeError
 from convbridge.plan import Plan
 from convbridge.precision import Precision
-from convbridge.sharding import BatchSplit, check_placement
+from convbridge.sharding import BatchSplit, check_divides, check_placement
 from convbridge.spec import ConvAxis, ConvSpec, ConvTransposeSpec, FoldSpec, Spec, UnfoldSpec
 
 NAME = "jax"
@@ -64,6 +64,8 @@ def place(arrays: Sequence[ArrayLike | None], device: object) -> tuple[Array | N
     out = []
     for i, a in enumerate(arrays):
         where = target if i == 0 else _replicated(target)
+        if i == 0 and a is not None and where is not None:
+            check_divides(where, np.shape(a))
         if a is not None and not isinstance(a, jax.Array):  # device_put: jnp.asarray compiles a copy per shape
             host = np.asarray(to_host(a) if framework_of(a) == "torch" else native_order(a))
             a = jax.device_put(host, where)
@@ -90,10 +92,17 @@ _X64 = {"float64": "float32", "complex128": "complex64"}
 
 def unsupported(spec: Spec, plan: Plan) -> ConvBridgeError | None:
     """float64 and complex128 when JAX's x64 mode is off (it would silently compute in float32 / complex64)."""
-    narrow = _X64.get(str(spec.dtype))
+    return x64_error(spec.dtype)
+
+
+def x64_error(dtype: object) -> DTypeError | None:
+    """The error for ``dtype`` when JAX's x64 mode is off and would silently narrow it (float64, complex128);
+    None for any other dtype, or in x64 mode. The sharding helpers raise it before ``jax.device_put``."""
+    name = str(dtype)  # a NumPy dtype's name, as the spec's
+    narrow = _X64.get(name)
     if narrow is not None and not jax.config.read("jax_enable_x64"):
         return DTypeError(
-            f"{spec.dtype} input on the jax backend, but JAX's x64 mode is off and would silently use {narrow}; "
+            f"{name} input on the jax backend, but JAX's x64 mode is off and would silently use {narrow}; "
             f"enable it with jax.config.update('jax_enable_x64', True) or JAX_ENABLE_X64=1, or cast to {narrow}"
         )
     return None
@@ -144,7 +153,7 @@ def compile(fn: Callable[..., Array]) -> Callable[..., Array]:
             return jitted(spec, plan, *arrays)
         split = check_placement(spec, arrays)
         if split is None:  # model parallel (a kernel split along O) or a layout shard_map cannot express
-            return jitted(spec, plan, *arrays)
+            return jitted(spec, plan, *_colocated(arrays))
         return _per_shard(fn, spec, plan, split, tuple(a is None for a in arrays))(*arrays)
 
     run.__name__, run.__doc__, run.__wrapped__ = fn.__name__, fn.__doc__, fn  # type: ignore[attr-defined]
@@ -161,6 +170,23 @@ def _on_several_devices(arrays: Sequence[Array | None]) -> bool:
         if not isinstance(where, jax.sharding.SingleDeviceSharding) and len(where.device_set) > 1:
             return True
     return False
+
+
+def _colocated(arrays: Sequence[Array | None]) -> tuple[Array | None, ...]:
+    """The arrays on one set of devices, as the batch-split path has them: beside a kernel split along O (model
+    parallelism) the input and bias whole on the kernel's devices, else the kernel and bias whole on the input's."""
+    concrete = [a for a in arrays if a is not None and not isinstance(a, jax.core.Tracer)]
+    if len({frozenset(a.sharding.device_set) for a in concrete}) <= 1:
+        return tuple(arrays)
+    w = arrays[1] if len(arrays) > 1 else None
+    split_kernel = (w is not None and not isinstance(w, jax.core.Tracer) and len(w.sharding.device_set) > 1
+                    and w.sharding.shard_shape(w.shape) != w.shape)
+    home = w if split_kernel else arrays[0]
+    if home is None or isinstance(home, jax.core.Tracer):
+        return tuple(arrays)
+    whole = _replicated(home.sharding)
+    return tuple(a if a is None or a is home or isinstance(a, jax.core.Tracer)
+                 or a.sharding.device_set == home.sharding.device_set else jax.device_put(a, whole) for a in arrays)
 
 
 _PER_SHARD: dict[tuple[Any, ...], Callable[..., Array]] = {}

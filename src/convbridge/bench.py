@@ -225,6 +225,7 @@ class CaseResult:
     measurements: list[Measurement] = field(default_factory=list)
     reference: str | None = None
     auto: dict[str, dict[str, Any]] = field(default_factory=dict)
+    jax_devices: int | None = None  # the devices jax's batch was split over (the largest count dividing it)
 
     def ok(self, backend: str | None = None) -> list[Measurement]:
         return [m for m in self.measurements if m.status == "ok" and backend in (None, m.method.backend)]
@@ -519,6 +520,8 @@ def run_case(case: Case, backend_names: Sequence[str], *, algorithms: frozenset[
     if progress:
         progress(index, total, res, None)
     arrays = _arrays(case, backend_names, devices)
+    if devices and "jax" in arrays:
+        res.jax_devices = len(arrays["jax"][0].sharding.device_set)
     ref: np.ndarray | None = None
     outputs: list[tuple[Measurement, np.ndarray]] = []
     for method in _methods(case, backend_names, algorithms):

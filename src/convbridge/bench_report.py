@@ -69,7 +69,8 @@ def to_dict(result: SuiteResult) -> dict[str, Any]:
                 for m in res.measurements]
         cases.append({"name": c.name, "title": c.title, "op": c.op, "x": list(c.x), "w": list(c.w),
                       "kwargs": dict(c.kwargs), "out": list(res.out_shape), "gflop": res.flops / 1e9,
-                      "error_reference": res.reference, "auto": res.auto, "summary": _summary(res), "results": rows})
+                      "error_reference": res.reference, "auto": res.auto, "jax_devices": res.jax_devices,
+                      "summary": _summary(res), "results": rows})
     return {FORMAT[0]: FORMAT[1], "partial": result.partial, "seconds": result.seconds, "machine": result.machine,
             "peak": result.peak, "settings": result.settings, "cases": cases}
 

@@ -814,7 +814,8 @@ def bench_command(shapes: str | None, list_shapes: bool, backends: str | None, a
     err = _console(stderr=True)
     with bench.stoppable():
         if count is not None:
-            err.print(f"jax methods: each batch split along N over {count} devices", markup=False)
+            err.print(f"jax methods: each batch split along N over up to {count} devices (the most that divide "
+                      "it; the JSON records each case's count as jax_devices)", markup=False)
         result = bench.run_suite(cases, names, algorithms=chosen, repeats=repeats, budget=budget, tune=tune,
                                  verify=verify, quick=quick, progress=_bench_progress(err), devices=count)
     if result.partial:

@@ -13,6 +13,12 @@ from hypothesis import HealthCheck, settings
 
 import convbridge as cb
 
+# torch's OpenMP threads and NumPy's OpenBLAS threads (loaded before this file, by a pytest plugin) contend for
+# these small CPUs: a float64 reference product that takes 0.4 s alone took 4-13 s after a torch convolution
+# (test_verdict_power). One torch thread per process ends it; set before any test imports torch, and inherited by
+# the CLI subprocesses. An explicit OMP_NUM_THREADS wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Example counts live here, never in decorators. Each example of a differential test compiles a new
 # XLA program (~0.15 s on these CPUs), so CI draws few but wide ones (every rank, layout, padding form
 # and mode in one test per op); `make sweep` runs the 'sweep' profile on the same tests and the slow ones.
@@ -21,7 +27,21 @@ settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True
                           suppress_health_check=_QUIET)
 settings.register_profile("dev", max_examples=100, deadline=None, suppress_health_check=_QUIET)
 settings.register_profile("sweep", max_examples=1500, deadline=None, print_blob=True, suppress_health_check=_QUIET)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(PROFILE)
+#: The all-ranks properties of test_differential, test_transpose and test_unfold run every backend on each drawn
+#: configuration, compiling one to three XLA programs per example: CI draws fewer of them than the profile's 25.
+#: conv's and unfold's first 12 are the first 12 of those 25 and reach every rank, padding form and mode, groups kind
+#: (depthwise too), batch form, layout, bias, stride and dilation the 25 did, but conv's 'same_lower' (which the case
+#: table has); conv_transpose's 20 reach all of them, output_padding and output_size included (with fewer, its draws
+#: have no 'same' or 'valid' padding). Every other profile keeps its count ('sweep': 1500).
+_CI_EXAMPLES = {"conv": 12, "unfold": 12, "conv_transpose": 20}
+
+
+def compiling(op: str) -> settings:
+    """The settings of ``op``'s all-ranks property: CI's smaller count, or the loaded profile's."""
+    return settings(max_examples=_CI_EXAMPLES[op]) if PROFILE == "ci" else settings()
+
 
 BACKENDS = cb.available_backends()
 FRAMEWORKS = tuple(b for b in BACKENDS if b != "numpy")

@@ -28,6 +28,9 @@ class PortCase:
     x_shape: tuple[int, ...]  # the source's input
     target: str
     layout: str | None = None
+    #: What the case exercises (source, target, op, rank, padding form and mode, groups, ...): the CI sample covers
+    #: every feature the full list has.
+    features: frozenset[tuple[Any, ...]] = frozenset()
 
     def __str__(self) -> str:
         return self.name
@@ -35,6 +38,20 @@ class PortCase:
 
 def _span(k: int, d: int) -> int:
     return d * (k - 1) + 1
+
+
+def _features(source: str, target: str, op: str, nsp: int, stride: tuple[int, ...], dilation: tuple[int, ...],
+              bias: bool, **more: Any) -> frozenset[tuple[Any, ...]]:
+    """The tags of one case: the route, the op at its rank, strides and dilations, bias, and ``more`` (a name -> a
+    value; None or False leaves a tag out)."""
+    tags = {("source", source), ("target", target), ("route", source, target), ("rank", source, op, nsp),
+            ("bias", source, op, bias)}
+    if any(v > 1 for v in stride):
+        tags.add(("stride", source, op))
+    if any(v > 1 for v in dilation):
+        tags.add(("dilation", source, op))
+    tags |= {(name, source, op, value) for name, value in more.items() if value is not None and value is not False}
+    return frozenset(tags)
 
 
 def _torch_case(r: random.Random, i: int) -> PortCase:
@@ -95,7 +112,10 @@ def _torch_case(r: random.Random, i: int) -> PortCase:
         sp = "".join("DHW"[3 - nsp:])
         layout = {"linen": "NC" + sp, "nnx": "NC" + sp, "equinox": "NC" + sp}[target]
     name = f"torch-{i}-{cls}({cin},{cout},{k},{', '.join(f'{a}={v}' for a, v in kw.items())})->{target}"
-    return PortCase(name + (f"[{layout}]" if layout else ""), "torch", build, (2, cin, *n), target, layout)
+    features = _features("torch", target, op, nsp, s, d, bias, groups=kind, layout=layout and target,
+                         padding=form if op == "conv" else None, mode=kw.get("padding_mode"),
+                         output_padding=op == "conv_transpose" and any(out_pad))
+    return PortCase(name + (f"[{layout}]" if layout else ""), "torch", build, (2, cin, *n), target, layout, features)
 
 
 def _flax_case(r: random.Random, i: int, api: str) -> PortCase:
@@ -149,7 +169,9 @@ def _flax_case(r: random.Random, i: int, api: str) -> PortCase:
 
     target = r.choice(["torch", "torch", "equinox", "nnx" if api == "linen" else "linen"])
     name = f"{api}-{i}-{cls}({cout}, {', '.join(f'{a}={v}' for a, v in kw.items())})->{target}"
-    return PortCase(name, api, build, x_shape, target)
+    features = _features(api, target, op, nsp, s, d, bias, padding=form, groups=groups > 1,
+                         transpose_kernel=kw.get("transpose_kernel"))
+    return PortCase(name, api, build, x_shape, target, features=features)
 
 
 def _equinox_case(r: random.Random, i: int) -> PortCase:
@@ -192,7 +214,9 @@ def _equinox_case(r: random.Random, i: int) -> PortCase:
 
     target = r.choice(["torch", "torch", "linen", "nnx"])
     name = f"equinox-{i}-{cls}({nsp}, {cin}, {cout}, {k}, {', '.join(f'{a}={v}' for a, v in kw.items())})->{target}"
-    return PortCase(name, "equinox", build, (cin, *n), target)
+    features = _features("equinox", target, op, nsp, s, d, bias, padding=form, groups=groups > 1,
+                         mode=kw.get("padding_mode"), output_padding=any(kw.get("output_padding", ())))
+    return PortCase(name, "equinox", build, (cin, *n), target, features=features)
 
 
 def port_cases(n_torch: int = 200, n_flax: int = 40, n_equinox: int = 60, seed: int = 2026) -> list[PortCase]:

@@ -14,6 +14,7 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 import convbridge as cb
+import convbridge.spec  # noqa: F401 - cb.spec below, also when no other import has loaded it
 
 SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 RANKS = st.sampled_from([1, 2, 2, 3])

@@ -282,8 +282,11 @@ def test_the_cli_guesses_json_before_it_has_read_its_options(monkeypatch):
 def test_an_in_process_run_leaves_the_callers_ctrl_c_alone(tmp_path, monkeypatch):
     """A command run through click's runner (or from a notebook) must not leave SIGINT ignored in the caller: every
     process started afterwards would inherit the ignored Ctrl-C (a later test's SIGINT was lost that way)."""
+    from convbridge import interrupts
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(interrupts._state, "installed", False)  # a caller that never ran the program (a notebook)
     before = signal.getsignal(signal.SIGINT)
     result = CliRunner().invoke(main, ["compare", "--batch-size", "2", "--no-plots", "--backends", "numpy,torch"])
     assert result.exit_code == 0, result.output

@@ -11,7 +11,7 @@ from hypothesis import given
 import convbridge as cb
 
 from cases import CONV
-from conftest import BACKENDS, record, record_report
+from conftest import BACKENDS, compiling, record, record_report
 from oracle import expected_shape
 from strategies import build_conv, conv_configs
 
@@ -92,6 +92,7 @@ def test_matmul_runs_what_torch_has_no_function_for():
     assert cb.verify(y, x, w, padding=1).verdict in AGREE
 
 
+@compiling("conv")
 @given(conv_configs())
 def test_hypothesis_all_ranks(cfg):
     x, w, b, kwargs = build_conv(cfg)

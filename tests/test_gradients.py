@@ -37,7 +37,9 @@ def _jax_grads(x, w, b, t, kw):
         return jnp.sum(cb.conv(x, w, b, backend="jax", **kw) * t)
 
     argnums = (0, 1, 2) if b is not None else (0, 1)
-    grads = jax.grad(loss, argnums=argnums)(jnp.asarray(x), jnp.asarray(w), None if b is None else jnp.asarray(b))
+    # under jit: one XLA program for the forward and backward pass, rather than one per eager op
+    grads = jax.jit(jax.grad(loss, argnums=argnums))(jnp.asarray(x), jnp.asarray(w),
+                                                     None if b is None else jnp.asarray(b))
     return [np.asarray(g) for g in grads]
 
 

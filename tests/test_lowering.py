@@ -10,6 +10,7 @@ from convbridge.errors import ArgumentError
 from convbridge.lowering import conv_matrix
 
 from cases import CONV, TRANSPOSE
+from conftest import BACKENDS
 
 pytest.importorskip("scipy")
 
@@ -63,7 +64,18 @@ def _to(backend, a):
     return jnp.asarray(a)
 
 
-@pytest.mark.parametrize("name", ["tutorial", "groups_asym_dilated", "reflect_nhwc", "depthwise_1d", "unbatched_3d"])
+def _every_backend(names, jax_in_ci):
+    """(backend, name) for every installed backend and case. On JAX the view runs eagerly, one XLA compile per op
+    (a dozen per case): CI runs ``jax_in_ci`` there, the rest with `make sweep` (the same cases through the
+    dispatcher, jitted on every backend: test_differential's and test_dispatch's matmul-algorithm tests)."""
+    return [pytest.param(backend, name, id=f"{backend}-{name}",
+                         marks=pytest.mark.slow if backend == "jax" and name not in jax_in_ci else ())
+            for backend in BACKENDS for name in names]
+
+
+@pytest.mark.parametrize("backend,name", _every_backend(
+    ["tutorial", "groups_asym_dilated", "reflect_nhwc", "depthwise_1d", "unbatched_3d"],
+    jax_in_ci=["groups_asym_dilated", "unbatched_3d"]))
 def test_im2col_product_equals_conv(backend, name):
     case = CONV[name]
     x, w, b = case.arrays(seed=5)
@@ -87,7 +99,8 @@ def test_tutorial_is_one_product_per_image():
     np.testing.assert_allclose(view()[0].transpose(1, 2, 0).reshape(784, 4), view.product()[0], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", ["k3s2p1op1", "groups_dilated", "nwc_1d"])
+@pytest.mark.parametrize("backend,name", _every_backend(["k3s2p1op1", "groups_dilated", "nwc_1d"],
+                                                         jax_in_ci=["k3s2p1op1"]))
 def test_col2im_product_equals_conv_transpose(backend, name):
     case = TRANSPOSE[name]
     x, w, b = case.arrays(seed=6)

@@ -14,7 +14,7 @@ from hypothesis import given
 import convbridge as cb
 
 from cases import TRANSPOSE
-from conftest import BACKENDS, record, record_report
+from conftest import BACKENDS, compiling, record, record_report
 from oracle import expected_shape
 from strategies import build_transpose, transpose_configs
 
@@ -72,6 +72,7 @@ def test_k_and_gauge_are_conv_transposes():
 # ---- Hypothesis: valid torch-convention configurations -------------------------------------------------
 
 
+@compiling("conv_transpose")
 @given(transpose_configs())
 def test_hypothesis_all_ranks(cfg):
     x, w, b, kwargs = build_transpose(cfg)

@@ -15,7 +15,7 @@ from convbridge.arrays import to_numpy
 from convbridge.spec import make_fold_spec, make_unfold_spec
 
 from cases import UNFOLD
-from conftest import BACKENDS, FRAMEWORKS, record, record_report
+from conftest import BACKENDS, FRAMEWORKS, compiling, record, record_report
 from oracle import expected_shape
 from strategies import build_unfold, unfold_configs
 
@@ -67,6 +67,7 @@ def test_fold_k_and_gauge():
 # ---- Hypothesis --------------------------------------------------------------------------------------------
 
 
+@compiling("unfold")
 @given(unfold_configs())
 def test_hypothesis_all_ranks(cfg):
     x, kwargs, spec = build_unfold(cfg)

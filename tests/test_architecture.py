@@ -4,6 +4,7 @@ their modules, and no size formula is written outside the geometry."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -25,10 +26,16 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    """A module's syntax tree, parsed once for every test here (parsing the package takes about a second)."""
+    return ast.parse(path.read_text())
+
+
 def _top_level_imports(path: Path) -> set[str]:
     """Modules imported by statements in the module body (not in functions, not under TYPE_CHECKING)."""
     found = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in _tree(path).body:
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -89,7 +96,7 @@ def test_no_size_formula_outside_the_geometry():
     for name, path in MODULES.items():
         if name == "convbridge.spec.geometry":
             continue
-        tree = ast.parse(path.read_text())
+        tree = _tree(path)
         docs = {n.body[0].lineno for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
                 and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
         doc_lines = set()

@@ -20,6 +20,7 @@ from convbridge.spec import make_conv_spec
 
 from cases import CONV, TRANSPOSE, Case, table
 from conftest import BACKENDS
+from _gradients import assert_gradients_match_native
 
 AGREE = ("identical", "equivalent")
 
@@ -100,27 +101,7 @@ def test_gradients_match_the_native_algorithm(backend):
     x, w, b = (np.random.default_rng(2).standard_normal(s).astype(np.float32) for s in ((2, 3, 11, 6), (6, 1, 3, 2),
                                                                                         (6,)))
     kw = dict(groups=3, stride=(2, 1), dilation=(1, 2), padding=((2, 1), (1, 1)), padding_mode="reflect")
-    if backend == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        def loss(algorithm):
-            return lambda x, w, b: jnp.sum(cb.conv(x, w, b, algorithm=algorithm, **kw) ** 2)
-
-        got = jax.jit(jax.grad(loss("shifted"), argnums=(0, 1, 2)))(x, w, b)  # one compile each
-        want = jax.jit(jax.grad(loss("native"), argnums=(0, 1, 2)))(x, w, b)
-    else:
-        import torch
-
-        def grads(algorithm):
-            ts = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
-            (cb.conv(*ts, algorithm=algorithm, **kw) ** 2).sum().backward()
-            return [t.grad for t in ts]
-
-        got, want = grads("shifted"), grads("native")
-    for g, n in zip(got, want):
-        g, n = np.asarray(g, np.float64), np.asarray(n, np.float64)
-        assert np.linalg.norm(g - n) <= 1e-5 * np.linalg.norm(n)
+    assert_gradients_match_native(backend, "shifted", (x, w, b), kw)
 
 
 def test_jax_jit_and_vmap_compose():

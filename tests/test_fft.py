@@ -21,6 +21,7 @@ from convbridge.spec import ConvAxis, make_conv_spec
 
 from cases import CONV
 from conftest import BACKENDS
+from _gradients import assert_gradients_match_native
 
 AGREE = ("identical", "equivalent")
 
@@ -124,27 +125,7 @@ def test_gradients_match_the_native_algorithm(backend):
         pytest.skip("NumPy has no autodiff")
     x, w, b = (np.random.default_rng(2).standard_normal(s).astype(np.float32) for s in ((2, 4, 11), (6, 2, 3), (6,)))
     kw = dict(groups=2, stride=2, dilation=2, padding=((3, 1),), padding_mode="reflect")
-    if backend == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        def loss(algorithm):
-            return lambda x, w, b: jnp.sum(cb.conv(x, w, b, algorithm=algorithm, **kw) ** 2)
-
-        got = jax.jit(jax.grad(loss("fft"), argnums=(0, 1, 2)))(x, w, b)  # one compile each
-        want = jax.jit(jax.grad(loss("native"), argnums=(0, 1, 2)))(x, w, b)
-    else:
-        import torch
-
-        def grads(algorithm):
-            ts = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
-            (cb.conv(*ts, algorithm=algorithm, **kw) ** 2).sum().backward()
-            return [t.grad for t in ts]
-
-        got, want = grads("fft"), grads("native")
-    for g, n in zip(got, want):
-        g, n = np.asarray(g, np.float64), np.asarray(n, np.float64)
-        assert np.linalg.norm(g - n) <= 1e-5 * np.linalg.norm(n)
+    assert_gradients_match_native(backend, "fft", (x, w, b), kw)
 
 
 def test_jax_jit_compiles_the_fft_convolution():

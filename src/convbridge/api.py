@@ -82,27 +82,12 @@ def widen(arrays: tuple[ArrayLike | None, ...], preferred: object) -> tuple[Arra
                             f"dtype, " + (f"one of {', '.join(map(repr, wider))} for {have}" if wider else
                                            f"and {have} has none convbridge computes") +
                             " (or the inputs' own dtype)")
-    out: list[ArrayLike | None] = []
-    for a in arrays:
-        if a is None:
-            out.append(None)
-        elif framework_of(a) == "torch":
-            import torch
+    from convbridge import backends
 
-            out.append(a.to(getattr(torch, target)))
-        elif framework_of(a) == "jax":
-            import jax
-
-            if target in ("float64", "complex128") and not jax.config.read("jax_enable_x64"):
-                raise DTypeError(f"preferred_element_type={target!r} on JAX needs its x64 mode, which is off (JAX "
-                                 "would silently keep 32 bits); enable it with jax.config.update('jax_enable_x64', "
-                                 "True) or JAX_ENABLE_X64=1, or accumulate in float32")
-            out.append(a.astype(target))
-        else:
-            import numpy as np
-
-            out.append(np.asarray(a).astype(target))  # bfloat16 is no target: ml_dtypes needs no special case
-    return tuple(out)
+    try:
+        return tuple(None if a is None else backends.get(framework_of(a)).astype(a, target) for a in arrays)
+    except DTypeError as e:  # JAX without x64 mode
+        raise DTypeError(f"preferred_element_type={target!r} on JAX needs its x64 mode: {e}") from None
 
 
 def _run(op: str, x: ArrayLike, second: ArrayLike, bias: ArrayLike | None, kwargs: dict[str, Any],

@@ -57,6 +57,9 @@ class Backend(Protocol):
     def compile(self, fn: Callable[..., Array]) -> Callable[..., Array]:
         """``fn(spec, plan, *arrays)`` compiled as a whole where the framework can (spec and plan static)."""
 
+    def astype(self, a: Array, dtype: str) -> Array:
+        """One of this backend's arrays in the dtype named ``dtype`` (what ``preferred_element_type`` widens to)."""
+
 
 def validate(name: object) -> str:
     """Return ``name`` (lower-cased) if it names a backend, else raise listing the known ones.

@@ -33,7 +33,7 @@ from convbridge.spec import ConvAxis, ConvSpec, ConvTransposeSpec, FoldSpec, Spe
 
 NAME = "jax"
 
-__all__ = ["NAME", "place", "to_numpy", "unsupported", "precision", "transpose", "take", "compile"]
+__all__ = ["NAME", "place", "to_numpy", "unsupported", "precision", "transpose", "take", "compile", "astype"]
 
 
 def float64() -> Any:
@@ -323,3 +323,11 @@ def fold(spec: FoldSpec, plan: Plan, cols: Array) -> Array:
 for _fn in (conv, conv_transpose, unfold, fold):
     register(Impl(_fn.__name__, NAME, "native", compile(_fn), summary=(_fn.__doc__ or "").split("\n")[0],
                   cost=costs.native))
+
+
+def astype(a: Array, dtype: str) -> Array:
+    """``a`` in ``dtype``; float64 and complex128 need x64 mode (JAX would silently keep 32 bits)."""
+    error = x64_error(dtype)
+    if error is not None:
+        raise error
+    return a.astype(dtype)

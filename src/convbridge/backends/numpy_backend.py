@@ -21,7 +21,7 @@ from convbridge.spec import ConvSpec, ConvTransposeSpec, FoldSpec, Spec, UnfoldS
 
 NAME = "numpy"
 
-__all__ = ["NAME", "place", "to_numpy", "unsupported", "precision", "transpose", "take", "compile"]
+__all__ = ["NAME", "place", "to_numpy", "unsupported", "precision", "transpose", "take", "compile", "astype"]
 
 
 def place(arrays: Sequence[ArrayLike | None], device: object) -> tuple[np.ndarray | None, ...]:
@@ -100,3 +100,7 @@ def _as_a_framework(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
 for _fn in (conv, conv_transpose, unfold, fold):
     register(Impl(_fn.__name__, NAME, "native", _as_a_framework(_fn), memory=reference_bytes,
                   summary="the NumPy reference definition, in the input dtype", cost=costs.native))
+
+
+def astype(a: np.ndarray, dtype: str) -> np.ndarray:
+    return np.asarray(a).astype(dtype)

@@ -34,7 +34,7 @@ from convbridge.spec import ConvSpec, ConvTransposeSpec, FoldSpec, Spec, UnfoldS
 
 NAME = "torch"
 
-__all__ = ["NAME", "place", "to_numpy", "unsupported", "precision", "transpose", "take", "compile", "unfold_generic",
+__all__ = ["NAME", "place", "to_numpy", "unsupported", "precision", "transpose", "take", "compile", "astype", "unfold_generic",
            "fold_generic"]
 
 
@@ -400,3 +400,7 @@ register(Impl("conv_transpose", NAME, "channels_last", conv_transpose_channels_l
               cost=channels_last_cost))
 register(Impl("unfold", NAME, "native", unfold, summary="F.unfold (2-d) or Tensor.unfold views"))
 register(Impl("fold", NAME, "native", fold, summary="F.fold (2-d) or strided slice-adds"))
+
+
+def astype(a: torch.Tensor, dtype: str) -> torch.Tensor:
+    return a.to(getattr(torch, dtype))

@@ -79,9 +79,12 @@ def test_reference_is_a_leaf_that_knows_only_the_spec():
 def test_frameworks_and_pictures_stay_in_their_modules():
     for name, path in MODULES.items():
         roots = {m.partition(".")[0] for m in _top_level_imports(path)}
-        # backends, porting's framework sides and convbridge's layers (which subclass a framework's Module)
-        if not name.startswith(("convbridge.backends.", "convbridge.port._", "convbridge.nn.")) or name in (
-                "convbridge.port._common", "convbridge.nn._common"):
+        # backends, porting's framework sides, convbridge's layers (which subclass a framework's Module), the
+        # reference models (written in each framework) and diff's per-framework capture
+        if not name.startswith(("convbridge.backends.", "convbridge.port._", "convbridge.nn.", "convbridge.models.",
+                                "convbridge.diff._")) or name in (
+                "convbridge.port._common", "convbridge.nn._common", "convbridge.models._common",
+                "convbridge.diff._common"):
             assert not roots & set(FRAMEWORKS), f"{name} imports {roots & set(FRAMEWORKS)} at module level"
         if not name.startswith("convbridge.viz"):
             assert "matplotlib" not in roots and "PIL" not in roots, name

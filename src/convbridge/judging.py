@@ -617,7 +617,7 @@ def _family(algorithm: object) -> str:
 
 @checked_signature
 def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = None, *, op: str = "conv",
-            backends: Any = ("torch", "jax"), rerun: bool | str = "auto", exact: bool = False,
+            backends: Any = ("torch", "jax"), rerun: bool | str = "auto", exact: bool = False, grad: bool = False,
             **op_kwargs: Any) -> ParityReport:
     """Run ``op`` on several backends (or callables) and judge every result against the float64 reference.
 
@@ -635,6 +635,9 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
             exact integer data in its dtype, and let those decide; ``True``: always re-run; ``False``: never.
         exact: run on integer-valued data of the same shapes (not ``x``'s values), thinned so that every
             partial sum is exact in the dtype; then equality must be bitwise.
+        grad: also judge the gradients with respect to x, the kernel and the bias (conv and conv_transpose; torch,
+            JAX and callables written in them): each backend's VJP of one seeded cotangent against the float64
+            reference VJP, in :attr:`ParityReport.gradients` (:mod:`convbridge.gradparity`).
         **op_kwargs: the op's keyword arguments (stride, padding, layout, ...), ``preferred_element_type``
             (conv and conv_transpose: the inputs are widened to it and judged there), and the plan's (algorithm,
             precision, device), which apply to every backend. ``algorithm="direct" | "fft" | "winograd"``
@@ -652,6 +655,11 @@ def compare(x: ArrayLike, kernel: ArrayLike = None, bias: ArrayLike | None = Non
     >>> cb.compare(x.astype("float32"), (3, 3), op="unfold", backends=("numpy",)).verdict
     'identical'
     """
+    if grad is not False:
+        from convbridge.gradparity import compare_gradients
+
+        return compare_gradients(x, kernel, bias, op=op, backends=backends, rerun=rerun, exact=exact, grad=grad,
+                                 **op_kwargs)
     runners = _runners(backends)
     if rerun not in RERUN or not isinstance(rerun, (bool, str)):
         raise ArgumentError(f"rerun is 'auto', True or False, got {brief(rerun)}")

@@ -882,6 +882,8 @@ class ParityReport:
         rerun: the same comparison re-run in float64 when a result landed between the thresholds.
         exact: the comparison ran on integer-valued data where every partial sum is exact.
         notes: what the reader should know (weak evidence, re-runs that could not run).
+        gradients: with ``compare(..., grad=True)``, one report per gradient (``"x"``, ``"weight"``, ``"bias"``);
+            :attr:`verdict` is then the worst of the output's (:attr:`output_verdict`) and theirs.
     """
 
     op: str
@@ -898,13 +900,19 @@ class ParityReport:
     exact: bool = False
     exact_rerun: ParityReport | None = field(default=None, repr=False, compare=False)
     notes: tuple[str, ...] = ()
+    gradients: Mapping[str, ParityReport] = field(default_factory=dict, repr=False, compare=False)
 
     @property
-    def verdict(self) -> str:
+    def output_verdict(self) -> str:
         """The worst verdict of the results against the reference (pairs between results inform, but do not
         downgrade two certified results); the worst of all pairs when no reference was judged."""
         against = [p.verdict for p in self.pairs if p.b == "reference"]
         return worst_verdict(against or [p.verdict for p in self.pairs])
+
+    @property
+    def verdict(self) -> str:
+        """:attr:`output_verdict`, or with :attr:`gradients` the worst of it and the gradients' verdicts."""
+        return worst_verdict([self.output_verdict, *(r.verdict for r in self.gradients.values())])
 
     @property
     def verdict_label(self) -> str:
@@ -913,8 +921,11 @@ class ParityReport:
         verdict = self.verdict
         if verdict != "equivalent":
             return verdict
-        against = [p for p in self.pairs if p.b == "reference"] or list(self.pairs)
-        under = " and ".join(dict.fromkeys(p.under for p in against if p.under and p.verdict == "equivalent"))
+        unders = []
+        for report in (self, *self.gradients.values()):
+            against = [p for p in report.pairs if p.b == "reference"] or list(report.pairs)
+            unders += [p.under for p in against if p.under and p.verdict == "equivalent"]
+        under = " and ".join(dict.fromkeys(unders))
         return f"{verdict} under {under}" if under else verdict
 
     @property
@@ -954,6 +965,9 @@ class ParityReport:
             d["rerun"] = self.rerun.to_dict()
         if self.exact_rerun is not None:
             d["exact_rerun"] = self.exact_rerun.to_dict()
+        if self.gradients:
+            d["output_verdict"] = self.output_verdict
+            d["gradients"] = {k: r.to_dict() for k, r in self.gradients.items()}
         return d
 
     def __str__(self) -> str:
@@ -977,7 +991,13 @@ class ParityReport:
         for label, again in (("re-run in float64", self.rerun), ("re-run on exact integer data", self.exact_rerun)):
             if again is not None:
                 tail += ["", f"{label}:", *("  " + line for line in str(again).splitlines())]
-        return "\n".join(head + [""] + lines + tail + ["", f"verdict: {self.verdict_label}"])
+        verdict = f"verdict: {self.verdict_label}"
+        for key, r in self.gradients.items():
+            tail += ["", f"gradient with respect to {key}:", *("  " + line for line in str(r).splitlines())]
+        if self.gradients:
+            parts = [f"output {self.output_verdict}"] + [f"{k} {r.verdict_label}" for k, r in self.gradients.items()]
+            verdict += f" ({'; '.join(parts)})"
+        return "\n".join(head + [""] + lines + tail + ["", verdict])
 
     def _repr_html_(self) -> str:
         import html

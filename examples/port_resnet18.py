@@ -56,9 +56,7 @@ def main() -> None:
     print(f"\nbuggy port: {report.verdict}; first divergent layer:\n  {report.first_divergent}")
     print(f"(diff took {report.seconds:.2f} s)")
     if args.html:
-        from convbridge.diff.render import save_html
-
-        save_html(report, args.html)
+        report.save_html(args.html)
         print(f"wrote {args.html}")
 
 

@@ -82,9 +82,9 @@ def test_frameworks_and_pictures_stay_in_their_modules():
         # backends, porting's framework sides, convbridge's layers (which subclass a framework's Module), the
         # reference models (written in each framework) and diff's per-framework capture
         if not name.startswith(("convbridge.backends.", "convbridge.port._", "convbridge.nn.", "convbridge.models.",
-                                "convbridge.diff._")) or name in (
+                                "convbridge.divergence._")) or name in (
                 "convbridge.port._common", "convbridge.nn._common", "convbridge.models._common",
-                "convbridge.diff._common"):
+                "convbridge.divergence._common"):
             assert not roots & set(FRAMEWORKS), f"{name} imports {roots & set(FRAMEWORKS)} at module level"
         if not name.startswith("convbridge.viz"):
             assert "matplotlib" not in roots and "PIL" not in roots, name

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import convbridge as cb
-from convbridge.diff import diff
 from convbridge.errors import ArgumentError
 from convbridge.models import equinox as me, linen as ml, torch as mt
 
@@ -46,7 +45,7 @@ def resnet():
 
 def test_resnet18_torch_to_linen_agrees_layer_by_layer(resnet):
     tm, variables, x = resnet
-    report = diff(tm, (ml.ResNet18(width=8), variables), x)
+    report = cb.diff(tm, (ml.ResNet18(width=8), variables), x)
     assert report.first_divergent is None, str(report.first_divergent)
     assert report.verdict in ("identical", "equivalent")
     kinds = [row.kind for row in report.rows]
@@ -61,7 +60,7 @@ def test_resnet18_torch_to_linen_agrees_layer_by_layer(resnet):
 
 def test_planted_same_padding_is_named_at_that_conv(resnet):
     tm, variables, x = resnet
-    report = diff(tm, (ml.ResNet18(width=8, same_padding_in="layer2_0/conv1"), variables), x)
+    report = cb.diff(tm, (ml.ResNet18(width=8, same_padding_in="layer2_0/conv1"), variables), x)
     first = report.first_divergent
     assert report.verdict == "mismatch" and first is not None
     assert (first.name_a, first.name_b) == ("layer2.0.conv1", "layer2_0/conv1")
@@ -78,8 +77,8 @@ def test_planted_flatten_order_is_named_at_the_flatten():
     tm = mt.LeNet().eval()
     x = RNG.standard_normal((2, 3, 32, 32)).astype(np.float32)
     variables = _linen(tm, ml.LeNet(), x.transpose(0, 2, 3, 1))
-    assert diff(tm, (ml.LeNet(), variables), x).first_divergent is None
-    report = diff(tm, (ml.LeNet(flatten="nhwc"), variables), x)
+    assert cb.diff(tm, (ml.LeNet(), variables), x).first_divergent is None
+    report = cb.diff(tm, (ml.LeNet(flatten="nhwc"), variables), x)
     first = report.first_divergent
     assert first is not None and first.name_a == "flatten" and first.kind == "flatten"
     assert "flatten order" in first.cause
@@ -90,8 +89,8 @@ def test_planted_batchnorm_eps_is_named_at_the_first_batchnorm():
     tm = _bn_stats(mt.MobileNetV2Block(8, 8))
     x = RNG.standard_normal((2, 8, 8, 8)).astype(np.float32)
     variables = _linen(tm, ml.MobileNetV2Block(8, 8), x.transpose(0, 2, 3, 1))
-    assert diff(tm, (ml.MobileNetV2Block(8, 8), variables), x).first_divergent is None
-    report = diff(tm, (ml.MobileNetV2Block(8, 8, bn_eps=1e-3), variables), x)
+    assert cb.diff(tm, (ml.MobileNetV2Block(8, 8), variables), x).first_divergent is None
+    report = cb.diff(tm, (ml.MobileNetV2Block(8, 8, bn_eps=1e-3), variables), x)
     first = report.first_divergent
     assert first is not None and first.kind == "batchnorm"
     assert first.index == 1  # expand conv, then its BatchNorm
@@ -108,8 +107,8 @@ def unet():
 
 def test_planted_align_corners_is_named_at_the_upsampling(unet):
     tm, variables, x = unet
-    assert diff(tm, (ml.UNet(width=4), variables), x).first_divergent is None
-    report = diff(tm, (ml.UNet(width=4, align_corners=True), variables), x)
+    assert cb.diff(tm, (ml.UNet(width=4), variables), x).first_divergent is None
+    report = cb.diff(tm, (ml.UNet(width=4, align_corners=True), variables), x)
     first = report.first_divergent
     assert first is not None and first.kind == "upsample" and first.name_b.endswith("up2")
     assert "align_corners False vs True" in first.cause
@@ -120,7 +119,7 @@ def test_planted_unflipped_transposed_kernel_is_named_at_that_layer(unet):
     params = jax.tree_util.tree_map(lambda a: a, variables["params"])
     k = np.asarray(params["up1"]["kernel"])
     params["up1"] = {**params["up1"], "kernel": jnp.asarray(np.flip(k, (0, 1)))}  # the flip a port forgot
-    report = diff(tm, (ml.UNet(width=4), {**variables, "params": params}), x)
+    report = cb.diff(tm, (ml.UNet(width=4), {**variables, "params": params}), x)
     first = report.first_divergent
     assert first is not None and first.kind == "conv_transpose" and first.name_a == "up1"
     assert "kernel flipped" in first.cause
@@ -130,10 +129,10 @@ def test_torch_to_equinox_and_back_agree(resnet):
     tm, _, x = resnet
     skeleton = jax.eval_shape(lambda: me.ResNet18(width=8, key=jax.random.PRNGKey(0)))  # shapes only: no init
     em, _ = cb.port.state_dict(tm, skeleton)
-    report = diff(tm, em, x[:1])
+    report = cb.diff(tm, em, x[:1])
     assert report.first_divergent is None and report.verdict in ("identical", "equivalent")
     assert sum(row.kind == "conv" for row in report.rows) == 20
-    back = diff(em, tm, x[:1])  # either side may be A
+    back = cb.diff(em, tm, x[:1])  # either side may be A
     assert back.first_divergent is None
 
 
@@ -164,8 +163,8 @@ def test_glue_bug_is_named_at_the_first_layer_whose_input_differs():
     tm = Net().eval()
     x = RNG.standard_normal((2, 3, 6, 6)).astype(np.float32)
     variables = _linen(tm, LinenNet(), x.transpose(0, 2, 3, 1))
-    assert diff(tm, (LinenNet(), variables), x).first_divergent is None
-    report = diff(tm, (LinenNet(channels_first=False), variables), x)
+    assert cb.diff(tm, (LinenNet(), variables), x).first_divergent is None
+    report = cb.diff(tm, (LinenNet(channels_first=False), variables), x)
     first = report.first_divergent
     assert first is not None and first.name_a == "fc" and first.input_verdict == "glue"
     assert first.verdict in ("identical", "equivalent")  # the Linear itself is right
@@ -178,15 +177,15 @@ def test_errors_are_clear():
     tm = mt.LeNet()
     x = RNG.standard_normal((1, 3, 32, 32)).astype(np.float32)
     with pytest.raises(ArgumentError, match=r"training mode .* model.eval\(\)"):
-        diff(tm, tm, x)
+        cb.diff(tm, tm, x)
     tm.eval()
     with pytest.raises(ArgumentError, match=r"holds no weights: pass \(LeNet\(...\), variables\)"):
-        diff(tm, ml.LeNet(), x)
+        cb.diff(tm, ml.LeNet(), x)
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 5)).eval()
     with pytest.raises(ArgumentError, match=r"model A runs 5 layers with parameters and model B 1; .*fc1.*name_map"):
-        diff(tm, other, x)
+        cb.diff(tm, other, x)
     with pytest.raises(cb.ConvBridgeError, match="float array"):
-        diff(tm, tm, x.astype(np.int32))
+        cb.diff(tm, tm, x.astype(np.int32))
 
 
 def test_name_map_with_globs_pairs_by_name():
@@ -194,9 +193,74 @@ def test_name_map_with_globs_pairs_by_name():
     tm = mt.LeNet().eval()
     x = RNG.standard_normal((1, 3, 32, 32)).astype(np.float32)
     variables = _linen(tm, ml.LeNet(), x.transpose(0, 2, 3, 1))
-    report = diff(tm, (ml.LeNet(), variables), x, name_map={"fc*": "fc*", "conv1": "conv1"})
+    report = cb.diff(tm, (ml.LeNet(), variables), x, name_map={"fc*": "fc*", "conv1": "conv1"})
     assert [row.name_a for row in report.rows][:3] == ["conv1", "relu1", "pool1"]  # the rest pair by equal names
     assert report.first_divergent is None and len(report.rows) == 12
     # a map naming a layer B does not have
     with pytest.raises(ArgumentError, match=r"name_map pairs layers model B does not call .*conv9"):
-        diff(tm, (ml.LeNet(), variables), x, name_map={"conv*": "conv9"})
+        cb.diff(tm, (ml.LeNet(), variables), x, name_map={"conv*": "conv9"})
+
+
+def _tiny_torch() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return _bn_stats(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
+                                         torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5)))
+
+
+def test_grad_catches_a_port_that_matches_in_inference_but_trains_differently():
+    """A ReLU with a straight-through gradient: the same forward, other gradients for everything before it."""
+    import flax.linen as nn
+
+    @jax.custom_vjp
+    def relu(x):
+        return jnp.maximum(x, 0)
+
+    relu.defvjp(lambda x: (jnp.maximum(x, 0), None), lambda _, g: (g,))
+
+    class Net(nn.Module):
+        straight_through: bool = False
+
+        @nn.compact
+        def __call__(self, x: jax.Array) -> jax.Array:
+            y = nn.BatchNorm(use_running_average=True, epsilon=1e-5, name="1")(nn.Conv(4, (3, 3), padding=((1, 1),
+                                                                                    (1, 1)), name="0")(x))
+            y = relu(y) if self.straight_through else nn.relu(y)
+            y = jnp.transpose(y, (0, 3, 1, 2)).reshape(y.shape[0], -1)
+            return nn.Dense(5, name="4")(y)
+
+    tm = _tiny_torch()
+    x = RNG.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    variables = _linen(tm, Net(), x.transpose(0, 2, 3, 1))
+    good = cb.diff(tm, (Net(), variables), x, grad=True)
+    assert good.verdict in ("identical", "equivalent"), str(good)
+    names = [g.name_a for g in good.grads]
+    assert names[0] == "input" and {"0.weight", "0.bias", "1.weight", "1.bias", "4.weight", "4.bias"} <= set(names)
+    assert all(g.verdict in ("identical", "equivalent") and g.rel64 < 1e-12 for g in good.grads)
+    bad = cb.diff(tm, (Net(straight_through=True), variables), x, grad=True)
+    assert bad.first_divergent is None  # inference agrees ...
+    by_name = {g.name_a: g.verdict for g in bad.grads}
+    assert by_name["4.weight"] in ("identical", "equivalent")  # ... the layer after the ReLU trains the same
+    assert by_name["input"] == by_name["0.weight"] == by_name["1.bias"] == "mismatch"
+    assert bad.verdict == "mismatch"
+
+
+def test_nnx_side():
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            self.conv = nnx.Conv(3, 4, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
+            self.bn = nnx.BatchNorm(4, use_running_average=True, rngs=rngs)
+            self.fc = nnx.Linear(4 * 6 * 6, 5, rngs=rngs)
+
+        def __call__(self, x: jax.Array) -> jax.Array:
+            y = nnx.relu(self.bn(self.conv(x)))
+            return self.fc(jnp.transpose(y, (0, 3, 1, 2)).reshape(y.shape[0], -1))
+
+    tm = _tiny_torch()
+    net, _ = cb.port.state_dict(tm, Net(nnx.Rngs(0)))
+    x = RNG.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    report = cb.diff(tm, net, x)
+    assert [row.kind for row in report.rows] == ["conv", "batchnorm", "linear"]
+    assert report.first_divergent is None and report.verdict in ("identical", "equivalent")
+    assert report.unpaired_a == ("2", "3")  # torch's ReLU and Flatten modules: plain code in the nnx model

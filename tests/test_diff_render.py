@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from convbridge.diff import render
-from convbridge.diff.report import DiffReport, DiffRow, GradRow
+from convbridge.divergence import render
+from convbridge.divergence.report import DiffReport, DiffRow, GradRow
 from convbridge.errors import ArgumentError, ArgumentTypeError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

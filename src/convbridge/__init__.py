@@ -21,15 +21,16 @@ _WHERE = {
     "ConvBridgeError": "errors", "explain": "explain", "MatmulView": "lowering", "as_matmul": "lowering",
     "conv_matrix": "lowering", "output_shape": "ops", "ParityReport": "parity", "Plan": "plan",
     "Precision": "precision", "ConvSpec": "spec", "ConvTransposeSpec": "spec", "FoldSpec": "spec",
-    "UnfoldSpec": "spec", "shard_batch": "sharding",
+    "UnfoldSpec": "spec", "shard_batch": "sharding", "diff": "divergence", "DiffReport": "divergence",
 }
 _RENAMED = {"available_backends": "available"}
-_MODULES = ("memory", "transpose", "port", "nn", "autotune", "sharding")
+_MODULES = ("memory", "transpose", "port", "nn", "autotune", "sharding", "models", "divergence")
 
 if TYPE_CHECKING:
     from typing import Any
 
-    from convbridge import autotune, memory, nn, port, sharding, transpose
+    from convbridge import autotune, divergence, memory, models, nn, port, sharding, transpose
+    from convbridge.divergence import DiffReport, diff
     from convbridge.api import conv, conv_transpose, fold, unfold
     from convbridge.judging import compare, verify
     from convbridge.backends import available as available_backends
@@ -87,6 +88,10 @@ __all__ = [
     "autotune",
     "sharding",
     "shard_batch",
+    "diff",
+    "DiffReport",
+    "models",
+    "divergence",
     "ParityReport",
     "Precision",
     "ConvBridgeError",

@@ -21,8 +21,8 @@ from matplotlib.patches import Patch
 from matplotlib.style import context as style_context
 from matplotlib.ticker import FuncFormatter, NullLocator
 
-from convbridge.diff.render import num, shorten
-from convbridge.diff.report import DiffReport, DiffRow
+from convbridge.divergence.render import num, shorten
+from convbridge.divergence.report import DiffReport, DiffRow
 from convbridge.viz.figures import STYLE
 
 __all__ = ["bar_chart", "PNG_TAG"]
@@ -109,7 +109,7 @@ def bar_chart(report: DiffReport) -> bytes:
     """The per-layer bar chart of ``report`` as PNG bytes: r against its allowed band, log scale.
 
     Args:
-        report: what :func:`convbridge.diff` returned.
+        report: what :func:`convbridge.divergence` returned.
 
     Returns:
         A PNG (900 pixels wide, 20 pixels per row plus 175), tagged ``Software: convbridge diff``.

@@ -1,4 +1,4 @@
-"""What every framework side of :func:`convbridge.diff` records, framework-free."""
+"""What every framework side of :func:`convbridge.divergence` records, framework-free."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Mapping, Protocol
 
 import numpy as np
 
-from convbridge.diff.layers import Info
+from convbridge.divergence.layers import Info
 
 __all__ = ["Call", "Side", "Run", "to_channels_first", "to_channels_last"]
 
@@ -33,7 +33,7 @@ class Run:
 
 
 class Side(Protocol):
-    """One model, as :func:`convbridge.diff` drives it."""
+    """One model, as :func:`convbridge.divergence` drives it."""
 
     framework: str
     description: str

@@ -4,12 +4,12 @@
 >>> callable(cb.diff)
 True
 
-See :func:`convbridge.diff.core.diff` (also ``cb.diff``) and, for the bounds, :mod:`convbridge.diff.layers`.
+See :func:`convbridge.divergence.core.diff` (``cb.diff``) and, for the bounds, :mod:`convbridge.divergence.layers`.
 """
 
 from __future__ import annotations
 
-from convbridge.diff.core import diff
-from convbridge.diff.report import DiffReport, DiffRow, GradRow
+from convbridge.divergence.core import diff
+from convbridge.divergence.report import DiffReport, DiffRow, GradRow
 
 __all__ = ["diff", "DiffReport", "DiffRow", "GradRow"]

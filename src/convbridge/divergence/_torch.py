@@ -1,4 +1,4 @@
-"""The torch side of :func:`convbridge.diff`: forward hooks capture every leaf module's input and output."""
+"""The torch side of :func:`convbridge.divergence`: forward hooks capture every leaf module's input and output."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from convbridge.arrays import to_host
-from convbridge.diff._common import Call, Run, conv_info, first_array, linear_info, plain_config, window_terms
-from convbridge.diff.layers import Info, kind_of
+from convbridge.divergence._common import Call, Run, conv_info, first_array, linear_info, plain_config, window_terms
+from convbridge.divergence.layers import Info, kind_of
 from convbridge.errors import ArgumentError
 
 __all__ = ["TorchSide"]

@@ -1,4 +1,4 @@
-"""A :class:`~convbridge.diff.report.DiffReport` for people: plain text, a rich table, HTML for notebooks and pages.
+"""A :class:`~convbridge.divergence.report.DiffReport` for people: plain text, a rich table, HTML for notebooks and pages.
 
 Framework-free: rich is imported by :func:`table` only, matplotlib (for the page's bar chart) by :func:`html_page`
 only, and a page without matplotlib says so instead of drawing.
@@ -6,7 +6,7 @@ only, and a page without matplotlib says so instead of drawing.
 Numbers have 3 significant digits; an infinite ratio reads ``inf``, a missing one (None, NaN) ``-``. Long layer
 names are shortened in the middle (``layer4.1…bn2``) so that text lines stay within 118 columns.
 
->>> from convbridge.diff.report import DiffReport, DiffRow
+>>> from convbridge.divergence.report import DiffReport, DiffRow
 >>> conv = DiffRow(0, "conv1", "conv1", "torch.nn.Conv2d", "flax.linen.Conv", "conv", (1, 3, 8, 8), (1, 4, 8, 8),
 ...                "equivalent", 1.5, 40.0, 2e-7)
 >>> out = DiffRow(-1, "output", "output", "", "", "output", (1, 3, 8, 8), (1, 4, 8, 8), "equivalent", 1.5, 40.0,
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from convbridge.diff.report import VERDICTS, DiffReport, DiffRow, GradRow
+from convbridge.divergence.report import VERDICTS, DiffReport, DiffRow, GradRow
 from convbridge.errors import ArgumentError, ArgumentTypeError
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ def text(report: DiffReport) -> str:
     a look, the end-to-end output, the gradients when judged, the unpaired layers and the notes.
 
     Args:
-        report: what :func:`convbridge.diff` returned.
+        report: what :func:`convbridge.divergence` returned.
 
     Returns:
         The text, without a trailing newline.

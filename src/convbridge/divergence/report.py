@@ -1,4 +1,4 @@
-"""What :func:`convbridge.diff` returns: one row per paired layer, the glue between layers, the end-to-end output.
+"""What :func:`convbridge.divergence` returns: one row per paired layer, the glue between layers, the end-to-end output.
 
 A row judges one layer of model A against its counterpart in model B **on the same input** (A's input to that
 layer, converted to B's layout), so errors do not accumulate: the first real difference stands out. It also
@@ -7,7 +7,7 @@ the wrong order, a missing transpose) is named at the first layer whose inputs d
 output agreed.
 
 Ratios are in units of the unit roundoff times the layer's gauge: ``r = max |y_a - y_b| / (u G)`` and
-``allowed`` is the bound in the same units (see :mod:`convbridge.diff.layers` for each kind's gauge and bound).
+``allowed`` is the bound in the same units (see :mod:`convbridge.divergence.layers` for each kind's gauge and bound).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class DiffRow:
             the earlier layers' differences explain, ``"glue"`` when it does not (the code between the previous
             layer and this one differs), ``""`` for the first layer.
         input_max_abs, input_allowed: B's own input against A's: worst absolute difference and the bound it was held
-            to (from the earlier outputs' differences, see :func:`convbridge.diff.layers.glue_bound`).
+            to (from the earlier outputs' differences, see :func:`convbridge.divergence.layers.glue_bound`).
         glue_cause: the likely glue bug (``"flatten order: ..."``), when convbridge can tell.
         bound: how ``allowed`` was derived (``"rigorous: gamma_K G, K=27"``, ``"exact: a selection"``, ...).
     """
@@ -168,14 +168,20 @@ class DiffReport:
                 "seconds": self.seconds if math.isfinite(self.seconds) else None}
 
     def __str__(self) -> str:
-        from convbridge.diff.render import text
+        from convbridge.divergence.render import text
 
         return text(self)
 
     def _repr_html_(self) -> str:
-        from convbridge.diff.render import html_fragment
+        from convbridge.divergence.render import html_fragment
 
         return html_fragment(self)
+
+    def save_html(self, path: Any) -> Any:
+        """Write the report as a self-contained HTML page with the per-layer bar chart; returns the path."""
+        from convbridge.divergence.render import save_html
+
+        return save_html(self, path)
 
 
 def _num(v: float) -> str:

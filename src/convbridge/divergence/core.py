@@ -10,9 +10,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from convbridge.arrays import to_numpy
-from convbridge.diff._common import Call, Run, Side, to_channels_first, to_channels_last
-from convbridge.diff.layers import PARAMETRIC, causes, gauge, glue_bound, unit_roundoff
-from convbridge.diff.report import DiffReport, DiffRow
+from convbridge.divergence._common import Call, Run, Side, to_channels_first, to_channels_last
+from convbridge.divergence.layers import PARAMETRIC, causes, gauge, glue_bound, unit_roundoff
+from convbridge.divergence.report import DiffReport, DiffRow
 from convbridge.errors import ArgumentError, ArgumentTypeError, ShapeError, describe_value
 
 __all__ = ["diff", "side"]
@@ -33,12 +33,12 @@ def side(model: Any, layout: str | None = None) -> Side:
         if "flax" not in roots:
             raise ArgumentTypeError(f"a tuple model is (linen_module, variables[, apply_kwargs]); got a tuple holding "
                                     f"{describe_value(model[0])}")
-        from convbridge.diff._jax import LinenSide
+        from convbridge.divergence._jax import LinenSide
 
         return _with_layout(LinenSide(model[0], model[1], model[2] if len(model) == 3 else None), layout)
     roots = {c.__module__.partition(".")[0] for c in type(model).__mro__}
     if "torch" in roots:
-        from convbridge.diff._torch import TorchSide
+        from convbridge.divergence._torch import TorchSide
 
         return _with_layout(TorchSide(model), layout)
     if "flax" in roots:
@@ -46,11 +46,11 @@ def side(model: Any, layout: str | None = None) -> Side:
 
         if isinstance(model, nn.Module):
             raise ArgumentError(f"a flax.linen module holds no weights: pass ({type(model).__name__}(...), variables)")
-        from convbridge.diff._jax import NnxSide
+        from convbridge.divergence._jax import NnxSide
 
         return _with_layout(NnxSide(model), layout)
     if "equinox" in roots:
-        from convbridge.diff._jax import EquinoxSide
+        from convbridge.divergence._jax import EquinoxSide
 
         return _with_layout(EquinoxSide(model), layout)
     raise ArgumentTypeError(f"cannot diff {describe_value(model)}: give a torch.nn.Module, a (flax.linen module, "
@@ -326,7 +326,7 @@ def diff(model_a: Any, model_b: Any, x: Any, *, layout_b: str | None = None, nam
     layer runs on A's input to it, so that errors do not accumulate; and B's own input to each layer is compared
     with A's, so that a bug in the code between layers (a flatten in the wrong order, a missing transpose) is named
     at the first layer whose input differs while every earlier output agreed. The bounds are documented in
-    :mod:`convbridge.diff.layers`.
+    :mod:`convbridge.divergence.layers`.
 
     Args:
         model_a, model_b: the two models.
@@ -387,7 +387,7 @@ def diff(model_a: Any, model_b: Any, x: Any, *, layout_b: str | None = None, nam
         raise ArgumentError(f"rerun must be 'auto', True or False, got {describe_value(rerun)}")
     grads: tuple[Any, ...] = ()
     if grad:
-        from convbridge.diff.gradients import gradient_rows
+        from convbridge.divergence.gradients import gradient_rows
 
         grads = tuple(gradient_rows(model_a, model_b, xa, conv, run_a.output.shape))
     return DiffReport(sa.description, sb.description, tuple(rows), output,
@@ -445,9 +445,11 @@ def _output_row(run_a: Run, run_b: Run, conv: _Convert, out64_a: np.ndarray | No
                        bound="r: the float64 runs' largest difference relative to the largest output")
     elif rel <= E2E_RELATIVE_32 and rows and all(r.verdict in ("identical", "equivalent") and r.input_verdict != "glue"
                                                     for r in rows):
-        verdict = "equivalent"
         evidence = (f"every layer and the glue between them agree, and the float32 outputs differ by {rel:.2g} of the "
                     f"largest output (max |d| {float(np.max(d)):.3g}), within {E2E_RELATIVE_32:g}")
+        return DiffRow(**common, verdict="equivalent", r=rel, allowed=E2E_RELATIVE_32,  # type: ignore[arg-type]
+                       max_abs=float(np.max(d)), evidence=evidence,
+                       bound="r: the float32 outputs' largest difference relative to the largest output")
     else:
         bad = any(r.divergent for r in rows)
         verdict = "mismatch" if bad else "inconclusive"

@@ -1,4 +1,4 @@
-"""The JAX sides of :func:`convbridge.diff`: Flax linen (method interception), Flax nnx and Equinox (module
+"""The JAX sides of :func:`convbridge.divergence`: Flax linen (method interception), Flax nnx and Equinox (module
 traversal: each leaf module's class ``__call__`` is wrapped for the run, then restored).
 
 Every run is eager (no ``jit``), so each layer's input and output are concrete arrays; Equinox models, which take
@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from convbridge.arrays import to_host
-from convbridge.diff._common import Call, Run, conv_info, first_array, linear_info, plain_config, window_terms
-from convbridge.diff.layers import Info, kind_of
+from convbridge.divergence._common import Call, Run, conv_info, first_array, linear_info, plain_config, window_terms
+from convbridge.divergence.layers import Info, kind_of
 
 __all__ = ["LinenSide", "NnxSide", "EquinoxSide"]
 

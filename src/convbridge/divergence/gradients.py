@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from convbridge.arrays import to_host
-from convbridge.diff.report import GradRow
+from convbridge.divergence.report import GradRow
 
 __all__ = ["gradient_rows", "GRAD_RELATIVE_64"]
 
@@ -84,6 +84,14 @@ def _f64(tree: Any) -> Any:
                                   if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
+def _vjp(f: Any, params: Any, x: Any, g: Any) -> Any:
+    """``(d params, d x)`` of ``sum(f(params, x) * g)``: one jitted program (eager differentiation compiles every
+    operation on its own)."""
+    import jax
+
+    return jax.jit(lambda p, xin, gg: jax.vjp(f, p, xin)[1](gg))(params, x, g)
+
+
 def _linen_grads(module: Any, variables: Any, kwargs: dict[str, Any], x: np.ndarray, g: np.ndarray,
                  float64: bool) -> tuple[dict[str, np.ndarray], np.ndarray, Any]:
     import jax
@@ -97,9 +105,8 @@ def _linen_grads(module: Any, variables: Any, kwargs: dict[str, Any], x: np.ndar
         def f(params: Any, xin: Any) -> Any:
             return module.apply({**rest, "params": params}, xin, **kwargs)
 
-        _, vjp = jax.vjp(f, v["params"], jnp.asarray(x.astype(dtype)))
-        dp, dx = vjp(jnp.asarray(g.astype(dtype)))
-        holder = {**{k: val for k, val in variables.items() if k != "params"}, "params": dp}
+        dp, dx = _vjp(f, v["params"], jnp.asarray(x.astype(dtype)), jnp.asarray(g.astype(dtype)))
+        holder = {**rest, "params": dp}
         return _flat(dp, "/"), to_host(dx, "a gradient"), holder
 
 
@@ -117,8 +124,7 @@ def _equinox_grads(model: Any, x: np.ndarray, g: np.ndarray, float64: bool) -> t
         def f(p: Any, xin: Any) -> Any:
             return jax.vmap(eqx.combine(p, static))(xin)
 
-        _, vjp = jax.vjp(f, params, jnp.asarray(x.astype(dtype)))
-        dp, dx = vjp(jnp.asarray(g.astype(dtype)))
+        dp, dx = _vjp(f, params, jnp.asarray(x.astype(dtype)), jnp.asarray(g.astype(dtype)))
         holder = eqx.combine(jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a, np.float32)), dp)
                              if not float64 else dp, static)
         return _flat(dp, "."), to_host(dx, "a gradient"), holder
@@ -139,8 +145,7 @@ def _nnx_grads(model: Any, x: np.ndarray, g: np.ndarray, float64: bool) -> tuple
         def f(p: Any, xin: Any) -> Any:
             return nnx.merge(graphdef, p, rest)(xin)
 
-        _, vjp = jax.vjp(f, params, jnp.asarray(x.astype(dtype)))
-        dp, dx = vjp(jnp.asarray(g.astype(dtype)))
+        dp, dx = _vjp(f, params, jnp.asarray(x.astype(dtype)), jnp.asarray(g.astype(dtype)))
         return _flat(dp, "."), to_host(dx, "a gradient"), nnx.merge(graphdef, dp, rest)
 
 

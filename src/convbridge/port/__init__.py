@@ -20,6 +20,7 @@ from __future__ import annotations
 from convbridge.port.kernels import kernel, kernel_format
 from convbridge.port.layer import Layer, PortWarning
 from convbridge.port.modules import Side, check, read, to_equinox, to_flax, to_torch
+from convbridge.port.state_dict import PortRow, PortTable, StateDictPort, state_dict
 
 __all__ = ["kernel", "kernel_format", "to_flax", "to_equinox", "to_torch", "check", "read", "Layer", "Side",
            "PortWarning"]

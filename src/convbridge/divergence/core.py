@@ -242,8 +242,7 @@ def _judge(ca: Call, cb_: Call, y_b: np.ndarray, y64_a: np.ndarray | None, y64_b
         meaning = (f"float64 re-runs differ (r64 {float(np.max(r64)):.3g}): they compute different functions"
                    if differs64 else "float64 re-runs agree")
     if r <= allowed:
-        evidence = f"within {how}"
-        return "equivalent", r, allowed, max_abs, evidence, "", how
+        return "equivalent", r, allowed, max_abs, "within the bound", "", how
     evidence = f"{n_over} / {d.size} elements beyond the bound ({how})"
     if meaning:
         evidence += f"; {meaning}"

@@ -136,6 +136,21 @@ def test_torch_to_equinox_and_back_agree(resnet):
     assert back.first_divergent is None
 
 
+def test_linen_as_model_a(resnet):
+    """The reverse direction: x in linen's NHWC, given to torch as NCHW; the planted bug is named on A's side."""
+    tm, variables, x = resnet
+    bad = (ml.ResNet18(width=8, same_padding_in="layer3.0.conv1"), variables)
+    report = cb.diff(bad, tm, x.transpose(0, 2, 3, 1))
+    first = report.first_divergent
+    assert first is not None and (first.name_a, first.name_b) == ("layer3_0/conv1", "layer3.0.conv1")
+    assert first.type_a == "flax.linen.Conv" and "XLA's 'same'" in first.cause
+    import rich.console
+
+    console = rich.console.Console(width=160, record=True, file=open("/dev/null", "w"))
+    console.print(report)
+    assert "layer3_0/conv1" in console.export_text()
+
+
 def test_glue_bug_is_named_at_the_first_layer_whose_input_differs():
     """A flatten in the wrong order written as plain code (not a layer): the Linear after it is named, as glue."""
     import flax.linen as nn

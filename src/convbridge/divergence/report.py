@@ -172,6 +172,12 @@ class DiffReport:
 
         return text(self)
 
+    def __rich__(self) -> Any:
+        """The table for ``rich.print(report)`` (terminals), the first divergent row highlighted."""
+        from convbridge.divergence.render import table
+
+        return table(self)
+
     def _repr_html_(self) -> str:
         from convbridge.divergence.render import html_fragment
 

@@ -13,7 +13,6 @@ whose :class:`Layer` and :func:`read_layer` this module re-exports.
 
 from __future__ import annotations
 
-import html
 import math
 import sys
 import types
@@ -23,7 +22,7 @@ from typing import Any
 from convbridge._args import per_dim
 from convbridge._types import Shape
 from convbridge.errors import ArgumentError, brief, checked_signature
-from convbridge.explain_transpose import TransposeExplanation, explain_transpose
+from convbridge.explain_transpose import TransposeExplanation, explain_transpose, snippets_html
 from convbridge.frameworks import TORCH
 from convbridge.layer_string import Layer, read_layer
 from convbridge.ops import get_op
@@ -109,9 +108,16 @@ class Explanation:
         return (f"{size}x{s.in_channels} convolved with {s.out_channels} filters of {ksize} gives "
                 f"{out}x{s.out_channels}")
 
-    def lines(self) -> list[str]:
+    def matmul_text(self) -> str:
+        """The matmul view in words: ``(784 x 75) @ (75 x 4) per image; the whole batch: ...``."""
         s, (rows, inner, cols) = self.spec, self.matmul
         per = " per group" if s.groups > 1 else ""
+        groups = f", {s.groups} groups" if s.groups > 1 else ""
+        return (f"({rows} x {inner}) @ ({inner} x {cols}) per image{per}{groups}; the whole batch: "
+                f"({s.batch * rows} x {inner}) @ ({inner} x {cols})")
+
+    def lines(self) -> list[str]:
+        s = self.spec
         out = [
             f"conv {s.nsp}-d: input {self.input_shape}, kernel {self.kernel_shape}, layout {s.layout}",
             f"output {self.output_shape}: {self.summary_line()}",
@@ -120,9 +126,7 @@ class Explanation:
             *(f"  {d.formula}" for d in self.dims),
             f"padding (lo, hi): {self.padding_note}",
             "",
-            f"matmul view: ({rows} x {inner}) @ ({inner} x {cols}) per image{per}"
-            + (f", {s.groups} groups" if s.groups > 1 else "")
-            + f"; the whole batch: ({s.batch * rows} x {inner}) @ ({inner} x {cols})",
+            f"matmul view: {self.matmul_text()}",
             f"MACs: {s.macs:,}   parameters: {self.params:,}   receptive field: "
             f"{'x'.join(map(str, self.receptive_field))}",
             "",
@@ -137,7 +141,20 @@ class Explanation:
         return "\n".join(self.lines())
 
     def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(str(self))}</pre>"
+        """The explanation as HTML tables in a notebook: shapes and views, the size formula per spatial dim, and
+        every framework's equivalent call."""
+        from convbridge.spec._html import box, table
+
+        s = self.spec
+        about = [("input", str(self.input_shape)), ("kernel", str(self.kernel_shape)), ("layout", str(s.layout)),
+                 ("output", f"{self.output_shape}: {self.summary_line()}"), ("padding (lo, hi)", self.padding_note),
+                 ("matmul view", self.matmul_text()), ("MACs", f"{s.macs:,}"), ("parameters", f"{self.params:,}"),
+                 ("receptive field", "x".join(map(str, self.receptive_field)))]
+        dims = [(d.letter, d.n, d.lo, d.hi, d.axis.dilation, d.axis.kernel, d.axis.stride, d.out, d.formula)
+                for d in self.dims]
+        head = ("axis", "n", "lo", "hi", "dilation", "k", "stride", "out",
+                "out = floor((n + lo + hi - dilation*(k-1) - 1)/stride) + 1")
+        return box(table(about, caption=f"conv {s.nsp}-d"), table(dims, head), snippets_html(self.snippets))
 
 
 def parse_layer(text: str) -> tuple[int, dict[str, Any]]:

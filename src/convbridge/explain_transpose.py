@@ -16,7 +16,6 @@ input by ``(a, b) = (D - lo, D - hi + output_padding)`` with ``D = dilation*(k -
 
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import dataclass, replace
 from typing import Any
@@ -26,7 +25,7 @@ from convbridge.errors import ArgumentError, ShapeError, brief
 from convbridge.snippets import Snippet, snippets
 from convbridge.spec import ConvTransposeSpec, TransposeAxis, make_conv_transpose_spec
 
-__all__ = ["TransposeExplanation", "TransposeDimArithmetic", "explain_transpose"]
+__all__ = ["TransposeExplanation", "TransposeDimArithmetic", "explain_transpose", "snippets_html"]
 
 
 @dataclass(frozen=True)
@@ -121,10 +120,23 @@ class TransposeExplanation:
         return (f"{size}x{s.in_channels} through {s.out_channels} transposed filters of {ksize} (stride "
                 f"{'x'.join(map(str, s.stride))}) gives {out}x{s.out_channels}")
 
-    def lines(self) -> list[str]:
-        s, (rows, inner, cols), (crows, cinner, ccols) = self.spec, self.matmul, self.conv_matmul
+    def matmul_text(self) -> str:
+        """The scatter's matmul view in words (per image, then the whole batch)."""
+        s, (rows, inner, cols) = self.spec, self.matmul
         per = " per group" if s.groups > 1 else ""
         groups = f", {s.groups} groups" if s.groups > 1 else ""
+        return (f"({rows} x {inner}) @ ({inner} x {cols}) per image{per}{groups}, then col2im (fold) adds each row's "
+                f"{cols} columns into the output; the whole batch: ({s.batch * rows} x {inner}) @ ({inner} x {cols})")
+
+    def conv_matmul_text(self) -> str:
+        """The matmul view of the same op as a conv over the stride-dilated input, with its cost."""
+        s, (crows, cinner, ccols) = self.spec, self.conv_matmul
+        per = " per group" if s.groups > 1 else ""
+        return (f"({crows} x {cinner}) @ ({cinner} x {ccols}) per image{per}: {self.conv_macs:,} MACs "
+                f"({self.conv_macs / max(s.macs, 1):.3g}x the scatter's: they include the inserted zeros)")
+
+    def lines(self) -> list[str]:
+        s = self.spec
         return [
             f"conv_transpose {s.nsp}-d, torch's convention (the gradient of conv): input {self.input_shape}, kernel "
             f"{self.kernel_shape} (C_in, C_out/groups, *k), layout {s.layout}",
@@ -138,13 +150,9 @@ class TransposeExplanation:
             "spatial axis, in/out swapped, with stride 1:",
             *(f"  {d.conv_view}" for d in self.dims),
             "",
-            f"matmul view (the scatter torch computes): ({rows} x {inner}) @ ({inner} x {cols}) per image{per}{groups},"
-            f" then col2im (fold) adds each row's {cols} columns into the output; the whole batch: "
-            f"({s.batch * rows} x {inner}) @ ({inner} x {cols})",
+            f"matmul view (the scatter torch computes): {self.matmul_text()}",
             f"MACs: {s.macs:,}   parameters: {self.params:,}",
-            f"as a conv over the dilated input: ({crows} x {cinner}) @ ({cinner} x {ccols}) per image{per}: "
-            f"{self.conv_macs:,} MACs ({self.conv_macs / max(s.macs, 1):.3g}x the scatter's: they include the "
-            "inserted zeros)",
+            f"as a conv over the dilated input: {self.conv_matmul_text()}",
             "",
             "equivalent calls (x, w, b are that framework's arrays in the layout above, w torch's kernel; the result "
             "is y):",
@@ -155,7 +163,32 @@ class TransposeExplanation:
         return "\n".join(self.lines())
 
     def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(str(self))}</pre>"
+        """The explanation as HTML tables in a notebook: shapes and views, the size formula and the conv view per
+        spatial dim, and every framework's equivalent call."""
+        from convbridge.spec._html import box, table
+
+        s = self.spec
+        about = [("input", str(self.input_shape)), ("kernel (C_in, C_out/groups, *k)", str(self.kernel_shape)),
+                 ("layout", str(s.layout)), ("output", f"{self.output_shape}: {self.summary_line()}"),
+                 ("crops (lo, hi) of the full output", self.padding_note),
+                 ("matmul view (the scatter torch computes)", self.matmul_text()),
+                 ("as a conv over the dilated input", self.conv_matmul_text()), ("MACs", f"{s.macs:,}"),
+                 ("parameters", f"{self.params:,}")]
+        dims = [(d.letter, d.n, d.axis.stride, d.axis.lo, d.axis.hi, d.axis.output_padding, d.axis.dilation,
+                 d.axis.kernel, d.out, d.formula, d.conv_view) for d in self.dims]
+        head = ("axis", "n", "stride", "lo", "hi", "output_padding", "dilation", "k", "out",
+                "out = (n - 1)*stride - lo - hi + dilation*(k - 1) + output_padding + 1",
+                "as a conv: kernel flipped, in/out swapped, over the input dilated by the stride")
+        return box(table(about, caption=f"conv_transpose {s.nsp}-d, torch's convention (the gradient of conv)"),
+                   table(dims, head), snippets_html(self.snippets))
+
+
+def snippets_html(items: tuple[Snippet, ...]) -> str:
+    """Every framework's equivalent call as an HTML table: the framework (and its note), then the code."""
+    from convbridge.spec._html import Html, pre, table
+
+    rows = [(sn.framework + (f" ({sn.note})" if sn.note else ""), Html(pre(sn.code))) for sn in items]
+    return table(rows, ("framework", "equivalent call (x, w, b: that framework's arrays; the result is y)"))
 
 
 def _snippet_lines(sn: Snippet) -> list[str]:

@@ -1000,6 +1000,34 @@ class ParityReport:
         return "\n".join(head + [""] + lines + tail + ["", verdict])
 
     def _repr_html_(self) -> str:
-        import html
+        """The report as HTML tables in a notebook: the setting, one row per pair with its evidence, the verdict,
+        the re-runs and gradients folded under ``<details>``, and the plain text last (folded, for copying)."""
+        from convbridge.spec._html import box, details, pre
 
-        return f"<pre>{html.escape(str(self))}</pre>"
+        return box(self._html(), details("as text", pre(str(self))))
+
+    def _html(self) -> str:
+        from convbridge.spec._html import Html, details, esc, table, verdict_html
+
+        about: list[tuple[str, object]] = [
+            ("op", self.op + (" (exact mode: integer-valued data)" if self.exact else "")),
+            ("arguments", self.description), ("output", f"{self.shape} {self.dtype}"),
+            ("K (most terms per element)", self.terms), ("unit roundoff u", f"{self.unit_roundoff:.3g}"),
+            *((f"precision: {k}", v) for k, v in self.precisions.items())]
+        cols = ("pair", "max abs", "max rel", "array_equiv", "max r", "allowed r", "worst index", "verdict", "evidence")
+        rows = [(f"{p.a} vs {p.b}", f"{p.max_abs:.3g}", f"{p.max_rel:.3g}", str(p.array_equiv), f"{p.max_ratio:.3g}",
+                 f"{p.allowed_ratio:.4g}", str(p.worst_index) if p.max_ratio else "-", verdict_html(p.verdict, p.label),
+                 p.evidence or p.reason) for p in self.pairs]
+        parts = [table(about, caption=f"ParityReport: {self.op}"), table(rows, cols, right=range(1, 6)),
+                 *(f"<p>note: {esc(n)}</p>" for n in self.notes)]
+        for label, again in (("re-run in float64", self.rerun), ("re-run on exact integer data", self.exact_rerun)):
+            if again is not None:
+                parts.append(details(Html(f"{esc(label)}: {verdict_html(again.verdict, again.verdict_label)}"),
+                                     again._html()))
+        for key, r in self.gradients.items():
+            head = f"gradient with respect to {esc(key)}: {verdict_html(r.verdict, r.verdict_label)}"
+            parts.append(details(Html(head), r._html()))
+        each = [f"output {self.output_verdict}"] + [f"{k} {r.verdict_label}" for k, r in self.gradients.items()]
+        detail = f" ({'; '.join(each)})" if self.gradients else ""
+        parts.append(f"<p>verdict: {verdict_html(self.verdict, self.verdict_label)}{esc(detail)}</p>")
+        return "".join(parts)

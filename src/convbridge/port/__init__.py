@@ -6,6 +6,7 @@
   the target's native layer when it expresses the configuration exactly, otherwise convbridge's own
   (:mod:`convbridge.nn`) with a :class:`PortWarning`. Never an approximation.
 - :func:`check` judges a port with :func:`convbridge.compare` (float64 and exact re-runs included).
+- :func:`state_dict` ports a whole model's weights (torch <-> Flax linen/nnx, Equinox), every pair in a table.
 
 Importing this package imports no framework; each side loads its framework on first use.
 
@@ -22,5 +23,5 @@ from convbridge.port.layer import Layer, PortWarning
 from convbridge.port.modules import Side, check, read, to_equinox, to_flax, to_torch
 from convbridge.port.state_dict import PortRow, PortTable, StateDictPort, state_dict
 
-__all__ = ["kernel", "kernel_format", "to_flax", "to_equinox", "to_torch", "check", "read", "Layer", "Side",
-           "PortWarning"]
+__all__ = ["kernel", "kernel_format", "to_flax", "to_equinox", "to_torch", "check", "read", "state_dict", "Layer",
+           "Side", "PortWarning", "StateDictPort", "PortTable", "PortRow"]

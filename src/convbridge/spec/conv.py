@@ -84,6 +84,13 @@ class SpatialSpec:
         shape = self.batched_out_shape
         return shape if self.layout.batched else shape[1:]
 
+    def _repr_html_(self) -> str:
+        """The spec as HTML tables in a notebook (shapes, channels, then one row per spatial axis); ``repr`` stays
+        the plain text elsewhere."""
+        from convbridge.spec._html import spec_html
+
+        return spec_html(self)
+
 
 class ChannelSpec(SpatialSpec):
     """The convolutions: channel arithmetic, a kernel and an optional bias on top of the geometry."""

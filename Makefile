@@ -32,7 +32,7 @@ test: $(STAMP) typecheck docs notebook
 # The documentation site (mkdocs-material, the API reference from the docstrings) into site/; a warning (a broken
 # reference, a missing page) is an error.
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
 # The tutorial notebook, executed top to bottom on the embedded sample (a failing cell fails the target).
 notebook: $(STAMP)

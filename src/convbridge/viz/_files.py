@@ -41,6 +41,9 @@ def save(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     tmp = Path(name)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file's mode, not the temporary file's private 0600
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

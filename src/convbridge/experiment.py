@@ -97,6 +97,44 @@ class ExperimentResult:
     def ratio_nchw(self, a: str, b: str = "reference") -> np.ndarray:
         return _to_nchw(self.report.ratio_map(a, b), self.config.layout)
 
+    def to_nchw(self, a: np.ndarray) -> np.ndarray:
+        """An output-shaped map (the gauge, the term counts; broadcast to the output's shape first) in NCHW."""
+        return _to_nchw(np.broadcast_to(a, self.report.shape), self.config.layout)
+
+    def allowed_nchw(self, name: str) -> np.ndarray:
+        """The rigorous bound on r = |name - reference| / (u G) at each element, in NCHW (float64).
+
+        The judge holds element e to (beta(K_e) + beta_ref(K_e)) G_e / (u G_e), plus an underflow term that matters
+        only where G_e is below about 1e-30, with K_e the element's own term count; the pair reports that bound at
+        its worst element. Where every element has the same K it is that number everywhere; elsewhere the change
+        with K (gamma_K = K u / (1 - K u) of each accumulation, Higham 2002, Lemma 3.1) is added to it. That is
+        exact when the result is stored in the format it accumulated in, and overstates the change with K for a
+        float16 or bfloat16 result accumulated in float32.
+        """
+        from convbridge.precision import REFERENCE
+
+        rep = self.report
+        p = rep.pair(name, "reference")
+        terms = np.broadcast_to(np.asarray(rep.terms if rep.term_map is None else rep.term_map, np.float64),
+                                rep.shape)
+        if terms.size == 0:
+            return np.zeros(_to_nchw(terms, self.config.layout).shape)
+        worst = np.asarray(terms[p.worst_index] if len(p.worst_index) == terms.ndim else terms.flat[0])
+        if np.all(terms == worst):
+            return np.full(_to_nchw(terms, self.config.layout).shape, p.allowed_ratio)
+        u = p.unit_roundoff
+        spread = _gamma(terms, u) - _gamma(worst, u) + (REFERENCE.bounds(terms) - REFERENCE.bounds(worst))
+        with np.errstate(invalid="ignore"):
+            allowed = p.allowed_ratio + spread / u
+        return _to_nchw(np.where(np.isnan(allowed), np.inf, allowed), self.config.layout)
+
+
+def _gamma(terms: np.ndarray | float, u: float) -> np.ndarray:
+    """gamma_K = K u / (1 - K u), inf where K u >= 1."""
+    ku = np.asarray(terms, np.float64) * u
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ku < 1, ku / np.where(ku < 1, 1 - ku, 1.0), np.inf)
+
 
 def _to_nchw(a: np.ndarray, layout: str) -> np.ndarray:
     return np.transpose(a, permutation(layout, "NCHW"))

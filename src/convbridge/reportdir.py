@@ -1,5 +1,9 @@
 """Write the figures and the self-contained HTML report of an experiment into a folder, safely.
 
+``index.html`` stands alone and makes no request: the figures are ``data:`` URIs, and the interactive view
+(:mod:`convbridge.viz.interactive`: pick an image and a channel, hover a pixel) carries its data and its script
+inline; with scripts off the figures remain. Wide tables scroll inside their own box on a narrow screen.
+
 - A folder convbridge wrote is recognised by its marker file (``.convbridge-report.json``),
   which lists each file it wrote with its SHA-256. ``--out`` (and ``explain --draw``) accept a
   new folder, an empty one, or one with a marker; any other folder is refused.
@@ -266,16 +270,56 @@ def _img(folder_file: Path) -> str:
     return f'<img alt="{html.escape(folder_file.name)}" src="data:image/png;base64,{data}">'
 
 
-_CSS = """body{background:#111;color:#ddd;font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #444;padding:4px 8px;text-align:left}
+# Narrow screens: the page never scrolls sideways; a wide table scrolls inside its own box (.scroll), pictures
+# shrink to the width, long words (file paths, array reprs) break.
+_CSS = """*{box-sizing:border-box}
+body{background:#111;color:#ddd;font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;
+overflow-wrap:break-word}
+.scroll{overflow-x:auto;max-width:100%;margin:1em 0}table{border-collapse:collapse}
+td,th{border:1px solid #444;padding:4px 8px;text-align:left;vertical-align:top}
+.pairs td:last-child{overflow-wrap:anywhere}.wide td{white-space:nowrap}
+.wide td:first-child,.wide td.text{white-space:normal}.wide td.text{min-width:12em}
 th{background:#222}.identical,.equivalent{color:#6d6}.mismatch{color:#f66}.inconclusive{color:#fc6}
-img{max-width:100%;background:#000}figure{margin:1.5em 0}code,pre{background:#1b1b1b;padding:2px 4px}"""
+img{max-width:100%;height:auto;background:#000}figure{margin:1.5em 0}
+code,pre{background:#1b1b1b;padding:2px 4px}p code{overflow-wrap:anywhere}.note{color:#bbb;font-size:.9em}"""
 
 
 def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    """A table in a box of its own that scrolls sideways when the table is wider than the screen.
+
+    A name-value table (two columns) wraps its values to the width instead; a wider one keeps each cell on one
+    line (no number broken at its exponent's minus sign) but for its ``evidence`` column, which wraps.
+    """
+    kind = "pairs" if len(header) == 2 else "wide"
+    cls = ['' if h != "evidence" else ' class="text"' for h in header]
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    body = "".join("<tr>" + "".join(f"<td{c}>{html.escape(str(v))}</td>" for c, v in zip(cls, r)) + "</tr>"
+                   for r in rows)
+    return f'<div class="scroll"><table class="{kind}"><tr>{head}</tr>{body}</table></div>'
+
+
+def _explorer(result: ExperimentResult) -> str:
+    """The interactive view (:mod:`convbridge.viz.interactive`) of the result's outputs."""
+    from convbridge.viz import interactive
+
+    rep, cfg = result.report, result.config
+    outs = result.outputs_nchw
+    names = list(cfg.backends)
+    terms = rep.terms if rep.term_map is None else rep.term_map
+    with np.errstate(all="ignore"):
+        return interactive.section(
+            {n: outs[n] for n in names}, outs["reference"], result.to_nchw(rep.gauge),
+            result.to_nchw(np.asarray(terms)), {n: rep.pair(n, "reference").unit_roundoff for n in names},
+            {n: result.allowed_nchw(n) for n in names},
+            [result.dataset.class_names[k] for k in result.dataset.labels], (cfg.image_index, cfg.channel))
+
+
+def _explorer_css(figures: Mapping[str, str]) -> str:
+    if not figures:
+        return ""
+    from convbridge.viz.interactive import CSS
+
+    return CSS
 
 
 def _html(result: ExperimentResult, figures: Mapping[str, str], summary: Mapping[str, Any], folder: Path) -> str:
@@ -288,7 +332,9 @@ def _html(result: ExperimentResult, figures: Mapping[str, str], summary: Mapping
     label = summary.get("verdict_label", rep.verdict_label if verdict == rep.verdict else verdict)
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        "<title>convbridge compare report</title>", f"<style>{_CSS}</style></head><body>",
+        '<meta name="viewport" content="width=device-width,initial-scale=1">',
+        "<title>convbridge compare report</title>",
+        f"<style>{_CSS}\n{_explorer_css(figures)}</style></head><body>",
         "<h1>convbridge compare</h1>",
         f"<p>Data: {html.escape(result.dataset.source)}. Filters: <code>{html.escape(result.kernel_source)}</code>.</p>",
         f'<p>Verdict: <b class="{verdict}">{html.escape(label)}</b> &mdash; {html.escape(rep.description)}; '
@@ -314,8 +360,8 @@ def _html(result: ExperimentResult, figures: Mapping[str, str], summary: Mapping
             [(k, f"{v['max_ratio']:.3g}", f"{v['allowed_ratio']:.4g}", v["non_identical_elements"], v["verdict"])
              for k, v in agg["pairs"].items()], ("pair", "worst r", "allowed r", "non-identical elements", "verdict")),
             _table([(k, f"{v:.3f} s") for k, v in agg["seconds_per_backend"].items()], ("backend", "conv time"))]
-    if figures:
-        parts.append("<h2>Figures</h2>")
+    if figures:  # the interactive view comes with the pictures (--no-plots: neither)
+        parts += [_explorer(result), "<h2>Figures</h2>"]
     for name, caption in figures.items():
         parts.append(f"<figure>{_img(folder / name)}<figcaption>{html.escape(caption)}</figcaption></figure>")
     parts.append("</body></html>")

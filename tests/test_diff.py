@@ -199,8 +199,18 @@ def test_errors_are_clear():
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 5)).eval()
     with pytest.raises(ArgumentError, match=r"model A runs 5 layers with parameters and model B 1; .*fc1.*name_map"):
         cb.diff(tm, other, x)
-    with pytest.raises(cb.ConvBridgeError, match="float array"):
+    with pytest.raises(cb.ConvBridgeError, match="float16, float32 or float64 array .* got int32"):
         cb.diff(tm, tm, x.astype(np.int32))
+    with pytest.raises(cb.ConvBridgeError, match="1 NaN or infinite"):
+        cb.diff(tm, tm, np.where(x == x.max(), np.nan, x))
+    with pytest.raises(cb.ConvBridgeError, match="x is empty"):
+        cb.diff(tm, tm, x[:0])
+    with pytest.raises(cb.ConvBridgeError, match=r"model A \(torch LeNet\) failed on x of shape \(1, 3, 31, 31\)"):
+        cb.diff(tm, tm, x[:, :, :31, :31])
+    with pytest.raises(cb.ConvBridgeError, match="layout_b 'NWHC'"):
+        cb.diff(tm, tm, x, layout_b="NWHC")
+    with pytest.raises(ArgumentError, match="name_map keys that match no layer of model A: 'nope'"):
+        cb.diff(tm, tm, x, name_map={"nope": "conv1"})
 
 
 def test_name_map_with_globs_pairs_by_name():
@@ -212,7 +222,7 @@ def test_name_map_with_globs_pairs_by_name():
     assert [row.name_a for row in report.rows][:3] == ["conv1", "relu1", "pool1"]  # the rest pair by equal names
     assert report.first_divergent is None and len(report.rows) == 12
     # a map naming a layer B does not have
-    with pytest.raises(ArgumentError, match=r"name_map pairs layers model B does not call .*conv9"):
+    with pytest.raises(ArgumentError, match=r"A's conv1, conv2 -> conv9, which model B does not have"):
         cb.diff(tm, (ml.LeNet(), variables), x, name_map={"conv*": "conv9"})
 
 
@@ -279,3 +289,37 @@ def test_nnx_side():
     assert [row.kind for row in report.rows] == ["conv", "batchnorm", "linear"]
     assert report.first_divergent is None and report.verdict in ("identical", "equivalent")
     assert report.unpaired_a == ("2", "3")  # torch's ReLU and Flatten modules: plain code in the nnx model
+
+
+def test_glue_with_a_few_ulp_function_is_not_a_false_alarm():
+    """Found by a hostile user: torch's GELU between two layers against jax.nn.gelu (exact): the inputs of the next
+    layer differ by an ulp, beyond the float32 glue rule; the float64 re-run shows the glue is the same function."""
+    import flax.linen as nn
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.b = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.nn.functional.gelu(self.a(x)))
+
+    class LinenNet(nn.Module):
+        approximate: bool = False
+
+        @nn.compact
+        def __call__(self, x: jax.Array) -> jax.Array:
+            y = nn.Conv(4, (3, 3), padding=((1, 1), (1, 1)), name="a")(x)
+            return nn.Conv(4, (3, 3), padding=((1, 1), (1, 1)), name="b")(jax.nn.gelu(y, approximate=self.approximate))
+
+    torch.manual_seed(0)
+    tm = Net().eval()
+    x = RNG.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    variables = _linen(tm, LinenNet(), x.transpose(0, 2, 3, 1))
+    good = cb.diff(tm, (LinenNet(), variables), x)
+    assert good.first_divergent is None and good.verdict == "equivalent", str(good)
+    assert good.output.verdict == "equivalent" and "float64" in good.output.evidence  # 4-d output, channels last
+    bad = cb.diff(tm, (LinenNet(approximate=True), variables), x)  # tanh GELU: another function
+    assert bad.first_divergent is not None and bad.first_divergent.name_a == "b"
+    assert bad.first_divergent.input_verdict == "glue" and bad.first_divergent.glue_cause == ""

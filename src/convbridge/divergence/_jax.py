@@ -19,6 +19,7 @@ import numpy as np
 from convbridge.arrays import to_host
 from convbridge.divergence._common import Call, Run, conv_info, first_array, linear_info, plain_config, window_terms
 from convbridge.divergence.layers import Info, kind_of
+from convbridge.errors import ArgumentError
 
 __all__ = ["LinenSide", "NnxSide", "EquinoxSide"]
 
@@ -334,6 +335,17 @@ class NnxSide(_Eager):
     channels_last = True
 
     def __init__(self, model: Any) -> None:
+        from flax import nnx
+
+        for path, node in nnx.iter_graph(model):
+            training = ((isinstance(node, nnx.BatchNorm) and not node.use_running_average)
+                        or (isinstance(node, nnx.Dropout) and not node.deterministic))
+            if training:
+                where = ".".join(map(str, path)) or type(node).__name__
+                what = "uses batch statistics" if isinstance(node, nnx.BatchNorm) else "is random"
+                raise ArgumentError(f"the nnx model {type(model).__name__} is in training mode ({where}: "
+                                    f"{type(node).__name__} {what}), so its layers cannot be compared; call "
+                                    "model.eval() first")
         self.model = model
         self.description = f"flax.nnx {type(model).__name__}"
         self.orders: list[int] = []
@@ -352,10 +364,8 @@ class NnxSide(_Eager):
 
         tape = _Tape(feeds, not float64, self.orders)
         with _scope(float64):
-            model = self.model
-            if float64:
-                graphdef, state = nnx.split(self.model)
-                model = nnx.merge(graphdef, _f64(state))
+            graphdef, state = nnx.split(self.model)  # a copy runs: whatever a layer writes stays off the user's model
+            model = nnx.merge(graphdef, _f64(state) if float64 else state)
             xin = jnp.asarray(x.astype(np.float64) if float64 else x)
             with _wrapped(self._modules(model), tape, "flax.nnx", _nnx_info):
                 y = model(xin)
@@ -416,6 +426,11 @@ class EquinoxSide:
     def __init__(self, model: Any) -> None:
         import equinox as eqx
 
+        for path, node in _children(model, "", lambda o: isinstance(o, eqx.Module), set()):
+            if isinstance(node, eqx.nn.Dropout) and not node.inference:
+                raise ArgumentError(f"the Equinox model {type(model).__name__} has a Dropout in training mode "
+                                    f"({path or 'the model'}: inference=False), so its layers cannot be compared; "
+                                    "use eqx.nn.inference_mode(model) first")
         self.model = model
         self.description = f"equinox {type(model).__name__}"
         self.orders: list[int] = []

@@ -160,15 +160,26 @@ def _grads(model: Any, x: np.ndarray, g: np.ndarray, float64: bool) -> tuple[dic
     return _nnx_grads(model, x, g, float64)
 
 
-def _into_a(model_a: Any, holder_b: Any, model_b: Any) -> dict[str, np.ndarray]:
-    """B's gradients (held as B's parameters) in A's names and layouts, through :func:`convbridge.port.state_dict`."""
+def _into_a(model_a: Any, holder_b: Any, model_b: Any, names: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """B's gradients (held as B's parameters) in A's names and layouts, through :func:`convbridge.port.state_dict`
+    (paired as the forward pass paired the layers, when ``names`` is given; else as state_dict pairs them)."""
+    from convbridge.errors import ConvBridgeError
     from convbridge.port import state_dict
 
     src = (model_b[0], holder_b) if isinstance(model_b, tuple) else holder_b
+
+    def port(dst: Any, **kw: Any) -> Any:
+        if names:
+            try:
+                return state_dict(src, dst, name_map=names, **kw)[0]
+            except ConvBridgeError:
+                pass  # the capture's layer names and state_dict's differ: let state_dict pair them itself
+        return state_dict(src, dst, **kw)[0]
+
     if isinstance(model_a, tuple):
-        filled, _ = state_dict(src, model_a[1], module=model_a[0])
+        filled = port(model_a[1], module=model_a[0])
         return _flat(filled["params"], "/")
-    filled, _ = state_dict(src, model_a)
+    filled = port(model_a)
     roots = {c.__module__.partition(".")[0] for c in type(model_a).__mro__}
     if "torch" in roots:
         return {n: to_host(p.detach(), "a gradient") for n, p in filled.named_parameters()}
@@ -207,8 +218,10 @@ def _row(name_a: str, name_b: str, a: np.ndarray, b: np.ndarray, a64: np.ndarray
                    evidence)
 
 
-def gradient_rows(model_a: Any, model_b: Any, x: np.ndarray, conv: Any, out_shape: tuple[int, ...]) -> list[GradRow]:
-    """One :class:`GradRow` for the input and for each of A's parameters (with B's counterpart)."""
+def gradient_rows(model_a: Any, model_b: Any, x: np.ndarray, conv: Any, out_shape: tuple[int, ...],
+                  names: dict[str, str] | None = None) -> list[GradRow]:
+    """One :class:`GradRow` for the input and for each of A's parameters (with B's counterpart); ``names``: B's layer
+    names -> A's, as the forward pairing found them (the gradients are mapped by the same pairs)."""
     xb = conv.to_b(x)
     g = _cotangent(out_shape)
     gb = conv.to_b(g)
@@ -216,7 +229,8 @@ def gradient_rows(model_a: Any, model_b: Any, x: np.ndarray, conv: Any, out_shap
     for float64 in (False, True):
         ga, dxa, _ = _grads(model_a, x, g.astype(np.float64 if float64 else x.dtype), float64)
         gbn, dxb, holder = _grads(model_b, xb, gb.astype(np.float64 if float64 else x.dtype), float64)
-        converted = _into_a(model_a, holder, model_b) if not float64 else _into_a64(model_a, holder, model_b)
+        converted = (_into_a(model_a, holder, model_b, names) if not float64
+                     else _into_a64(model_a, holder, model_b, names))
         results[float64] = (ga, dxa, converted, conv.to_a(dxb))
     ga, dxa, gb32, dxb = results[False]
     ga64, dxa64, gb64, dxb64 = results[True]
@@ -229,16 +243,17 @@ def gradient_rows(model_a: Any, model_b: Any, x: np.ndarray, conv: Any, out_shap
     return rows
 
 
-def _into_a64(model_a: Any, holder_b: Any, model_b: Any) -> dict[str, np.ndarray]:
+def _into_a64(model_a: Any, holder_b: Any, model_b: Any,
+              names: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """As :func:`_into_a`, in float64 (the target's parameters made float64 first, so nothing is rounded)."""
     import jax
 
     with jax.enable_x64(True):
         if isinstance(model_a, tuple):
-            return _into_a((model_a[0], _f64(model_a[1])) + tuple(model_a[2:]), holder_b, model_b)
+            return _into_a((model_a[0], _f64(model_a[1])) + tuple(model_a[2:]), holder_b, model_b, names)
         roots = {c.__module__.partition(".")[0] for c in type(model_a).__mro__}
         if "torch" in roots:
-            return _into_a(copy.deepcopy(model_a).double(), holder_b, model_b)
-        return _into_a(_f64(model_a), holder_b, model_b)
+            return _into_a(copy.deepcopy(model_a).double(), holder_b, model_b, names)
+        return _into_a(_f64(model_a), holder_b, model_b, names)
 
 

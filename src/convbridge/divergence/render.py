@@ -1,4 +1,5 @@
-"""A :class:`~convbridge.divergence.report.DiffReport` for people: plain text, a rich table, HTML for notebooks and pages.
+"""A :class:`~convbridge.divergence.report.DiffReport` for people: plain text, a rich table, HTML for notebooks and
+pages.
 
 Framework-free: rich is imported by :func:`table` only, matplotlib (for the page's bar chart) by :func:`html_page`
 only, and a page without matplotlib says so instead of drawing.

@@ -40,9 +40,11 @@ class DiffRow:
         evidence: what decided, in words (float64 re-run, counts of elements beyond the bound, ...).
         cause: the likely cause of a mismatch when convbridge can tell (``"padding: ..."``, ``"eps 1e-05 vs
             0.001"``, ``"kernel flipped"``, ...), else ``""``.
-        input_verdict: ``"agree"`` when B's own input to this layer (from its full run) agrees with A's within what
-            the earlier layers' differences explain, ``"glue"`` when it does not (the code between the previous
-            layer and this one differs), ``""`` for the first layer.
+        input_verdict: ``"agree"`` when B's own input to this layer (what B's code between layers makes of B's
+            earlier layers' outputs) agrees with A's within what those layers' differences explain, in float32 or
+            else in the float64 re-runs; ``"glue"`` when it does not (the code between the previous layer and this
+            one differs); ``"undecided"`` when only the float32 rule failed and no float64 re-run ran; ``""`` when
+            not checked (``glue=False``).
         input_max_abs, input_allowed: B's own input against A's: worst absolute difference and the bound it was held
             to (from the earlier outputs' differences, see :func:`convbridge.divergence.layers.glue_bound`).
         glue_cause: the likely glue bug (``"flatten order: ..."``), when convbridge can tell.
@@ -156,6 +158,8 @@ class DiffReport:
         found = [row.verdict for row in self.rows] + [self.output.verdict] + [g.verdict for g in self.grads]
         if any(row.input_verdict == "glue" for row in self.rows):
             found.append("mismatch")
+        if any(row.input_verdict == "undecided" for row in self.rows):
+            found.append("inconclusive")
         return max(found, key=VERDICTS.index) if found else "identical"
 
     def to_dict(self) -> dict[str, Any]:

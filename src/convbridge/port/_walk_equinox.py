@@ -118,4 +118,7 @@ def _fill(model: Any, values: dict[Any, np.ndarray]) -> Any:
             out.append(node)
         return out
 
+    from convbridge.port._walk_flax import check_x64
+
+    check_x64({".".join(map(str, p)): values[p] for p in paths})
     return eqx.tree_at(where, model, jax.device_put([values[p] for p in paths]))  # one transfer for all

@@ -148,7 +148,26 @@ def _flax_kind(m: Any) -> tuple[str, str, int | None]:
 
 def _placed(values: dict[Any, np.ndarray]) -> dict[Any, Any]:
     """The host arrays as JAX arrays, in one transfer."""
+    check_x64(values)
     return dict(zip(values, jax.device_put(list(values.values()))))
+
+
+def check_x64(values: Any) -> None:
+    """Refuse 64-bit arrays when JAX's x64 mode is off: JAX would round them to 32 bits (a port keeps dtypes).
+
+    Raises:
+        DTypeError: naming the first such array.
+    """
+    from convbridge.errors import DTypeError
+
+    if jax.config.read("jax_enable_x64"):
+        return
+    items = values.items() if isinstance(values, dict) else enumerate(values)
+    for name, v in items:
+        if np.dtype(v.dtype) in (np.float64, np.complex128):
+            raise DTypeError(f"{name} is {np.dtype(v.dtype).name}, but JAX's x64 mode is off, so JAX would round it "
+                             "to 32 bits; enable it first (jax.config.update('jax_enable_x64', True)) or cast the "
+                             "source model to float32")
 
 
 def _rebuild(tree: Any, path: tuple[Any, ...], values: dict[Any, Any], collections: bool) -> Any:

@@ -177,7 +177,36 @@ def _path_get(tree: Any, path: Sequence[str]) -> Any:
     return tree
 
 
-class LinenSide:
+class _Jitted:
+    """A side whose run is one ``jax.jit`` program ``program(params, x, feeds) -> (y, xs, ys, fed)``."""
+
+    orders: list[int]
+
+    def run(self, x: np.ndarray, feeds: Mapping[int, np.ndarray], float64: bool, structure: bool = False) -> Run:
+        raise NotImplementedError
+
+    def _execute(self, program: Callable[..., Any], params: Any, x: np.ndarray, feeds: Mapping[int, np.ndarray],
+                 float64: bool, structure: bool, tape: Callable[[], _Tape]) -> Run:
+        """Run ``program`` (inside the side's dtype scope); with ``structure``, only trace it."""
+        dtype = np.float64 if float64 else None
+        xin = jnp.asarray(x.astype(dtype) if dtype else x)
+        fed_in = {k: jnp.asarray(v.astype(dtype) if dtype else v) for k, v in feeds.items()}
+        if structure:
+            shapes = jax.eval_shape(program, params, xin, fed_in)
+            self.orders = tape().orders
+            return Run(tape().calls(*[[np.broadcast_to(np.zeros((), s.dtype), s.shape) for s in v]
+                                      for v in shapes[1:3]]), {}, np.zeros(0))
+        y, xs, ys, fed = jax.jit(program)(params, xin, fed_in)
+        if not feeds:
+            self.orders = tape().orders
+        return Run(tape().calls(xs, ys), {k: _host(v) for k, v in fed.items()}, _host(y))
+
+    def structure(self, x: np.ndarray) -> list[Call]:
+        """The leaf calls' names, kinds and shapes, from tracing alone (values are zeros, nothing is compiled)."""
+        return self.run(x, {}, False, structure=True).calls
+
+
+class LinenSide(_Jitted):
     """A ``(linen_module, variables)`` pair (or ``(module, variables, apply_kwargs)``), run with
     ``flax.linen.intercept_methods``: every submodule's ``__call__`` is seen with its inputs and output.
 
@@ -220,22 +249,7 @@ class LinenSide:
 
         with _scope(float64):
             variables = _f64(self.variables) if float64 else self.variables
-            dtype = np.float64 if float64 else None
-            xin = jnp.asarray(x.astype(dtype) if dtype else x)
-            fed_in = {k: jnp.asarray(v.astype(dtype) if dtype else v) for k, v in feeds.items()}
-            if structure:
-                shapes = jax.eval_shape(program, variables, xin, fed_in)
-                self.orders = tape.orders
-                return Run(tape.calls(*[[np.broadcast_to(np.zeros((), s.dtype), s.shape) for s in v]
-                                        for v in shapes[1:3]]), {}, np.zeros(0))
-            y, xs, ys, fed = jax.jit(program)(variables, xin, fed_in)
-            if not feeds:
-                self.orders = tape.orders
-            return Run(tape.calls(xs, ys), {k: _host(v) for k, v in fed.items()}, _host(y))
-
-    def structure(self, x: np.ndarray) -> list[Call]:
-        """The leaf calls' names, kinds and shapes, from tracing alone (values are zeros, nothing is compiled)."""
-        return self.run(x, {}, False, structure=True).calls
+            return self._execute(program, variables, x, feeds, float64, structure, lambda: tape)
 
 
 # ------------------------------------------------------------------------------------------ nnx and Equinox
@@ -415,7 +429,7 @@ def _eqx_info(m: Any, x: Any) -> Info:
     return out
 
 
-class EquinoxSide:
+class EquinoxSide(_Jitted):
     """An Equinox module taking one example (channels first): the batch is ``jax.vmap``-ed in one ``jax.jit``
     program returning every leaf's input and output; parameters are read for judging from the concrete model by
     each module's path."""
@@ -462,22 +476,8 @@ class EquinoxSide:
         with _scope(float64):
             model = _f64(self.model) if float64 else self.model
             params, static = eqx.partition(model, eqx.is_array)
-            dtype = np.float64 if float64 else None
-            xin = jnp.asarray(x.astype(dtype) if dtype else x)
-            fed_in = {k: jnp.asarray(v.astype(dtype) if dtype else v) for k, v in feeds.items()}
-            def call(p: Any, a: Any, f: Any) -> Any:
+
+            def program(p: Any, a: Any, f: Any) -> Any:
                 return jax.vmap(lambda pp, aa, ff: one(pp, static, aa, ff), in_axes=(None, 0, 0))(p, a, f)
 
-            if structure:
-                shapes = jax.eval_shape(call, params, xin, fed_in)
-                self.orders = tape.orders
-                return Run(tape.calls(*[[np.broadcast_to(np.zeros((), s.dtype), s.shape) for s in v]
-                                        for v in shapes[1:3]]), {}, np.zeros(0))
-            y, xs, ys, fed = jax.jit(call)(params, xin, fed_in)
-            if not feeds:
-                self.orders = tape.orders
-            return Run(tape.calls(xs, ys), {k: _host(v) for k, v in fed.items()}, _host(y))
-
-    def structure(self, x: np.ndarray) -> list[Call]:
-        """The leaf calls' names, kinds and shapes, from tracing alone (values are zeros, nothing is compiled)."""
-        return self.run(x, {}, False, structure=True).calls
+            return self._execute(program, params, x, feeds, float64, structure, lambda: tape)

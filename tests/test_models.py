@@ -169,6 +169,7 @@ def resnet():
     return model, to_linen(model), x, _torch_out(model, x)
 
 
+@pytest.mark.slow  # CI: tests/test_diff.py judges the same port layer by layer
 def test_resnet18_linen_equals_torch(resnet):
     _, variables, x, expected = resnet
     assert expected.shape == (2, 10)
@@ -176,6 +177,7 @@ def test_resnet18_linen_equals_torch(resnet):
     np.testing.assert_allclose(_linen_out(ML.ResNet18(width=8), variables, x), expected, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow  # CI: tests/test_diff.py judges the same port layer by layer
 def test_resnet18_equinox_equals_torch(resnet):
     model, _, x, expected = resnet
     np.testing.assert_allclose(_eqx_out(ME.ResNet18, model, x, width=8), expected, rtol=RTOL, atol=ATOL)
@@ -304,7 +306,8 @@ def test_mobilenetv2_block_equals_torch_and_bn_eps_knob(args):
 
 # ---------------------------------------------------------------------------------------------------------- UNet
 
-@pytest.mark.parametrize("align_corners", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.slow  # CI: tests/test_diff.py judges the UNet port (and the align_corners knob) layer by layer
+@pytest.mark.parametrize("align_corners", [False, True])
 def test_unet_equals_torch_and_align_corners_knob(align_corners):
     x = _input((2, 3, 16, 16), seed=8)
     model = _randomise(MT.UNet(width=4, align_corners=align_corners), x, seed=7)

@@ -323,3 +323,41 @@ def test_glue_with_a_few_ulp_function_is_not_a_false_alarm():
     bad = cb.diff(tm, (LinenNet(approximate=True), variables), x)  # tanh GELU: another function
     assert bad.first_divergent is not None and bad.first_divergent.name_a == "b"
     assert bad.first_divergent.input_verdict == "glue" and bad.first_divergent.glue_cause == ""
+
+
+def test_groupnorm_and_layernorm_are_judged_with_their_bound():
+    import flax.linen as nn
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.g = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.GroupNorm(2, 8)
+            self.fc, self.ln = torch.nn.Linear(8 * 6 * 6, 5), torch.nn.LayerNorm(5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.ln(self.fc(self.g(self.c(x)).flatten(1)))
+
+    class LinenNet(nn.Module):
+        eps: float = 1e-5
+
+        @nn.compact
+        def __call__(self, x: jax.Array) -> jax.Array:
+            y = nn.Conv(8, (3, 3), padding=((1, 1), (1, 1)), name="c")(x)
+            y = nn.GroupNorm(num_groups=2, epsilon=self.eps, name="g")(y)
+            y = jnp.transpose(y, (0, 3, 1, 2)).reshape(y.shape[0], -1)
+            return nn.LayerNorm(epsilon=1e-5, name="ln")(nn.Dense(5, name="fc")(y))
+
+    torch.manual_seed(0)
+    tm = Net().eval()
+    with torch.no_grad():
+        for m in (tm.g, tm.ln):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.uniform_(-0.2, 0.2)
+    x = (RNG.standard_normal((2, 3, 6, 6)) + 3).astype(np.float32)  # a mean far from 0: the variance cancels
+    variables = _linen(tm, LinenNet(), x.transpose(0, 2, 3, 1))
+    good = cb.diff(tm, (LinenNet(), variables), x)
+    assert [r.kind for r in good.rows] == ["conv", "groupnorm", "linear", "layernorm"]
+    assert good.first_divergent is None, str(good.first_divergent)
+    assert all(0 < r.allowed < 1e4 for r in good.rows if r.kind.endswith("norm") and r.verdict == "equivalent")
+    bad = cb.diff(tm, (LinenNet(eps=1e-3), variables), x).first_divergent
+    assert bad is not None and bad.kind == "groupnorm" and "eps 1e-05 vs 0.001" in bad.cause

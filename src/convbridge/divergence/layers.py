@@ -14,7 +14,7 @@ kind                          gauge ``G``                                       
 ============================  =====================================================  ==========================
 conv, conv_transpose, linear  ``|W| * |x| + |b|`` (the layer with absolute values)     ``gamma_{K+1} / u``, K terms
 batchnorm (eval)              ``(|x| + |mean|) |s| + |beta|``, ``s = gamma/sqrt(v+e)`` 10
-layernorm, groupnorm          ``(|x| + |mu|) |gamma| / sigma + |beta|`` over a group   ``4 n + 20``, n per group
+layernorm, groupnorm          ``|gamma| (|x-mu|/s (m2/v + 1) + m1/s) + |beta|``        ``n + 10``, n per group
 relu, relu6, max pool,        ``max |x|``                                            0: a selection is exact
 flatten, identity, dropout,
 nearest upsampling
@@ -163,9 +163,10 @@ def gauge(info: Info, x: np.ndarray, y: np.ndarray, u: float) -> tuple[np.ndarra
              + _per_channel(np.abs(b), ax, axis))
         return g, 10.0, "6 roundings and a reciprocal square root, (|x| + |mean|)|s| + |beta|", True
     if kind in ("layernorm", "groupnorm"):
-        n = max(info.terms, 1)
-        scale = np.abs(np.asarray(y, np.float64))
-        return ax + scale + float(np.max(ax, initial=0.0)), 4.0 * n + 20, f"normalisation over n = {n}", False
+        found = _norm_gauge(info, np.asarray(x, np.float64))
+        if found is not None:
+            g, n = found
+            return g, float(n + 10), f"mean and variance of n = {n}, a first-order bound", False
     if kind in EXACT:
         return np.asarray(float(np.max(ax, initial=0.0))), 0.0, "exact: a selection of input values", True
     if kind in ("avgpool", "adaptive_avgpool"):
@@ -180,6 +181,42 @@ def gauge(info: Info, x: np.ndarray, y: np.ndarray, u: float) -> tuple[np.ndarra
     if kind in _SMOOTH:
         return ax + ay, 16.0, "a few ulp of an elementwise function, |x| + |y|", False
     return ax + ay, 64.0, "no bound for this kind: the float64 re-run decides", False
+
+
+def _norm_gauge(info: Info, x: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """LayerNorm / GroupNorm: ``|gamma| (|x - mu| / s (m2 / v + 1) + m1 / s) + |beta|`` per element, with ``mu``,
+    ``v``, ``m1 = mean |x|``, ``m2 = mean x^2`` over the element's group and ``s = sqrt(v + eps)``: to first order, a
+    mean of n terms in any order is off by ``n u m1``, a variance by ``n u m2`` (so ``s`` by ``n u m2 / (2 v)``
+    relatively), and the rest takes a few roundings. ``None`` when the layer's grouping cannot be read."""
+    eps = float(info.config.get("eps", 1e-5))
+    axis = info.channels_axis % x.ndim
+    if info.kind == "groupnorm":
+        groups = int(info.config.get("num_groups", 0) or 0)
+        if groups <= 0 or x.ndim < 2 or x.shape[axis] % groups:
+            return None
+        xc = np.moveaxis(x, axis, 1)
+        xg: np.ndarray = xc.reshape(xc.shape[0], groups, -1)
+    else:
+        n, k = max(info.terms, 1), x.ndim
+        while k > 0 and int(np.prod(x.shape[k - 1:])) <= n:
+            k -= 1
+        if int(np.prod(x.shape[k:])) != n:
+            return None
+        xg = x.reshape(-1, n)
+    mu = xg.mean(-1, keepdims=True)
+    var = ((xg - mu) ** 2).mean(-1, keepdims=True)
+    s = np.sqrt(var + eps)
+    core = np.abs(xg - mu) / s * ((xg**2).mean(-1, keepdims=True) / (var + eps) + 1) + np.abs(xg).mean(-1,
+                                                                                                   keepdims=True) / s
+    if info.kind == "groupnorm":
+        core = np.moveaxis(core.reshape(xc.shape), 1, axis)
+        w = _per_channel(np.abs(info.params["weight"]), x, axis) if "weight" in info.params else 1.0
+        b = _per_channel(np.abs(info.params["bias"]), x, axis) if "bias" in info.params else 0.0
+    else:
+        core = core.reshape(x.shape)
+        w = np.abs(np.asarray(info.params["weight"], np.float64)) if "weight" in info.params else 1.0
+        b = np.abs(np.asarray(info.params["bias"], np.float64)) if "bias" in info.params else 0.0
+    return np.asarray(w * core + b), xg.shape[-1]
 
 
 def glue_bound(d_earlier: float, x: np.ndarray, u: float) -> np.ndarray:

@@ -195,7 +195,8 @@ def run() -> None:
               help="Comma-separated, two or more of torch, jax, numpy (one is compared with the reference).")
 @click.option("--image-index", type=int, default=0, show_default=True, help="Image shown in the figures.")
 @click.option("--channel", type=int, default=0, show_default=True, help="Output channel shown in the figures.")
-@click.option("--no-plots", is_flag=True, help="Skip the figures (the HTML report is still written).")
+@click.option("--no-plots", is_flag=True, help="Skip the figures and the interactive view that comes with them (the "
+              "HTML report is still written).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: a machine-readable report on stdout.")
 @click.option("--all", "run_all", is_flag=True, help="Also run the whole split batch by batch, with aggregates.")
@@ -493,6 +494,16 @@ def _share(cfg: ExperimentConfig, dataset: Dataset, part: tuple[int, int], fmt: 
     return code
 
 
+def _kernel_fact(result: ExperimentResult) -> str:
+    """The kernel as the backends received it: its shape in the run's kernel layout, and the run's dtype."""
+    from convbridge.spec import permutation, resolve_layout
+
+    cfg = result.config
+    lay = resolve_layout(None if cfg.layout == "NCHW" else cfg.layout, 4, 4)
+    shape = tuple(result.kernel.shape[i] for i in permutation("OIHW", lay.rhs))
+    return f"{shape} {result.x.dtype} ({lay.rhs}) = {result.kernel_source}"
+
+
 def _summary(result: ExperimentResult, seconds: float) -> dict[str, Any]:
     from convbridge.parity import worst_verdict
 
@@ -505,7 +516,7 @@ def _summary(result: ExperimentResult, seconds: float) -> dict[str, Any]:
         else result.dataset.source,
         "images": f"{tuple(result.x.shape)} {result.x.dtype}",
         "labels": f"{tuple(result.dataset.labels.shape)} {result.dataset.labels.dtype}",
-        "kernel": f"{tuple(result.kernel.shape)} {result.kernel.dtype} = {result.kernel_source}",
+        "kernel": _kernel_fact(result),
     }
     for n in names:
         facts[f"{n} output"] = f"{tuple(result.outputs[n].shape)} {result.outputs[n].dtype} ({CALLS[n]})"

@@ -20,7 +20,8 @@ from convbridge.viz._files import save
 __all__ = ["side_by_side", "rows", "heatmap", "input_grid", "filters", "STYLE"]
 
 #: The original tutorial plotted on a dark background.
-STYLE = "dark_background"
+#: Every figure's style: dark, and text drawn as given (a class or layer name holding ``$`` is not TeX math).
+STYLE: list[str | dict[str, object]] = ["dark_background", {"text.parse_math": False}]
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -114,12 +114,15 @@ def section(outputs: Mapping[str, np.ndarray], reference: np.ndarray, gauge: np.
         return (f"<p>The interactive view is left out: one output channel has {h} x {w} = {h * w:,} elements, "
                 f"more than the {MAX_ELEMENTS:,} it embeds.</p>")
     ni, nc = picked
-    cut = (slice(0, ni), slice(0, nc))
+    index = list(range(ni))
+    if not 0 <= start[0] < ni and 0 <= start[0] < n:
+        index[-1] = start[0]  # the image the figures show is always embedded
+    cut = (np.asarray(index)[:, None], np.arange(nc)[None, :])
     names = list(outputs)
     data = {
-        "images": ni, "channels": nc, "height": h, "width": w, "names": names,
-        "labels": [str(s) for s in labels[:ni]],
-        "start": [start[0] if start[0] < ni else 0, start[1] if start[1] < nc else 0],
+        "images": ni, "channels": nc, "height": h, "width": w, "names": names, "index": index,
+        "labels": [str(labels[i]) if i < len(labels) else "" for i in index],
+        "start": [index.index(start[0]) if start[0] in index else 0, start[1] if start[1] < nc else 0],
         "arrays": {**{k: encode(outputs[k][cut]) for k in names},
                    "reference": encode(np.asarray(reference[cut], np.float64)),
                    "gauge": encode(np.asarray(np.broadcast_to(gauge, reference.shape)[cut], np.float64))},
@@ -130,7 +133,9 @@ def section(outputs: Mapping[str, np.ndarray], reference: np.ndarray, gauge: np.
         "allowed": {k: _uniform_or_map(np.asarray(allowed[k][cut], np.float64)) for k in names},
     }
     blob = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")  # no "</script>" inside
-    what = (f"the first {ni} of {n} image{'s' if n > 1 else ''}, "
+    first = f"the first {ni} of {n} image{'s' if n > 1 else ''}" if index == list(range(ni)) else (
+        f"{ni} of {n} images (numbers {', '.join(map(str, index[:-1]))} and {index[-1]}, the one the figures show)")
+    what = (f"{first}, "
             + (f"all {c} output channels" if nc == c else f"the first {nc} of {c} output channels")
             + f" ({h} x {w} each): the {_words(names)} output{'s' if len(names) > 1 else ''}, the float64 "
             f"reference and the gauge G, as base64 little-endian floats ({len(blob) / 1e6:.2g} MB)")
@@ -168,7 +173,9 @@ _VIRIDIS = "440154 472d7b 3b528b 2c728e 21918c 28ae80 5ec962 addc30 fde725"
 _MAGMA = "000004 1c1044 4f127b 812581 b5367a e55064 fb8861 fec287 fcfdbf"
 
 CSS = """.explore .controls{display:flex;flex-wrap:wrap;gap:.5em 1em;margin:.5em 0}
-.explore select{background:#222;color:#ddd;border:1px solid #555;padding:2px 4px}
+.explore select{background:#222;color:#ddd;border:1px solid #555;padding:2px 4px;max-width:100%;
+text-overflow:ellipsis}
+.explore .controls label{max-width:100%;display:inline-block}
 .explore .stage{position:relative;width:100%;max-width:448px;line-height:0}
 #cb-canvas{width:100%;height:auto;image-rendering:pixelated;background:#000;cursor:crosshair}
 #cb-cursor{position:absolute;outline:2px solid #fff;box-shadow:0 0 0 1px #000;pointer-events:none}
@@ -200,7 +207,7 @@ _SCRIPT = """
   var $ = function (id) { return document.getElementById(id); };
   var img = $("cb-image"), chan = $("cb-channel"), show = $("cb-show"), canvas = $("cb-canvas");
   var ctx = canvas.getContext("2d"), cursor = null;
-  for (var i = 0; i < d.images; i++) img.add(new Option(i + (d.labels[i] ? ": " + d.labels[i] : ""), i));
+  for (var i = 0; i < d.images; i++) img.add(new Option(d.index[i] + (d.labels[i] ? ": " + d.labels[i] : ""), i));
   for (var c = 0; c < C; c++) chan.add(new Option(String(c), c));
   d.names.concat(["reference"]).forEach(function (n) { show.add(new Option(n, n)); });
   d.names.forEach(function (n) { show.add(new Option("r: " + n + " vs reference", "r:" + n)); });

@@ -319,17 +319,23 @@ def test_view_data_round_trips_and_marks_correctly_rounded_values() -> None:
                                {"torch": allowed}, [f"c{i}" for i in range(10)], start=(9, 1))
     script = page.split('id="cb-explore-data">', 1)[1].split("</script>", 1)[0]
     data = json.loads(script)
-    assert (data["images"], data["channels"]) == (8, 2) and data["start"] == [0, 1]  # image 9 is not embedded
-    assert data["labels"] == [f"c{i}" for i in range(8)] and data["terms"] == 75
-    assert np.array_equal(np.frombuffer(base64.b64decode(data["arrays"]["torch"]["b64"]), "<f4"), out[:8].ravel())
-    assert np.array_equal(np.frombuffer(base64.b64decode(data["arrays"]["reference"]["b64"]), "<f8"), ref[:8].ravel())
+    # the image the figures show (9) is embedded in place of the 8th, and shown first (found by a hostile user)
+    index = [0, 1, 2, 3, 4, 5, 6, 9]
+    assert (data["images"], data["channels"]) == (8, 2) and data["start"] == [7, 1] and data["index"] == index
+    assert data["labels"] == [f"c{i}" for i in index] and data["terms"] == 75
+    assert np.array_equal(np.frombuffer(base64.b64decode(data["arrays"]["torch"]["b64"]), "<f4"), out[index].ravel())
+    assert np.array_equal(np.frombuffer(base64.b64decode(data["arrays"]["reference"]["b64"]), "<f8"),
+                          ref[index].ravel())
     mask = np.frombuffer(base64.b64decode(data["rounded"]["torch"]["b64"]), np.uint8).reshape(8, 2, 3, 4)
     assert mask.sum() == mask.size - 1 and mask[0, 1, 2, 3] == 0
     bound = np.frombuffer(base64.b64decode(data["allowed"]["torch"]["b64"]), "<f4").reshape(8, 2, 3, 4)
     assert bound[3, 1, 0, 0] == 27 and bound[3, 1, 0, 1] == 75
     for code in re.findall(r"<script>(.*?)</script>", page, re.S):
         assert "</" not in code  # the HTML parser would end the script there
-    assert "the first 8 of 10 images, all 2 output channels (3 x 4 each): the torch output" in page
+    assert "8 of 10 images (numbers 0, 1, 2, 3, 4, 5, 6 and 9, the one the figures show), all 2 output channels" in page
+    first = interactive.section({"torch": out}, ref, np.abs(ref) + 1, np.full(ref.shape, 75), {"torch": U32},
+                                {"torch": allowed}, [f"c{i}" for i in range(10)], start=(1, 1))
+    assert "the first 8 of 10 images, all 2 output channels (3 x 4 each): the torch output" in first
 
 
 def test_view_is_left_out_when_one_channel_is_too_large() -> None:

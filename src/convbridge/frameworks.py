@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 
 from convbridge.errors import ArgumentError
 
@@ -138,3 +138,26 @@ def get(name: str) -> Convention:
     if name not in CONVENTIONS:
         raise ArgumentError(f"unknown framework API {name!r}; choose one of {', '.join(map(repr, CONVENTIONS))}")
     return CONVENTIONS[name]
+
+
+def load_submodule(package: str, name: str, extras: Mapping[str, str]) -> ModuleType:
+    """``package.name`` imported on first use (a package's PEP 562 ``__getattr__``), or a BackendUnavailable naming
+    the pip extra (``extras[name]``) when its framework is not installed.
+
+    Raises:
+        AttributeError: ``name`` is not one of ``extras``.
+        BackendUnavailable: the submodule's framework is missing.
+    """
+    import importlib
+
+    from convbridge.errors import BackendUnavailable
+
+    if name not in extras:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    try:
+        return importlib.import_module(f"{package}.{name}")
+    except ModuleNotFoundError as missing:
+        if (missing.name or "").partition(".")[0] not in ("torch", "jax", "jaxlib", "flax", "equinox"):
+            raise
+        raise BackendUnavailable(f"{package}.{name} needs {missing.name}, which is not installed; "
+                                 f"pip install 'convbridge[{extras[name]}]'") from None

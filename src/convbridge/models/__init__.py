@@ -25,10 +25,10 @@ Importing :mod:`convbridge.models` imports no framework; the submodules load on 
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
-from convbridge.errors import BackendUnavailable
+from convbridge.errors import BackendUnavailable  # noqa: F401  (what a missing framework raises)
+from convbridge.frameworks import load_submodule
 from convbridge.models._common import MODELS
 
 #: The framework submodules, loaded on first use, and the extra installing each.
@@ -38,15 +38,7 @@ __all__ = ["MODELS", "SUBMODULES"]
 
 
 def __getattr__(name: str) -> ModuleType:
-    if name not in SUBMODULES:
-        raise AttributeError(f"module 'convbridge.models' has no attribute {name!r}")
-    try:
-        return importlib.import_module(f"convbridge.models.{name}")
-    except ModuleNotFoundError as missing:
-        if (missing.name or "").partition(".")[0] not in ("torch", "jax", "jaxlib", "flax", "equinox"):
-            raise
-        raise BackendUnavailable(f"convbridge.models.{name} needs {missing.name}, which is not installed; "
-                                 f"pip install 'convbridge[{SUBMODULES[name]}]'") from None
+    return load_submodule("convbridge.models", name, SUBMODULES)
 
 
 def __dir__() -> list[str]:

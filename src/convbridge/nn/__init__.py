@@ -48,10 +48,10 @@ Importing :mod:`convbridge.nn` imports no framework; ``convbridge.nn.torch``, ``
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
-from convbridge.errors import BackendUnavailable
+from convbridge.errors import BackendUnavailable  # noqa: F401  (what a missing framework raises)
+from convbridge.frameworks import load_submodule
 from convbridge.nn._common import INITS, STORAGE
 
 #: The framework submodules, loaded on first use (star-imports load none of them), and the extra installing each.
@@ -61,15 +61,7 @@ __all__ = ["INITS", "STORAGE", "SUBMODULES"]
 
 
 def __getattr__(name: str) -> ModuleType:
-    if name not in SUBMODULES:
-        raise AttributeError(f"module 'convbridge.nn' has no attribute {name!r}")
-    try:
-        return importlib.import_module(f"convbridge.nn.{name}")
-    except ModuleNotFoundError as missing:
-        if (missing.name or "").partition(".")[0] not in ("torch", "jax", "jaxlib", "flax", "equinox"):
-            raise
-        raise BackendUnavailable(f"convbridge.nn.{name} needs {missing.name}, which is not installed; "
-                                 f"pip install 'convbridge[{SUBMODULES[name]}]'") from None
+    return load_submodule("convbridge.nn", name, SUBMODULES)
 
 
 def __dir__() -> list[str]:

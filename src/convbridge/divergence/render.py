@@ -283,7 +283,8 @@ _CSS = """.cb-diff{font-family:system-ui,sans-serif;line-height:1.35}
 #: The page around the fragment: the dark look of ``convbridge compare``'s report, with side margins for phones.
 _PAGE_CSS = """body{background:#111;color:#ddd;font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;
 padding:0 12px}a{color:#7ab7ff}img{max-width:100%;height:auto;background:#000}figure{margin:1.5em 0}
-code{background:#1b1b1b;padding:1px 4px;overflow-wrap:anywhere}"""
+code{background:#1b1b1b;padding:1px 4px;overflow-wrap:anywhere}
+.cb-chart{overflow-x:auto}@media (max-width:600px){.cb-chart img{max-width:none;width:640px}}"""
 
 
 def _e(value: object) -> str:
@@ -417,8 +418,8 @@ def _chart(report: DiffReport) -> str:
            f"output; {sum(not _agrees(r) for r in report.rows)} do not agree"
            + (f"; first divergent: #{first.index} {first.name_a}" if first is not None else ""))
     data = base64.b64encode(png).decode("ascii")
-    return (f'<h3>r against the allowed band, per layer</h3><figure><img alt="{_e(alt)}" '
-            f'src="data:image/png;base64,{data}"><figcaption class="cb-note">Bars: r; shaded: the allowed band; '
+    return (f'<h3>r against the allowed band, per layer</h3><figure><div class="cb-chart"><img alt="{_e(alt)}" '
+            f'src="data:image/png;base64,{data}"></div><figcaption class="cb-note">Bars: r; shaded: the allowed band; '
             "red: mismatch; X: the layer's input differs (glue); highlighted: the first divergent layer."
             "</figcaption></figure>")
 

@@ -22,8 +22,9 @@ def _host(t: Any) -> np.ndarray:
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
-    a = np.ascontiguousarray(a)
-    return torch.from_numpy(a if a.flags.writeable else a.copy())
+    from convbridge.port._torch import _tensor as tensor  # a copy (JAX's host arrays are read-only), bfloat16 too
+
+    return tensor(a)
 
 
 def info(m: torch.nn.Module, x: torch.Tensor) -> Info:

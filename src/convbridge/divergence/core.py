@@ -11,7 +11,7 @@ import numpy as np
 
 from convbridge.arrays import to_numpy
 from convbridge.divergence._common import Call, Run, Side, to_channels_first, to_channels_last
-from convbridge.divergence.layers import PARAMETRIC, causes, gauge, glue_bound, unit_roundoff
+from convbridge.divergence.layers import PARAMETRIC, causes, gauge, glue_bound
 from convbridge.divergence.report import DiffReport, DiffRow
 from convbridge.errors import (ArgumentError, ArgumentTypeError, ConvBridgeError, LayoutError, ShapeError,
                                describe_value)
@@ -441,7 +441,7 @@ def _rows(pairs: Sequence[tuple[int, int]], run_a: Run, calls_b: Sequence[Call],
     fed64_b = r64b.fed if r64b is not None else {}
     for n, (i, j) in enumerate(pairs):
         ca, cb_ = run_a.calls[i], calls_b[j]
-        u = unit_roundoff(ca.y.dtype) if ca.y.dtype.kind == "f" else 2.0**-24
+        u = _unit_roundoff(ca.y.dtype)
         y_b = conv.to_a(run_b.fed[j])
         y64_a = fed64_a.get(i)
         y64_b = conv.to_a(fed64_b[j]) if j in fed64_b else None
@@ -462,6 +462,16 @@ def _rows(pairs: Sequence[tuple[int, int]], run_a: Run, calls_b: Sequence[Call],
                             in_allowed, glue_cause, how))
         prev = ca
     return rows
+
+
+def _unit_roundoff(dtype: np.dtype) -> float:
+    """The unit roundoff of a layer's output dtype (float32's for a dtype convbridge does not judge)."""
+    from convbridge.precision import unit_roundoff
+
+    try:
+        return unit_roundoff(np.dtype(dtype).name)
+    except ConvBridgeError:
+        return 2.0**-24
 
 
 def _input(x: Any) -> np.ndarray:

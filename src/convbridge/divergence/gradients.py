@@ -56,14 +56,6 @@ def _torch_grads(model: Any, x: np.ndarray, g: np.ndarray, float64: bool) -> tup
     return grads, to_host(xt.grad, "a gradient"), m
 
 
-def _jax_scope(float64: bool) -> Any:
-    import contextlib
-
-    import jax
-
-    return jax.enable_x64(True) if float64 else contextlib.nullcontext()
-
-
 def _flat(tree: Any, sep: str) -> dict[str, np.ndarray]:
     import jax
 
@@ -77,11 +69,15 @@ def _flat(tree: Any, sep: str) -> dict[str, np.ndarray]:
 
 
 def _f64(tree: Any) -> Any:
-    import jax
-    import jax.numpy as jnp
+    from convbridge.divergence._jax import _f64 as f64
 
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a, np.float64))
-                                  if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+    return f64(tree)
+
+
+def _jax_scope(float64: bool) -> Any:
+    from convbridge.divergence._jax import _scope
+
+    return _scope(float64)
 
 
 def _vjp(f: Any, params: Any, x: Any, g: Any) -> Any:

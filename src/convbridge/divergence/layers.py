@@ -49,7 +49,7 @@ import numpy as np
 
 from convbridge.bounds import gamma
 
-__all__ = ["Info", "kind_of", "PARAMETRIC", "EXACT", "gauge", "glue_bound", "causes", "unit_roundoff"]
+__all__ = ["Info", "kind_of", "PARAMETRIC", "EXACT", "gauge", "glue_bound", "causes"]
 
 #: Kinds that own parameters: paired one to one, in order, between the two models.
 PARAMETRIC = frozenset({"conv", "conv_transpose", "linear", "batchnorm", "layernorm", "groupnorm"})
@@ -110,20 +110,6 @@ class Info:
     terms: int = 0
     gauge_fn: Callable[[np.ndarray], np.ndarray] | None = None
     channels_axis: int = 1
-
-
-def unit_roundoff(dtype: Any) -> float:
-    """``2**-p`` for a float dtype with p significand bits (float32: 2**-24).
-
-    >>> unit_roundoff(np.float32) == 2.0**-24, unit_roundoff(np.float64) == 2.0**-53
-    (True, True)
-    """
-    import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy)
-
-    dt = np.dtype(dtype)
-    if dt.kind == "c":
-        dt = np.dtype(dt.char.lower()) if dt.char in "FD" else np.dtype(np.float64)
-    return float(np.finfo(dt).eps) / 2
 
 
 def _per_channel(v: np.ndarray, like: np.ndarray, axis: int) -> np.ndarray:
